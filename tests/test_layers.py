@@ -1,0 +1,126 @@
+"""Conv layers against direct NumPy definitions of PyTorch's ops, and every impl against 'xla'."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deepwm_jax.models import layers
+
+
+def _np_conv2d(x, w, stride, padding, dilation):
+  """torch.nn.functional.conv2d by its definition, NHWC input, HWIO kernel."""
+  k = w.shape[0]
+  xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  h_out = (xp.shape[1] - dilation * (k - 1) - 1) // stride + 1
+  w_out = (xp.shape[2] - dilation * (k - 1) - 1) // stride + 1
+  y = np.zeros((x.shape[0], h_out, w_out, w.shape[3]), np.float64)
+  for i in range(h_out):
+    for j in range(w_out):
+      for a in range(k):
+        for b in range(k):
+          pix = xp[:, i * stride + a * dilation, j * stride + b * dilation, :]
+          y[:, i, j, :] += pix @ w[a, b]
+  return y
+
+
+def _np_conv_transpose2d(x, w, stride, padding):
+  """torch.nn.functional.conv_transpose2d by its definition: every input pixel scatters
+  kernel * value into the output at o = stride * i - padding + k (HWIO, I = input channels)."""
+  k = w.shape[0]
+  n, h, wd, _ = x.shape
+  h_out = (h - 1) * stride - 2 * padding + k
+  w_out = (wd - 1) * stride - 2 * padding + k
+  y = np.zeros((n, h_out, w_out, w.shape[3]), np.float64)
+  for i in range(h):
+    for j in range(wd):
+      for a in range(k):
+        for b in range(k):
+          oi, oj = stride * i - padding + a, stride * j - padding + b
+          if 0 <= oi < h_out and 0 <= oj < w_out:
+            y[:, oi, oj, :] += x[:, i, j, :] @ w[a, b]
+  return y
+
+
+def _rand(shape, seed):
+  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+CONV_CASES = [  # (kernel, stride, padding, dilation, size)
+    (3, 1, 1, 1, 8), (3, 2, 1, 1, 8), (3, 1, 2, 2, 9), (3, 1, 4, 4, 12),
+    (4, 2, 1, 1, 8), (1, 1, 0, 1, 5), (3, 2, 1, 1, 7),
+]
+
+
+@pytest.mark.parametrize("k,stride,padding,dilation,size", CONV_CASES)
+def test_conv2d_xla_matches_numpy_definition(k, stride, padding, dilation, size):
+  x, w = _rand((2, size, size, 3), 0), _rand((k, k, 3, 4), 1)
+  y = layers.conv2d(jnp.asarray(x), jnp.asarray(w), stride, padding, dilation, "xla")
+  np.testing.assert_allclose(np.asarray(y), _np_conv2d(x, w, stride, padding, dilation),
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [1, 4, 5])
+def test_conv_transpose2d_xla_matches_numpy_definition(size):
+  x, w = _rand((2, size, size, 3), 2), _rand((4, 4, 3, 5), 3)
+  y = layers.conv_transpose2d(jnp.asarray(x), jnp.asarray(w), 2, 1, "xla")
+  assert y.shape == (2, 2 * size, 2 * size, 5)
+  np.testing.assert_allclose(np.asarray(y), _np_conv_transpose2d(x, w, 2, 1),
+                             rtol=1e-5, atol=1e-5)
+
+
+def _value_and_grads(fn, x, w):
+  """Output and gradients wrt input and kernel of a random projection of fn(x, w)."""
+  y = fn(x, w)
+  probe = jnp.asarray(_rand(y.shape, 7))
+  grads = jax.grad(lambda x, w: jnp.sum(fn(x, w) * probe), argnums=(0, 1))(x, w)
+  return (y,) + grads
+
+
+def _assert_same(got, want):
+  for g, r in zip(got, want):
+    assert g.shape == r.shape
+    scale = float(jnp.max(jnp.abs(r)))
+    np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("impl", [i for i in layers.CONV_IMPLS if i != "xla"])
+@pytest.mark.parametrize("k,stride,padding,dilation,size", CONV_CASES)
+def test_conv2d_impls_match_xla_with_gradients(impl, k, stride, padding, dilation, size):
+  x, w = jnp.asarray(_rand((2, size, size, 3), 4)), jnp.asarray(_rand((k, k, 3, 4), 5))
+  conv = lambda impl: jax.jit(lambda x, w: layers.conv2d(x, w, stride, padding, dilation, impl))
+  _assert_same(_value_and_grads(conv(impl), x, w), _value_and_grads(conv("xla"), x, w))
+
+
+@pytest.mark.parametrize("impl", [i for i in layers.CONV_TRANSPOSE_IMPLS if i != "xla"])
+@pytest.mark.parametrize("size", [1, 3, 6])
+def test_conv_transpose2d_impls_match_xla_with_gradients(impl, size):
+  x, w = jnp.asarray(_rand((2, size, size, 3), 6)), jnp.asarray(_rand((4, 4, 3, 5), 8))
+  conv = lambda impl: jax.jit(lambda x, w: layers.conv_transpose2d(x, w, 2, 1, impl))
+  _assert_same(_value_and_grads(conv(impl), x, w), _value_and_grads(conv("xla"), x, w))
+
+
+def test_auto_is_plain_xla_off_cpu(monkeypatch):
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert layers.resolve_conv_impl("auto", 3, 1, 1) == "xla"
+  assert layers.resolve_conv_transpose_impl("auto", 4, 2, 1) == "xla"
+
+
+def test_modules_keep_param_layout_across_impls():
+  x = jnp.asarray(_rand((2, 6, 6, 3), 9))
+  shapes = {}
+  for impl in ("xla", "auto"):
+    for name, mod in (("conv", layers.Conv(4, impl=impl)),
+                      ("convT", layers.ConvTranspose(4, impl=impl))):
+      params = mod.init(jax.random.key(0), x)
+      shapes[name, impl] = jax.tree.map(jnp.shape, params)
+      if impl == "auto":
+        np.testing.assert_allclose(mod.apply(params, x),
+                                   mod.clone(impl="xla").apply(params, x), rtol=1e-5, atol=1e-5)
+  assert shapes["conv", "xla"] == shapes["conv", "auto"]
+  assert shapes["convT", "xla"]["params"]["kernel"] == (4, 4, 3, 4)
+
+
+def test_unknown_impl_is_a_clear_error():
+  x, w = jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1))
+  with pytest.raises(ValueError, match="unknown conv impl"):
+    layers.conv2d(x, w, 1, 1, 1, "nope")
