@@ -1,0 +1,105 @@
+"""Networks of the method, built by name from the config.
+
+`Generator` turns a body that returns a pre-activation image into an image in [0, 1], in one of
+the output modes the method uses: 'sigmoid' (the reference embedder), 'residual'
+(x + scale * tanh(h), clipped: METHOD.md section 8 found it necessary at small scale), 'tanh01'.
+"""
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from deepwm_jax.models.discriminator import Discriminator
+from deepwm_jax.models.extractor import Extractor
+from deepwm_jax.models.resnet import ResnetGenerator
+from deepwm_jax.models.unet import UNet
+from deepwm_jax.models.cnn import PlainCNN
+
+OUTPUTS = ("sigmoid", "residual", "tanh01", "linear")
+
+
+class Generator(nn.Module):
+  """Image-to-image network x -> y in [0, 1]; `cond` (the watermark) is concatenated to x."""
+  body: nn.Module
+  output: str = "sigmoid"
+  residual_scale: float = 0.1
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC, cond_HxWxC=None, train: bool = False):
+    inp = x_BxHxWxC
+    if cond_HxWxC is not None:
+      cond = jnp.broadcast_to(cond_HxWxC, x_BxHxWxC.shape[:3] + cond_HxWxC.shape[-1:])
+      inp = jnp.concatenate([x_BxHxWxC, cond.astype(x_BxHxWxC.dtype)], axis=-1)
+    h = self.body(inp, train).astype(jnp.float32)
+    if self.output == "sigmoid":
+      return nn.sigmoid(h)
+    if self.output == "residual":
+      return jnp.clip(x_BxHxWxC + self.residual_scale * jnp.tanh(h), 0.0, 1.0)
+    if self.output == "tanh01":
+      return 0.5 * (jnp.tanh(h) + 1.0)
+    if self.output == "linear":
+      return h
+    raise ValueError(f"unknown output {self.output!r}; use one of {OUTPUTS}")
+
+
+def auto_num_downs(num_downs: int, image_size: int) -> int:
+  """0 means the reference's log2(size) - 1 levels (7 at 256 px)."""
+  return num_downs or int(math.log2(image_size)) - 1
+
+
+def embedder(cfg) -> Generator:
+  e = cfg.embedder
+  body = UNet(cfg.data.channels, auto_num_downs(e.num_downs, cfg.data.image_size), e.ngf,
+              e.norm, cfg.conv_impl, dtype=_dtype(cfg))
+  return Generator(body, e.output, e.residual_scale)
+
+
+def extractor(cfg) -> Extractor:
+  r = cfg.extractor
+  return Extractor(cfg.data.channels, r.channels, tuple(r.dilations), r.output, cfg.conv_impl,
+                   dtype=_dtype(cfg))
+
+
+def discriminator(cfg) -> Discriminator:
+  return Discriminator(tuple(cfg.discriminator.widths), cfg.conv_impl, dtype=_dtype(cfg))
+
+
+def image_model(spec, channels: int, image_size: int, impl: str = "xla", dtype=None) -> nn.Module:
+  """A task model or surrogate from its spec (arch, widths, depths, output)."""
+  arch = spec.arch
+  if arch == "unet":
+    body = UNet(channels, auto_num_downs(spec.get("num_downs", 0), image_size), spec.ngf,
+                spec.get("norm", "batch"), impl, dtype=dtype)
+    return Generator(body, spec.get("output", "residual"), spec.get("residual_scale", 0.5))
+  if arch == "resnet":
+    return ResnetGenerator(channels, spec.ngf, spec.n_blocks, impl, dtype=dtype)
+  if arch == "cnn":
+    return PlainCNN(channels, spec.ngf, spec.get("depth", 8), impl, dtype=dtype)
+  raise ValueError(f"unknown architecture {arch!r}; use unet, resnet or cnn")
+
+
+def init_variables(model: nn.Module, key, *example_args, zero_last: str | None = None):
+  """Initialises variables; `zero_last` names a layer whose kernel starts at zero.
+
+  A residual embedder whose last layer starts at zero outputs B' = B exactly at step 0, so
+  fidelity starts perfect and the watermark grows in (METHOD.md section 8).
+  """
+  variables = jax.jit(lambda k: model.init(k, *example_args, train=False))(key)
+  variables = jax.tree.map(lambda x: x, variables)  # to plain (mutable) dicts
+  if zero_last is not None:
+    params = dict(variables["params"])
+    body = dict(params["body"])
+    body[zero_last] = jax.tree.map(jnp.zeros_like, body[zero_last])
+    params["body"] = body
+    variables = {**variables, "params": params}
+  return variables
+
+
+def count_params(variables) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(variables.get("params", {}))))
+
+
+def _dtype(cfg) -> Any:
+  return jnp.bfloat16 if cfg.get("compute_dtype", "float32") == "bfloat16" else None

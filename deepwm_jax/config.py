@@ -1,0 +1,188 @@
+"""Configs: the single source of hyper-parameters.
+
+A config file is Python with `get_config()` returning an `ml_collections.ConfigDict`, usually
+`base_config()` with changes. The CLI applies `--config.a.b=value` overrides and `validate`s
+the result so a bad value fails before any work starts.
+"""
+import ast
+import importlib.util
+import math
+import os
+
+import ml_collections
+
+from deepwm_jax.errors import DeepwmError
+
+
+def optimizer(lr, schedule="constant", lr_end=None, b1=0.5, b2=0.999, agc=0.0):
+  return dict(lr=lr, schedule=schedule, lr_end=lr_end if lr_end is not None else lr * 0.1,
+              b1=b1, b2=b2, agc=agc)
+
+
+def surrogate(arch="unet", ngf=16, loss="l2", steps=400, batch=16, lr=1e-3, seed=0, **extra):
+  """An image-to-image network trained by imitation (a surrogate, or the task model)."""
+  spec = dict(arch=arch, ngf=ngf, num_downs=0, n_blocks=6, depth=8, norm="batch",
+              output="residual", residual_scale=0.5, loss=loss, steps=steps, batch=batch,
+              seed=seed, optimizer=optimizer(lr, "cosine", lr * 0.1, b1=0.5))
+  spec.update(extra)
+  return spec
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.conv_impl = "xla"            # 'xla' everywhere; 'auto' picks faster CPU paths when present
+  c.compute_dtype = "float32"    # or 'bfloat16' on accelerators
+
+  c.data = dict(
+      source="builtin",          # 'builtin' (scikit-image photos) or 'folder:PATH'
+      image_size=64, channels=3,
+      scale=0.25,                # downscale photos first so small crops hold structure
+      task="rain", strength=1.0, # degradation that makes the task input A from B
+      n_protect=2048, n_attack=2048, n_val=64)
+  c.watermark = dict(spec="logo")  # 'logo', 'text:ABC' or an image file
+
+  # The target model M: trained on (A, B) here unless `source` names a callable.
+  c.task = surrogate("unet", ngf=16, loss="l1", steps=300, batch=16, lr=1e-3)
+  c.task.source = "train"        # 'train', 'identity' or 'python:module:function'
+
+  c.embedder = dict(ngf=16, num_downs=0, norm="batch", output="residual", residual_scale=0.1)
+  c.extractor = dict(channels=16, dilations=(2, 2, 4, 1), output="linear")
+  c.discriminator = dict(widths=(16, 32, 64, 128))
+
+  c.stage1 = dict(
+      steps=1500, batch=16, loss_scale=1e4,
+      weights=dict(fidelity=50.0, fidelity_l1=0.0, gan=0.01, watermark=1.0, clean=1.0,
+                   consistency=1.0, discriminator=1.0),
+      optimizer=optimizer(1e-3, "cosine", 1e-4, agc=0.01),
+      discriminator_optimizer=optimizer(2e-4))
+
+  c.attack = dict(
+      # The surrogate the extractor is fine-tuned against in stage 2.
+      surrogate=surrogate("unet", ngf=16, loss="l2", steps=400, seed=1),
+      # The protector's own null model (trained on clean pairs): a stage-2 negative.
+      null=surrogate("unet", ngf=16, loss="l2", steps=400, seed=2))
+
+  c.stage2 = dict(
+      steps=400, batch=8, loss_scale=1e4,
+      weights=dict(surrogate=1.0, watermark=1.0, clean=1.0, consistency=1.0),
+      optimizer=optimizer(1e-4, "cosine", 1e-5))
+
+  c.evaluate = dict(
+      # Trained after stage 2, never seen by the extractor.
+      surrogate=surrogate("resnet", ngf=16, loss="l1", n_blocks=3, steps=400, seed=3),
+      null=surrogate("resnet", ngf=16, loss="l1", n_blocks=3, steps=400, seed=4),
+      nc_threshold=0.95,         # the papers' success threshold on NC (reported beside ours)
+      alpha=1e-6,                # false-positive rate of a verify decision
+      margin=0.05)               # safety margin of the per-image threshold over negatives
+
+  c.log_every = 25
+  c.ckpt_every = 250
+  return c
+
+
+def load(path: str) -> ml_collections.ConfigDict:
+  if not os.path.isfile(path):
+    raise DeepwmError(f"config file '{path}' not found; pass --config configs/quickstart.py "
+                      f"or another file with get_config()")
+  spec = importlib.util.spec_from_file_location("deepwm_user_config", path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:
+    raise DeepwmError(f"config file '{path}' failed to load ({type(e).__name__}: {e}); "
+                      f"fix the file") from None
+  if not hasattr(module, "get_config"):
+    raise DeepwmError(f"config file '{path}' has no get_config(); define one returning a "
+                      f"ConfigDict")
+  return module.get_config()
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]):
+  """Applies `a.b=value` strings; values are parsed like the field they replace."""
+  for item in overrides:
+    if "=" not in item:
+      raise DeepwmError(f"override '--config.{item}' has no value; write --config.{item}=VALUE")
+    path, raw = item.split("=", 1)
+    parent, key = _parent(cfg, path)
+    old = parent[key]
+    parent[key] = _parse(raw, old, path)
+  return cfg
+
+
+def _parent(cfg, path):
+  keys = path.split(".")
+  node = cfg
+  for i, k in enumerate(keys):
+    if not isinstance(node, (dict, ml_collections.ConfigDict)) or k not in node:
+      raise DeepwmError(f"unknown config key '{path}' (no '{'.'.join(keys[:i + 1])}'); "
+                        f"see the config file for valid keys")
+    if i == len(keys) - 1:
+      return node, k
+    node = node[k]
+
+
+def _parse(raw: str, old, path: str):
+  try:
+    if isinstance(old, bool):
+      if raw.lower() in ("true", "1", "yes"):
+        return True
+      if raw.lower() in ("false", "0", "no"):
+        return False
+      raise ValueError
+    if isinstance(old, int):
+      return int(raw)
+    if isinstance(old, float):
+      return float(raw)
+    if isinstance(old, (tuple, list)):
+      value = ast.literal_eval(raw)
+      return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if isinstance(old, str) or old is None:
+      return raw
+  except (ValueError, SyntaxError):
+    pass
+  raise DeepwmError(f"config value '{raw}' for '{path}' is not a valid {type(old).__name__}; "
+                    f"give e.g. {path}={old!r}")
+
+
+def validate(cfg) -> None:
+  """Fails early, with the fix, on values that would fail (or silently mislead) later."""
+  d = cfg.data
+  def need(ok, msg):
+    if not ok:
+      raise DeepwmError(f"invalid config: {msg}")
+  need(d.channels in (1, 3), f"data.channels={d.channels}; use 1 (grayscale) or 3 (RGB)")
+  need(d.image_size >= 16 and (d.image_size & (d.image_size - 1)) == 0,
+       f"data.image_size={d.image_size}; use a power of two >= 16 (the U-Nets halve it per level)")
+  for name in ("n_protect", "n_attack", "n_val"):
+    need(d[name] >= 2, f"data.{name}={d[name]}; use at least 2")
+  need(d.scale > 0, f"data.scale={d.scale}; use a positive factor")
+  for section in ("stage1", "stage2"):
+    s = cfg[section]
+    need(s.steps >= 0, f"{section}.steps={s.steps}; use 0 or more")
+    need(s.batch >= 2 and s.batch % 2 == 0,
+         f"{section}.batch={s.batch}; use an even batch >= 2 (the consistency loss pairs halves)")
+    need(s.optimizer.lr > 0, f"{section}.optimizer.lr={s.optimizer.lr}; use a positive rate")
+  levels = int(math.log2(d.image_size))
+  for name in ("task", "attack.surrogate", "attack.null", "evaluate.surrogate", "evaluate.null"):
+    spec = cfg
+    for k in name.split("."):
+      spec = spec[k]
+    need(spec.arch in ("unet", "resnet", "cnn"), f"{name}.arch={spec.arch!r}; use unet, resnet or cnn")
+    need(spec.loss in ("l1", "l2", "ssim"), f"{name}.loss={spec.loss!r}; use l1, l2 or ssim")
+    need(spec.steps >= 0 and spec.batch >= 1, f"{name}: steps and batch must be positive")
+    need(spec.num_downs <= levels, f"{name}.num_downs={spec.num_downs} is too deep for "
+                                   f"{d.image_size} px; use at most {levels}")
+    need(spec.optimizer.lr > 0, f"{name}.optimizer.lr must be positive")
+  need(cfg.embedder.num_downs <= levels, f"embedder.num_downs={cfg.embedder.num_downs} is too "
+                                         f"deep for {d.image_size} px; use at most {levels}")
+  need(cfg.embedder.output in ("sigmoid", "residual", "tanh01"),
+       f"embedder.output={cfg.embedder.output!r}; use sigmoid, residual or tanh01")
+  need(cfg.extractor.output in ("relu", "linear", "sigmoid"),
+       f"extractor.output={cfg.extractor.output!r}; use relu, linear or sigmoid")
+  need(cfg.task.source in ("train", "identity") or cfg.task.source.startswith("python:"),
+       f"task.source={cfg.task.source!r}; use train, identity or python:module:function")
+  need(0 < cfg.evaluate.alpha < 1, f"evaluate.alpha={cfg.evaluate.alpha}; use a rate in (0, 1)")
+  need(cfg.compute_dtype in ("float32", "bfloat16"),
+       f"compute_dtype={cfg.compute_dtype!r}; use float32 or bfloat16")
+  need(cfg.log_every >= 1 and cfg.ckpt_every >= 1, "log_every and ckpt_every must be >= 1")

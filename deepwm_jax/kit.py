@@ -1,0 +1,222 @@
+"""The verification kit: everything an owner shares to prove ownership later.
+
+Layout of a kit directory:
+  state/          orbax checkpoint: embedder and extractor variables, watermark, blank
+  kit.json        image size, channels, calibration, config, package version, provenance
+  manifest.json   SHA-256 of every other file; checked on load, so a truncated or altered kit
+                  is refused instead of silently giving wrong verdicts.
+"""
+import dataclasses
+import datetime
+import getpass
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+import deepwm_jax
+from deepwm_jax import metrics, models, verdict
+from deepwm_jax.errors import DeepwmError
+
+KIT_FORMAT = 1
+
+
+def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
+              calibration: "verdict.Calibration", owner: str | None = None) -> str:
+  """Writes the kit atomically: a failed write never leaves a half kit at `path`."""
+  path = os.path.abspath(path)
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".kit-", dir=parent)
+  try:
+    state = {"embedder": embedder_vars, "extractor": extractor_vars,
+             "watermark": np.asarray(watermark, np.float32), "blank": np.asarray(blank, np.float32)}
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(os.path.join(tmp, "state"), jax.device_get(state))
+    ckptr.wait_until_finished()
+    info = {
+        "format": KIT_FORMAT,
+        "package_version": deepwm_jax.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "owner": owner or _user(),
+        "image_size": int(cfg.data.image_size), "channels": int(cfg.data.channels),
+        "calibration": calibration.to_dict(),
+        "alpha": float(cfg.evaluate.alpha), "nc_threshold": float(cfg.evaluate.nc_threshold),
+        "parameters": {"embedder": models.count_params(embedder_vars),
+                       "extractor": models.count_params(extractor_vars)},
+        "config": json.loads(cfg.to_json_best_effort()),
+    }
+    with open(os.path.join(tmp, "kit.json"), "w") as f:
+      json.dump(info, f, indent=1)
+    with open(os.path.join(tmp, "manifest.json"), "w") as f:
+      json.dump(_digests(tmp), f, indent=1, sort_keys=True)
+    if os.path.exists(path):
+      old = path + ".old"
+      shutil.rmtree(old, ignore_errors=True)
+      os.replace(path, old)
+      os.replace(tmp, path)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.replace(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return path
+
+
+def _user():
+  try:
+    return getpass.getuser()
+  except Exception:
+    return "unknown"
+
+
+def _digests(root: str) -> dict[str, str]:
+  out = {}
+  for dirpath, _, files in os.walk(root):
+    for name in files:
+      full = os.path.join(dirpath, name)
+      rel = os.path.relpath(full, root)
+      if rel == "manifest.json":
+        continue
+      h = hashlib.sha256()
+      with open(full, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+          h.update(chunk)
+      out[rel] = h.hexdigest()
+  return out
+
+
+def check_manifest(path: str) -> None:
+  if not os.path.isdir(path):
+    raise DeepwmError(f"kit '{path}' not found; pass the kit/ folder written by `deepwm run`")
+  manifest_path = os.path.join(path, "manifest.json")
+  if not os.path.isfile(manifest_path):
+    raise DeepwmError(f"kit '{path}' has no manifest.json; it is not a kit or is incomplete: "
+                      f"copy the whole kit folder again")
+  try:
+    with open(manifest_path) as f:
+      expected = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError):
+    raise DeepwmError(f"kit '{path}': manifest.json is damaged; copy the kit again") from None
+  actual = _digests(path)
+  missing = sorted(set(expected) - set(actual))
+  if missing:
+    raise DeepwmError(f"kit '{path}' is incomplete: missing {missing[0]}"
+                      f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}; "
+                      f"copy the whole kit folder again")
+  altered = sorted(k for k in expected if actual[k] != expected[k])
+  if altered:
+    raise DeepwmError(f"kit '{path}' was altered: {altered[0]} does not match its SHA-256 in "
+                      f"manifest.json; use the original kit")
+
+
+@dataclasses.dataclass
+class Kit:
+  """A loaded kit: embed, extract and verify images (float32 NHWC in [0, 1])."""
+  path: str
+  info: dict
+  config: ml_collections.ConfigDict
+  embedder_vars: dict
+  extractor_vars: dict
+  watermark: np.ndarray
+  blank: np.ndarray
+  calibration: "verdict.Calibration"
+
+  @property
+  def image_size(self) -> int:
+    return int(self.info["image_size"])
+
+  @property
+  def channels(self) -> int:
+    return int(self.info["channels"])
+
+  def __post_init__(self):
+    H, R = models.embedder(self.config), models.extractor(self.config)
+    w = jnp.asarray(self.watermark)
+    self._embed = jax.jit(lambda v, b: H.apply(v, b, w, train=False))
+    self._extract = jax.jit(lambda v, x: R.apply(v, x))
+
+  def _check(self, images, what):
+    x = np.asarray(images, np.float32)
+    want = (self.image_size, self.image_size, self.channels)
+    if x.ndim != 4 or x.shape[1:] != want:
+      raise DeepwmError(f"{what} have shape {x.shape} but the kit expects (N, {want[0]}, "
+                        f"{want[1]}, {want[2]}); resize them or use a kit of that size")
+    if not np.all(np.isfinite(x)) or x.min() < -1e-6 or x.max() > 1 + 1e-6:
+      raise DeepwmError(f"{what} contain NaN or values outside [0, 1]; scale pixels to [0, 1]")
+    return x
+
+  def _batched(self, fn, variables, x, batch=64):
+    return np.concatenate([np.asarray(fn(variables, jnp.asarray(x[i:i + batch])))
+                           for i in range(0, len(x), batch)])
+
+  def embed(self, images) -> np.ndarray:
+    """B -> B': watermark images (outputs of any model, a data set, an algorithm)."""
+    return self._batched(self._embed, self.embedder_vars, self._check(images, "images"))
+
+  def extract(self, images) -> np.ndarray:
+    """R(x): the extracted watermark image of each input."""
+    return self._batched(self._extract, self.extractor_vars, self._check(images, "images"))
+
+  def statistic(self, images) -> np.ndarray:
+    r = self.extract(images)
+    return np.asarray(verdict.watermark_statistic(jnp.asarray(r), jnp.asarray(self.watermark),
+                                                  jnp.asarray(self.blank)))
+
+  def verify(self, images, alpha: float | None = None) -> "verdict.Verdict":
+    """Decides whether the images come from a model that carries this kit's watermark."""
+    r = self.extract(images)
+    rj = jnp.asarray(r)
+    stats = np.asarray(verdict.watermark_statistic(rj, jnp.asarray(self.watermark),
+                                                   jnp.asarray(self.blank)))
+    v = verdict.decide(stats, self.calibration, self.info["alpha"] if alpha is None else alpha)
+    nc = np.asarray(metrics.nc(rj, jnp.asarray(self.watermark)))
+    v.nc_mean = float(np.mean(nc))
+    v.paper_success_rate = float(metrics.paper_success_rate(nc, self.info["nc_threshold"]))
+    return v
+
+
+def load_kit(path: str) -> Kit:
+  path = os.path.abspath(path)
+  check_manifest(path)
+  try:
+    with open(os.path.join(path, "kit.json")) as f:
+      info = json.load(f)
+    if info.get("format") != KIT_FORMAT:
+      raise DeepwmError(f"kit '{path}' has format {info.get('format')}, this deepwm_jax reads "
+                        f"format {KIT_FORMAT}; upgrade deepwm_jax or re-create the kit")
+    cfg = ml_collections.ConfigDict(info["config"])
+    calibration = verdict.Calibration.from_dict(info["calibration"])
+  except (KeyError, TypeError, ValueError) as e:
+    raise DeepwmError(f"kit '{path}': kit.json is invalid ({e}); re-create the kit") from None
+  like = _abstract_state(cfg)
+  try:
+    state = ocp.StandardCheckpointer().restore(os.path.join(path, "state"), like)
+  except Exception as e:
+    raise DeepwmError(f"kit '{path}': its networks do not match its config ({type(e).__name__}); "
+                      f"re-create the kit") from None
+  return Kit(path, info, cfg, state["embedder"], state["extractor"], np.asarray(state["watermark"]),
+             np.asarray(state["blank"]), calibration)
+
+
+def _abstract_state(cfg):
+  """Shapes of the kit's arrays from its config, placed on this process's first device, so a
+  kit written on any number of devices loads here."""
+  s, c = cfg.data.image_size, cfg.data.channels
+  x = jax.ShapeDtypeStruct((2, s, s, c), jnp.float32)
+  w = jax.ShapeDtypeStruct((s, s, c), jnp.float32)
+  H, R = models.embedder(cfg), models.extractor(cfg)
+  key = jax.random.PRNGKey(0)
+  emb = jax.eval_shape(lambda k, x, w: H.init(k, x, w, train=False), key, x, w)
+  ext = jax.eval_shape(lambda k, x: R.init(k, x), key, x)
+  tree = {"embedder": emb, "extractor": ext, "watermark": w, "blank": w}
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)

@@ -1,0 +1,40 @@
+"""Losses of the method: pixel losses, LSGAN, and the consistency term."""
+import jax.numpy as jnp
+
+
+def mse(x, y):
+  return jnp.mean(jnp.square(x - y))
+
+
+def l1(x, y):
+  return jnp.mean(jnp.abs(x - y))
+
+
+def lsgan_generator(logits_real_like):
+  """The generator wants D to call its output real (1)."""
+  return mse(logits_real_like, 1.0)
+
+
+def lsgan_discriminator(logits_real, logits_fake):
+  return 0.5 * (mse(logits_real, 1.0) + mse(logits_fake, 0.0))
+
+
+def consistency(r_BxHxWxC):
+  """Extractions from the two halves of a batch should agree (needs an even batch)."""
+  half = r_BxHxWxC.shape[0] // 2
+  return mse(r_BxHxWxC[:half], r_BxHxWxC[half:2 * half])
+
+
+def pixel_loss(kind: str, x, y):
+  if kind == "l2":
+    return mse(x, y)
+  if kind == "l1":
+    return l1(x, y)
+  if kind == "ssim":
+    from deepwm_jax import metrics
+    return 1.0 - jnp.mean(metrics.ssim(jnp.clip(x, 0, 1), y))
+  raise ValueError(f"unknown pixel loss {kind!r}; use l1, l2 or ssim")
+
+
+def psnr_from_mse(m):
+  return -10.0 * jnp.log10(jnp.maximum(m, 1e-10))

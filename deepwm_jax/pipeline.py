@@ -1,0 +1,299 @@
+"""`deepwm run`: protect a model end to end and measure how well the protection holds.
+
+  data -> task model M -> stage 1 (H, R, D) -> attack: surrogate SM on (A, B') and the
+  protector's null model on clean pairs -> stage 2 (R fine-tuned) -> independent evaluation
+  surrogate and null model -> calibration -> evaluation on held-out images -> kit + report.
+
+Every stage checkpoints; re-running the same command resumes and skips finished stages.
+"""
+import dataclasses
+import json
+import os
+import time
+import zlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from deepwm_jax import config as config_lib
+from deepwm_jax import kit as kit_lib
+from deepwm_jax import metrics, report, verdict
+from deepwm_jax.data import degrade, sources, watermarks
+from deepwm_jax.errors import DeepwmError
+from deepwm_jax.train import imitation, loop, stage1, stage2
+
+
+# ----------------------------------------------------------------------------- data
+
+@dataclasses.dataclass
+class Pairs:
+  a: np.ndarray   # task inputs A (degraded)
+  b: np.ndarray   # clean targets B
+
+
+def make_pairs(cfg, split: str, n: int, seed_offset: int) -> Pairs:
+  d = cfg.data
+  images = sources.load_split(d.source, split, d.channels)
+  rng = np.random.default_rng([cfg.seed, seed_offset])
+  b = sources.make_patches(images, n, d.image_size, rng, flip=True, scale=d.scale)
+  a = degrade.degrade(b, d.task, seed=cfg.seed * 1000 + seed_offset, strength=d.strength)
+  return Pairs(a.astype(np.float32), b.astype(np.float32))
+
+
+def flat_images(n: int, size: int, channels: int, seed: int) -> np.ndarray:
+  """Flat and smoothly shaded images, dark ones included: stage-2 negatives, since a
+  fine-tuned extractor was seen to draw the logo on flat dark sky (METHOD.md section 8)."""
+  rng = np.random.default_rng(seed)
+  base = rng.uniform(0, 1, (n, 1, 1, channels)) ** 2
+  ramp = np.linspace(-1, 1, size)[None, :, None, None] * rng.uniform(-0.2, 0.2, (n, 1, 1, 1))
+  return np.clip(base + ramp, 0, 1).astype(np.float32) * np.ones((1, size, size, 1), np.float32)
+
+
+def sampler(arrays: dict[str, np.ndarray], batch: int, seed: tuple):
+  """batch_fn(step): a deterministic random batch, so a resumed stage sees the same data."""
+  def batch_fn(step):
+    out = {}
+    for i, (k, x) in enumerate(sorted(arrays.items())):
+      idx = np.random.default_rng([*seed, i, step]).integers(0, len(x), batch)
+      out[k] = jnp.asarray(x[idx])
+    return out
+  return batch_fn
+
+
+def predict(fn, variables, x: np.ndarray, batch: int = 64) -> np.ndarray:
+  return np.concatenate([np.asarray(fn(variables, jnp.asarray(x[i:i + batch])))
+                         for i in range(0, len(x), batch)])
+
+
+# ----------------------------------------------------------------------------- stages
+
+class Run:
+  """One protection run in `workdir`; each method is a stage of the method."""
+
+  def __init__(self, cfg, workdir: str, log=print):
+    self.cfg, self.workdir, self.log = cfg, workdir, log
+    self.timing: dict[str, float] = {}
+    self.key = jax.random.PRNGKey(cfg.seed)
+
+  def _train(self, name, step_fn, state, batch_fn, steps, guard=None):
+    t = time.time()
+    state = loop.run(name, step_fn, state, batch_fn, steps, self.workdir,
+                     jax.random.fold_in(self.key, zlib.crc32(name.encode())),
+                     log_every=self.cfg.log_every, ckpt_every=self.cfg.ckpt_every, guard=guard,
+                     log=self.log)
+    self.timing[name] = round(time.time() - t, 2)
+    return state
+
+  def imitate(self, name: str, spec, x: np.ndarray, y: np.ndarray):
+    """Trains an image-to-image model x -> y (task model or surrogate); returns its variables."""
+    key = jax.random.PRNGKey(self.cfg.seed * 7919 + spec.seed)
+    state = imitation.init_state(spec, self.cfg, key, spec.steps)
+    step = imitation.make_step(spec, self.cfg, spec.steps)
+    batches = sampler({"x": x, "y": y}, spec.batch, (self.cfg.seed, spec.seed, 11))
+    return self._train(name, step, state, batches, spec.steps)["model"]
+
+  def task_outputs(self, pairs_list):
+    """M(A) for each set of pairs: the outputs the owner serves and H watermarks."""
+    cfg = self.cfg
+    src = cfg.task.source
+    if src == "identity":
+      return [p.a for p in pairs_list]
+    if src.startswith("python:"):
+      fn = _import_callable(src[len("python:"):])
+      return [_checked(fn(p.a), p.a.shape, src) for p in pairs_list]
+    protect = pairs_list[0]
+    variables = self.imitate("task", cfg.task, protect.a, protect.b)
+    fn = imitation.make_predict_fn(cfg.task, cfg)
+    return [predict(fn, variables, p.a) for p in pairs_list]
+
+
+def _import_callable(path: str):
+  import importlib
+  mod, _, attr = path.partition(":")
+  try:
+    return getattr(importlib.import_module(mod), attr)
+  except (ImportError, AttributeError) as e:
+    raise DeepwmError(f"task.source 'python:{path}' cannot be imported ({e}); give "
+                      f"python:package.module:function, importable from the current directory")
+
+
+def _checked(y, shape, src):
+  y = np.asarray(y, np.float32)
+  if y.shape != shape:
+    raise DeepwmError(f"task model {src} returned shape {y.shape} for inputs {shape}; it must "
+                      f"map NHWC images in [0, 1] to images of the same shape")
+  return np.clip(y, 0, 1)
+
+
+def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
+  config_lib.validate(cfg)
+  _check_workdir_config(cfg, workdir)
+  r = Run(cfg, workdir, log)
+  d, t0 = cfg.data, time.time()
+
+  # ---- data: three disjoint splits by image (protect / attack / val)
+  protect = make_pairs(cfg, "protect", d.n_protect, 1)
+  attack = make_pairs(cfg, "attack", d.n_attack, 2)
+  val = make_pairs(cfg, "val", d.n_val, 3)
+  w = watermarks.watermark_image(cfg.watermark.spec, d.image_size, d.channels)
+  blank = watermarks.blank_image(d.image_size, d.channels)
+  r.timing["data"] = round(time.time() - t0, 2)
+
+  # ---- the target model M
+  m_protect, m_attack, m_val = r.task_outputs([protect, attack, val])
+
+  # ---- stage 1: the barrier
+  state = stage1.init_state(cfg, jax.random.fold_in(r.key, 1), w)
+  step = stage1.make_step(cfg, w, blank)
+  batches = sampler({"a": protect.a, "b": m_protect}, cfg.stage1.batch, (cfg.seed, 21))
+  state = r._train("stage1", step, state, batches, cfg.stage1.steps,
+                   guard=loop.Guard(metric="psnr", drop=10.0, warmup=cfg.stage1.steps // 10))
+  emb_vars, ext_vars = state["embedder"], {"params": state["extractor"]["params"]}
+  embed = stage1.make_embed_fn(cfg, w)
+  wm_attack = predict(embed, emb_vars, m_attack)   # what the attacker gets from the API
+  wm_val = predict(embed, emb_vars, m_val)
+
+  # ---- the attack the extractor is hardened against, and the protector's null model
+  sur_vars = r.imitate("surrogate", cfg.attack.surrogate, attack.a, wm_attack)
+  null_vars = r.imitate("null_protector", cfg.attack.null, attack.a, m_attack)
+  sur_fn = imitation.make_predict_fn(cfg.attack.surrogate, cfg)
+  null_fn = imitation.make_predict_fn(cfg.attack.null, cfg)
+  sur_attack = predict(sur_fn, sur_vars, attack.a)
+  null_attack = predict(null_fn, null_vars, attack.a)
+  flats = flat_images(max(8, d.n_attack // 8), d.image_size, d.channels, cfg.seed + 5)
+
+  # ---- stage 2: fine-tune R
+  negatives = np.concatenate([attack.a, m_attack, attack.b, null_attack, flats])
+  state2 = stage2.init_state(cfg, ext_vars)
+  step2 = stage2.make_step(cfg, w, blank)
+  b2 = cfg.stage2.batch
+  batches = sampler({"surrogate": sur_attack, "watermarked": wm_attack}, b2, (cfg.seed, 31))
+  neg_batches = sampler({"negative": negatives}, 2 * b2, (cfg.seed, 32))
+  state2 = r._train("stage2", step2, state2, lambda s: {**batches(s), **neg_batches(s)},
+                    cfg.stage2.steps)
+  ext_vars = state2["extractor"]
+
+  # ---- independent evaluation models, trained after stage 2 and never seen by R
+  ev = cfg.evaluate
+  eval_sur_vars = r.imitate("eval_surrogate", ev.surrogate, attack.a, wm_attack)
+  eval_null_vars = r.imitate("eval_null", ev.null, attack.a, attack.b)
+
+  # ---- calibration on images the evaluation never uses (attack split)
+  extract = stage1.make_extract_fn(cfg)
+  stat = lambda imgs: np.asarray(verdict.watermark_statistic(
+      jnp.asarray(predict(extract, ext_vars, imgs)), jnp.asarray(w), jnp.asarray(blank)))
+  neg_stats = stat(negatives)
+  pos_stats = stat(np.concatenate([wm_attack, sur_attack]))
+  calibration = verdict.calibrate(neg_stats, pos_stats, margin=ev.margin)
+
+  # ---- evaluation on held-out validation images
+  t = time.time()
+  groups = {
+      "watermarked": wm_val,
+      "clean A": val.a, "clean B": val.b, "clean M(A)": m_val,
+      "surrogate (stage 2)": predict(sur_fn, sur_vars, val.a),
+      "surrogate (unseen)": predict(imitation.make_predict_fn(ev.surrogate, cfg), eval_sur_vars,
+                                    val.a),
+      "null (protector)": predict(null_fn, null_vars, val.a),
+      "null (independent)": predict(imitation.make_predict_fn(ev.null, cfg), eval_null_vars,
+                                    val.a),
+  }
+  extractions = {k: predict(extract, ext_vars, x) for k, x in groups.items()}
+  summary = {k: _group_summary(extractions[k], w, blank, calibration, ev) for k in groups}
+  r.timing["evaluate"] = round(time.time() - t, 2)
+
+  fid_psnr = float(np.mean(metrics.psnr(jnp.asarray(wm_val), jnp.asarray(m_val))))
+  fid_ssim = float(np.mean(metrics.ssim(jnp.asarray(wm_val), jnp.asarray(m_val))))
+  clean_stats = np.concatenate([summary[k]["_stats"] for k in ("clean A", "clean B", "clean M(A)")])
+  clean_nc = np.concatenate([summary[k]["_nc"] for k in ("clean A", "clean B", "clean M(A)")])
+
+  def entry(name, spec, key, seen):
+    s = _public(summary[key])
+    s.update(name=name, arch=spec.arch, loss=spec.loss, seen_in_stage2=seen,
+             task_psnr=float(np.mean(metrics.psnr(jnp.asarray(groups[key]), jnp.asarray(wm_val)))))
+    return s
+
+  rep = {
+      "fidelity": {"psnr": fid_psnr, "ssim": fid_ssim},
+      "task": {"psnr_M_vs_B": float(np.mean(metrics.psnr(jnp.asarray(m_val), jnp.asarray(val.b)))),
+               "psnr_A_vs_B": float(np.mean(metrics.psnr(jnp.asarray(val.a), jnp.asarray(val.b))))},
+      "watermarked": _public(summary["watermarked"]),
+      "clean": {**_public(summary["clean A"]),
+                "success_rate": float(np.mean(verdict.per_image_decisions(clean_stats, calibration))),
+                "paper_success_rate": float(metrics.paper_success_rate(clean_nc, ev.nc_threshold)),
+                "nc_mean": float(np.mean(clean_nc)), "n_images": int(len(clean_stats)),
+                "by_kind": {k: _public(summary[k]) for k in ("clean A", "clean B", "clean M(A)")}},
+      "surrogates": [entry("surrogate-stage2", cfg.attack.surrogate, "surrogate (stage 2)", True),
+                     entry("surrogate-unseen", ev.surrogate, "surrogate (unseen)", False)],
+      "null": [entry("null-independent", ev.null, "null (independent)", False),
+               entry("null-protector", cfg.attack.null, "null (protector)", True)],
+      "calibration": calibration.to_dict(),
+      "alpha": ev.alpha,
+      "timing": {**r.timing, "total": round(time.time() - t0, 2)},
+      "n_val": int(d.n_val),
+      "image_size": int(d.image_size), "channels": int(d.channels),
+  }
+
+  # ---- the verification kit and the report
+  kit_lib.write_kit(os.path.join(workdir, "kit"), cfg, emb_vars, ext_vars, w, blank, calibration)
+  n = min(6, d.n_val)
+  grid = {"A": val.a[:n], "B": m_val[:n], "B'": wm_val[:n],
+          "|B'-B| x10": np.clip(10 * np.abs(wm_val[:n] - m_val[:n]), 0, 1),
+          "R(B')": _show(extractions["watermarked"][:n]), "R(B)": _show(extractions["clean M(A)"][:n]),
+          "R(surrogate)": _show(extractions["surrogate (unseen)"][:n]),
+          "R(null)": _show(extractions["null (independent)"][:n])}
+  curves = {name: loop.read_log(os.path.join(workdir, "logs", f"{name}.jsonl"))
+            for name in ("task", "stage1", "surrogate", "stage2", "eval_surrogate")}
+  stats = {k: v["_stats"] for k, v in summary.items()}
+  stats.update({f"nc:{k}": v["_nc"] for k, v in summary.items()})
+  report.write_report(workdir, rep, grid=grid, curves={k: v for k, v in curves.items() if v},
+                      stats=stats, threshold=calibration.threshold)
+  log(f"wrote {os.path.join(workdir, 'report.md')} and the kit {os.path.join(workdir, 'kit')}")
+  return rep
+
+
+def _show(r):
+  return np.clip(r, 0, 1)
+
+
+def _group_summary(r, w, blank, calibration, ev) -> dict:
+  rj = jnp.asarray(r)
+  stats = np.asarray(verdict.watermark_statistic(rj, jnp.asarray(w), jnp.asarray(blank)))
+  nc = np.asarray(metrics.nc(rj, jnp.asarray(w)))
+  v = verdict.decide(stats, calibration, ev.alpha)
+  return {"success_rate": v.success_rate, "paper_success_rate":
+          float(metrics.paper_success_rate(nc, ev.nc_threshold)), "nc_mean": float(np.mean(nc)),
+          "centered_nc_mean": float(np.mean(np.asarray(metrics.centered_nc(rj, jnp.asarray(w))))),
+          "stat_mean": float(np.mean(stats)), "p_value": v.p_value, "detected": v.detected,
+          "n_images": int(len(stats)), "_stats": stats, "_nc": nc}
+
+
+def _public(s: dict) -> dict:
+  return {k: v for k, v in s.items() if not k.startswith("_")}
+
+
+def _check_workdir_config(cfg, workdir: str) -> None:
+  """Resuming with a different config would mix incompatible checkpoints: refuse."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  current = json.loads(cfg.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if saved != current:
+      diff = sorted(_diff_keys(saved, current))[:5]
+      raise DeepwmError(f"workdir '{workdir}' holds a run with a different config (differs at "
+                        f"{', '.join(diff)}); use a new --workdir, or the same config to resume")
+    return
+  with open(path, "w") as f:
+    json.dump(current, f, indent=1)
+
+
+def _diff_keys(a, b, prefix=""):
+  if isinstance(a, dict) and isinstance(b, dict):
+    for k in set(a) | set(b):
+      yield from _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+  elif a != b:
+    yield prefix.rstrip(".")

@@ -1,0 +1,23 @@
+"""Small helpers shared by the stage steps: applying a network with or without BatchNorm
+statistics, and applying optimizer updates scaled by the divergence guard's lr_scale."""
+import jax
+import optax
+
+
+def apply(model, variables, *args, train: bool):
+  """Returns (output, variables with updated BatchNorm statistics when training)."""
+  if train and "batch_stats" in variables:
+    out, updates = model.apply(variables, *args, train=True, mutable=["batch_stats"])
+    return out, {**variables, **updates}
+  return model.apply(variables, *args, train=train), variables
+
+
+def with_params(variables, params):
+  return {**variables, "params": params}
+
+
+def update(optimizer, grads, opt_state, params, lr_scale):
+  """One optimizer step; `lr_scale` < 1 after the guard rolled back a divergence."""
+  updates, opt_state = optimizer.update(grads, opt_state, params)
+  updates = jax.tree.map(lambda u: u * lr_scale, updates)
+  return optax.apply_updates(params, updates), opt_state

@@ -1,0 +1,117 @@
+"""Stage 1: train the barrier - embedder H, extractor R and discriminator D together.
+
+L_H = s * fidelity * MSE(B', B) + gan * LSGAN_G(D(B'))
+L_R = s * [watermark * MSE(R(B'), w) + clean * (MSE(R(A), blank) + MSE(R(B), blank))
+           + consistency * MSE(R(B'_first half), R(B'_second half))]
+H and R step together on L_H + L_R; D steps on s * d * LSGAN_D(D(B), D(B')). s = loss_scale
+(1e4 in the reference code). METHOD.md section 2.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from deepwm_jax import losses, models
+from deepwm_jax.train import common
+from deepwm_jax.train.optim import make_optimizer
+
+
+def networks(cfg):
+  return models.embedder(cfg), models.extractor(cfg), models.discriminator(cfg)
+
+
+def init_state(cfg, key, w_HxWxC):
+  H, R, D = networks(cfg)
+  s, c = cfg.data.image_size, cfg.data.channels
+  x = jnp.zeros((2, s, s, c), jnp.float32)
+  kh, kr, kd = jax.random.split(key, 3)
+  zero_last = "up0" if cfg.embedder.output == "residual" else None
+  state = {
+      "embedder": models.init_variables(H, kh, x, jnp.asarray(w_HxWxC), zero_last=zero_last),
+      "extractor": models.init_variables(R, kr, x),
+      "discriminator": models.init_variables(D, kd, x),
+      "step": jnp.zeros((), jnp.int32),
+      "lr_scale": jnp.ones((), jnp.float32),
+  }
+  opt_g, opt_d = optimizers(cfg)
+  state["opt_g"] = opt_g.init(_gen_params(state))
+  state["opt_d"] = opt_d.init(state["discriminator"]["params"])
+  return state
+
+
+def optimizers(cfg):
+  return (make_optimizer(cfg.stage1.optimizer, cfg.stage1.steps),
+          make_optimizer(cfg.stage1.discriminator_optimizer, cfg.stage1.steps))
+
+
+def _gen_params(state):
+  return {"embedder": state["embedder"]["params"], "extractor": state["extractor"]["params"]}
+
+
+def make_step(cfg, w_HxWxC, blank_HxWxC):
+  H, R, D = networks(cfg)
+  opt_g, opt_d = optimizers(cfg)
+  wt, s = cfg.stage1.weights, cfg.stage1.loss_scale
+  w, blank = jnp.asarray(w_HxWxC), jnp.asarray(blank_HxWxC)
+
+  def generator_loss(params, state, a, b):
+    b_wm, emb_vars = common.apply(H, common.with_params(state["embedder"], params["embedder"]),
+                                  b, w, train=True)
+    n = b.shape[0]
+    # One extractor call on B', A and B together: R dominates the step cost.
+    r_all = R.apply({"params": params["extractor"]}, jnp.concatenate([b_wm, a, b]))
+    r_wm, r_a, r_b = r_all[:n], r_all[n:2 * n], r_all[2 * n:]
+    fid = losses.mse(b_wm, b)
+    wm = losses.mse(r_wm, w)
+    clean = losses.mse(r_a, blank) + losses.mse(r_b, blank)
+    cons = losses.consistency(r_wm)
+    gan = losses.lsgan_generator(D.apply(state["discriminator"], b_wm))
+    loss = (s * (wt.fidelity * fid + wt.watermark * wm + wt.clean * clean
+                 + wt.consistency * cons) + wt.gan * gan + wt.fidelity_l1 * losses.l1(b_wm, b))
+    metrics = {"loss": loss, "fid_mse": fid, "psnr": jnp.mean(_psnr(b_wm, b)), "wm_mse": wm,
+               "clean_mse": clean, "cons_mse": cons, "gan_g": gan}
+    return loss, (metrics, emb_vars, b_wm)
+
+  @jax.jit
+  def step(state, batch, key):
+    del key  # stage 1 is deterministic given the batch
+    a, b = batch["a"], batch["b"]
+    grads, (metrics, emb_vars, b_wm) = jax.grad(generator_loss, has_aux=True)(
+        _gen_params(state), state, a, b)
+    params, opt_g_state = common.update(opt_g, grads, state["opt_g"], _gen_params(state),
+                                        state["lr_scale"])
+
+    def d_loss(d_params):
+      d_vars = {"params": d_params}
+      return s * wt.discriminator * losses.lsgan_discriminator(
+          D.apply(d_vars, b), D.apply(d_vars, jax.lax.stop_gradient(b_wm)))
+
+    dl, d_grads = jax.value_and_grad(d_loss)(state["discriminator"]["params"])
+    d_params, opt_d_state = common.update(opt_d, d_grads, state["opt_d"],
+                                          state["discriminator"]["params"], state["lr_scale"])
+    new_state = {
+        **state,
+        "embedder": common.with_params(emb_vars, params["embedder"]),
+        "extractor": common.with_params(state["extractor"], params["extractor"]),
+        "discriminator": {"params": d_params},
+        "opt_g": opt_g_state, "opt_d": opt_d_state, "step": state["step"] + 1,
+    }
+    return new_state, {**metrics, "d_loss": dl}
+
+  return step
+
+
+def _psnr(x, y):
+  return -10.0 * jnp.log10(jnp.maximum(jnp.mean(jnp.square(x - y), axis=(1, 2, 3)), 1e-10))
+
+
+def make_embed_fn(cfg, w_HxWxC):
+  """Jitted B -> B' with H in inference mode."""
+  H = models.embedder(cfg)
+  w = jnp.asarray(w_HxWxC)
+  return jax.jit(lambda variables, b: H.apply(variables, b, w, train=False))
+
+
+def make_extract_fn(cfg):
+  R = models.extractor(cfg)
+  return jax.jit(lambda variables, x: R.apply(variables, x))

@@ -1,0 +1,49 @@
+"""Stage 2: adversarial fine-tuning of the extractor R (H frozen).
+
+R learns to read the watermark through the distortion that imitation adds: R(SM(A)) -> w for a
+surrogate SM trained on (A, B'), R(B') -> w so it does not forget, and R(negative) -> blank
+for clean images and the outputs of a null surrogate that never saw the watermark (METHOD.md
+section 8: without those negatives stage 2 creates false positives).
+"""
+import jax
+import jax.numpy as jnp
+
+from deepwm_jax import losses, models
+from deepwm_jax.train import common
+from deepwm_jax.train.optim import make_optimizer
+
+
+def init_state(cfg, extractor_variables):
+  opt = make_optimizer(cfg.stage2.optimizer, cfg.stage2.steps)
+  return {"extractor": extractor_variables, "opt": opt.init(extractor_variables["params"]),
+          "step": jnp.zeros((), jnp.int32), "lr_scale": jnp.ones((), jnp.float32)}
+
+
+def make_step(cfg, w_HxWxC, blank_HxWxC):
+  R = models.extractor(cfg)
+  opt = make_optimizer(cfg.stage2.optimizer, cfg.stage2.steps)
+  wt, s = cfg.stage2.weights, cfg.stage2.loss_scale
+  w, blank = jnp.asarray(w_HxWxC), jnp.asarray(blank_HxWxC)
+
+  def loss_fn(params, batch):
+    sur, wm, neg = batch["surrogate"], batch["watermarked"], batch["negative"]
+    n1, n2 = sur.shape[0], wm.shape[0]
+    r = R.apply({"params": params}, jnp.concatenate([sur, wm, neg]))
+    r_sur, r_wm, r_neg = r[:n1], r[n1:n1 + n2], r[n1 + n2:]
+    sur_mse, wm_mse, neg_mse = losses.mse(r_sur, w), losses.mse(r_wm, w), losses.mse(r_neg, blank)
+    cons = losses.consistency(r_sur)
+    loss = s * (wt.surrogate * sur_mse + wt.watermark * wm_mse + wt.clean * neg_mse
+                + wt.consistency * cons)
+    return loss, {"loss": loss, "sur_mse": sur_mse, "wm_mse": wm_mse, "neg_mse": neg_mse,
+                  "cons_mse": cons}
+
+  @jax.jit
+  def step(state, batch, key):
+    del key
+    params = state["extractor"]["params"]
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch)
+    params, opt_state = common.update(opt, grads, state["opt"], params, state["lr_scale"])
+    return {**state, "extractor": {"params": params}, "opt": opt_state,
+            "step": state["step"] + 1}, metrics
+
+  return step
