@@ -1,0 +1,363 @@
+"""Writes a run's report: report.json (the numbers), report.md (for people) and figures.
+
+Figures are drawn on `matplotlib.figure.Figure` objects with the Agg canvas, never through
+pyplot, so writing a report changes no global matplotlib state (notebooks keep their backend)
+and is safe from worker threads.
+"""
+import json
+import math
+import os
+import sys
+import tempfile
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from deepwm_jax.errors import DeepwmError
+
+FIGURES_DIR = "figures"
+PAPER_NC_THRESHOLD = 0.95
+# Keys of a JSONL log record that are bookkeeping, not curves.
+_NOT_CURVES = frozenset({"step", "time", "elapsed", "elapsed_s", "wall_s", "epoch"})
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def to_jsonable(obj: Any) -> Any:
+  """numpy/jax scalars and arrays to Python, non-finite floats to None (JSON has no NaN)."""
+  if isinstance(obj, dict):
+    return {str(k): to_jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [to_jsonable(v) for v in obj]
+  if hasattr(obj, "to_dict") and callable(obj.to_dict):  # Verdict, Calibration
+    return to_jsonable(obj.to_dict())
+  if isinstance(obj, (bool, np.bool_)):
+    return bool(obj)
+  if isinstance(obj, (int, np.integer)):
+    return int(obj)
+  if isinstance(obj, (float, np.floating)):
+    return float(obj) if math.isfinite(obj) else None
+  if obj is None or isinstance(obj, str):
+    return obj
+  if isinstance(obj, os.PathLike):
+    return os.fspath(obj)
+  if hasattr(obj, "__array__"):  # np.ndarray, jax.Array
+    return to_jsonable(np.asarray(obj).tolist())
+  raise TypeError(f"report value of type {type(obj).__name__} is not JSON-serialisable: {obj!r}")
+
+
+def _write_atomic(path: str, write) -> None:
+  """Writes via a temporary file in the same directory, so readers never see half a file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  _write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+# ----------------------------------------------------------------------------- markdown
+
+
+def _fmt(value: Any) -> str:
+  """One table cell: short floats, '-' for missing, pipes escaped."""
+  if value is None:
+    return "-"
+  if isinstance(value, (bool, np.bool_)):
+    return "yes" if value else "no"
+  if isinstance(value, (float, np.floating)):
+    if not math.isfinite(value):
+      return "-"
+    return f"{value:.4g}"
+  return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+  """A GitHub-markdown table; a row's missing key renders as '-'."""
+  lines = ["| " + " | ".join(_fmt(c) for c in columns) + " |",
+           "|" + "|".join("---" for _ in columns) + "|"]
+  for row in rows:
+    lines.append("| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _pct(x: Any) -> str | None:
+  if x is None or not isinstance(x, (int, float, np.number)) or not math.isfinite(x):
+    return None
+  return f"{100.0 * float(x):.1f}%"
+
+
+def _pvalue(x: Any) -> str | None:
+  if x is None or not isinstance(x, (int, float, np.number)) or not math.isfinite(x):
+    return None
+  return f"{float(x):.2e}"
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def save_figure(fig: Figure, path: str, dpi: int = 100) -> None:
+  """Saves `fig` as PNG atomically and releases it."""
+  if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
+    FigureCanvasAgg(fig)
+  _write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
+  # A figure made through pyplot stays alive in pyplot's registry until closed.
+  pyplot = sys.modules.get("matplotlib.pyplot")
+  if pyplot is not None:
+    pyplot.close(fig)
+
+
+def _new_figure(width: float, height: float) -> Figure:
+  fig = Figure(figsize=(width, height))
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def _as_display_image(img: np.ndarray) -> tuple[np.ndarray, str | None]:
+  """HxWxC (or HxW) in [0, 1] to what imshow wants, with the gray colormap for one channel."""
+  img = np.clip(np.nan_to_num(np.asarray(img, dtype=np.float32)), 0.0, 1.0)
+  if img.ndim == 3 and img.shape[-1] == 1:
+    img = img[..., 0]
+  if img.ndim == 2:
+    return img, "gray"
+  if img.ndim == 3 and img.shape[-1] in (3, 4):
+    return img, None
+  raise DeepwmError(f"report grid images must be HxW, HxWx1 or HxWx3, got shape {img.shape}.")
+
+
+def grid_figure(grid: dict[str, np.ndarray], max_rows: int = 8) -> Figure:
+  """Rows are examples, columns are the named image batches [n, H, W, C]."""
+  names = list(grid)
+  n_rows = min(max_rows, min(len(np.asarray(v)) for v in grid.values()))
+  if n_rows == 0:
+    raise DeepwmError("report grid has a column with no images; give at least one per column.")
+  fig = _new_figure(1.6 * len(names), 1.6 * n_rows + 0.4)
+  axes = fig.subplots(n_rows, len(names), squeeze=False)
+  for j, name in enumerate(names):
+    images = np.asarray(grid[name])
+    for i in range(n_rows):
+      img, cmap = _as_display_image(images[i])
+      ax = axes[i, j]
+      ax.imshow(img, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if i == 0:
+        ax.set_title(name, fontsize=9)
+  fig.tight_layout()
+  return fig
+
+
+def _series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+  pts = [(r.get("step", i), r[key]) for i, r in enumerate(records)
+         if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+         and math.isfinite(r[key])]
+  if not pts:
+    return np.zeros(0), np.zeros(0)
+  steps, values = zip(*pts)
+  return np.asarray(steps, np.float64), np.asarray(values, np.float64)
+
+
+def curves_figure(curves: dict[str, list[dict]]) -> Figure:
+  """One subplot per stage: losses on a log axis (left), other metrics on a linear one (right)."""
+  stages = list(curves)
+  fig = _new_figure(6.5, 3.0 * len(stages))
+  axes = fig.subplots(len(stages), 1, squeeze=False)[:, 0]
+  for ax, stage in zip(axes, stages):
+    records = [r for r in curves[stage] if isinstance(r, dict)]
+    keys = sorted({k for r in records for k in r if k not in _NOT_CURVES})
+    loss_keys = [k for k in keys if "loss" in k.lower()]
+    other_keys = [k for k in keys if k not in loss_keys]
+    other_ax = ax.twinx() if other_keys and loss_keys else ax
+    all_positive = True
+    # One color per key across both axes, so a twin-axis curve is not mistaken for a loss.
+    color = {k: f"C{i % 10}" for i, k in enumerate(loss_keys + other_keys)}
+    for k in loss_keys:
+      x, y = _series(records, k)
+      if len(x):
+        ax.plot(x, y, label=k, linewidth=1, color=color[k])
+        all_positive &= bool(np.all(y > 0))
+    if loss_keys:
+      ax.set_yscale("log" if all_positive else "symlog")
+      ax.set_ylabel("loss")
+    for k in other_keys:
+      x, y = _series(records, k)
+      if len(x):
+        other_ax.plot(x, y, label=k, linewidth=1, linestyle="--", color=color[k])
+    ax.set_title(stage)
+    ax.set_xlabel("step")
+    handles, labels = [], []
+    for a in {id(ax): ax, id(other_ax): other_ax}.values():
+      h, lab = a.get_legend_handles_labels()
+      handles += h
+      labels += lab
+    if handles:
+      ax.legend(handles, labels, fontsize=7, loc="best")
+  fig.tight_layout()
+  return fig
+
+
+def histogram_figure(groups: dict[str, np.ndarray], line: float | None, line_label: str,
+                     xlabel: str) -> Figure:
+  """Overlaid per-group histograms on shared bins, with a vertical decision line."""
+  clean = {k: np.asarray(v, np.float64).ravel() for k, v in groups.items()}
+  clean = {k: v[np.isfinite(v)] for k, v in clean.items()}
+  values = [v for v in clean.values() if v.size]
+  lo = min([float(v.min()) for v in values] + ([line] if line is not None else []), default=0.0)
+  hi = max([float(v.max()) for v in values] + ([line] if line is not None else []), default=1.0)
+  if hi - lo < 1e-6:
+    lo, hi = lo - 0.5, hi + 0.5
+  bins = np.linspace(lo, hi, 41)
+  fig = _new_figure(6.5, 3.5)
+  ax = fig.subplots()
+  for name, v in clean.items():
+    if v.size:
+      ax.hist(v, bins=bins, histtype="stepfilled", alpha=0.35, label=f"{name} (n={v.size})")
+  if line is not None and math.isfinite(line):
+    ax.axvline(line, color="k", linestyle="--", linewidth=1.2, label=f"{line_label} {line:.3g}")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("images")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  return fig
+
+
+# ----------------------------------------------------------------------------- report.md
+
+
+def _detection_rows(report: dict) -> list[dict]:
+  """One row per evaluated group: watermarked, clean, each surrogate, each null."""
+  rows = []
+
+  def add(group: str, entry: Any) -> None:
+    if not isinstance(entry, dict):
+      return
+    label = group
+    if entry.get("name"):
+      details = ", ".join(str(entry[k]) for k in ("arch", "loss") if entry.get(k))
+      label = f"{group}: {entry['name']}" + (f" ({details})" if details else "")
+    rows.append({
+        "group": label,
+        "success rate": _pct(entry.get("success_rate")),
+        "paper success rate (NC > 0.95)": _pct(entry.get("paper_success_rate")),
+        "NC mean": entry.get("nc_mean"),
+        "p-value": _pvalue(entry.get("p_value")),
+        "detected": entry.get("detected"),
+    })
+
+  add("watermarked", report.get("watermarked"))
+  add("clean", report.get("clean"))
+  for entry in report.get("surrogates") or []:
+    add("surrogate", entry)
+  for entry in report.get("null") or []:
+    add("null", entry)
+  return rows
+
+
+def _calibration_line(report: dict, threshold: float | None) -> str:
+  calibration = report.get("calibration") if isinstance(report.get("calibration"), dict) else {}
+  t = threshold if threshold is not None else calibration.get("threshold")
+  if t is None:
+    return ""
+  line = f"Decision threshold on the watermark statistic: {float(t):.4g}"
+  if calibration.get("method"):
+    line += f" ({calibration['method']})"
+  if calibration.get("p0") is not None:
+    line += f"; per-image false-positive rate p0 <= {float(calibration['p0']):.3g}"
+  return line + ".\n"
+
+
+def render_markdown(report: dict, figures: dict[str, str], threshold: float | None = None,
+                    title: str = "deepwm_jax report") -> str:
+  """report.md's text; `figures` maps a caption to a path relative to the report."""
+  parts = [f"# {title}\n"]
+  parts.append(
+      "Box-free model watermark (Zhang et al., TPAMI 2022). *success rate* is the fraction "
+      "of images this package's calibrated statistic counts as watermarked; the paper's "
+      "success rate (NC > 0.95) is shown beside it for comparison, not as the decision. "
+      "All numbers are in `report.json`.\n")
+  fidelity = report.get("fidelity") if isinstance(report.get("fidelity"), dict) else {}
+  if fidelity:
+    parts.append("## Fidelity (B' vs B, held-out images)\n")
+    parts.append(markdown_table([{
+        "PSNR (dB)": fidelity.get("psnr"), "SSIM": fidelity.get("ssim")}],
+        ["PSNR (dB)", "SSIM"]))
+  rows = _detection_rows(report)
+  if rows:
+    parts.append("## Detection\n")
+    columns = ["group", "success rate", "paper success rate (NC > 0.95)", "NC mean"]
+    columns += [c for c in ("p-value", "detected") if any(r[c] is not None for r in rows)]
+    parts.append(markdown_table(rows, columns))
+    parts.append(_calibration_line(report, threshold))
+  timing = report.get("timing") if isinstance(report.get("timing"), dict) else {}
+  if timing:
+    parts.append("## Timing\n")
+    numeric = {k: float(v) for k, v in timing.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    trows = [{"stage": k, "seconds": f"{numeric[k]:.1f}" if k in numeric else v}
+             for k, v in timing.items()]
+    trows.append({"stage": "**total**", "seconds": f"{sum(numeric.values()):.1f}"})
+    parts.append(markdown_table(trows, ["stage", "seconds"]))
+  if figures:
+    parts.append("## Figures\n")
+    for caption, rel in figures.items():
+      parts.append(f"**{caption}**\n\n![{caption}]({rel})\n")
+  return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def write_report(workdir: str, report: dict, grid: dict[str, np.ndarray] | None = None,
+                 curves: dict[str, list[dict]] | None = None,
+                 stats: dict[str, np.ndarray] | None = None,
+                 threshold: float | None = None) -> None:
+  """Writes workdir/report.json, workdir/report.md and PNG figures under workdir/figures/.
+
+  `stats` maps group names to per-image watermark statistics (histogram with `threshold`);
+  keys starting with 'nc:' hold the paper's NC per group (a second histogram at 0.95).
+  """
+  if not isinstance(report, dict):
+    raise DeepwmError(f"write_report needs a dict report, got {type(report).__name__}.")
+  os.makedirs(os.path.join(workdir, FIGURES_DIR), exist_ok=True)
+  # Render from the converted report too, so the markdown sees only Python numbers.
+  report = to_jsonable(report)
+  body = json.dumps(report, indent=2, allow_nan=False) + "\n"
+  write_text_atomic(os.path.join(workdir, "report.json"), body)
+
+  figures = {}  # caption -> relative path, in the order they appear in report.md
+
+  def emit(caption: str, name: str, fig: Figure) -> None:
+    rel = f"{FIGURES_DIR}/{name}"
+    save_figure(fig, os.path.join(workdir, rel))
+    figures[caption] = rel
+
+  if grid:
+    emit("Examples: inputs, outputs, differences and extractions", "grid.png",
+         grid_figure(grid))
+  if curves:
+    emit("Learning curves", "curves.png", curves_figure(curves))
+  stats = stats or {}
+  stat_groups = {k: v for k, v in stats.items() if not k.startswith("nc:")}
+  nc_groups = {k[len("nc:"):]: v for k, v in stats.items() if k.startswith("nc:")}
+  if stat_groups:
+    emit("Watermark statistic per image, with the decision threshold", "stats_hist.png",
+         histogram_figure(stat_groups, threshold, "threshold", "watermark statistic"))
+  if nc_groups:
+    emit("Paper's NC per image, with the paper's 0.95 threshold", "nc_hist.png",
+         histogram_figure(nc_groups, PAPER_NC_THRESHOLD, "paper threshold", "NC"))
+  write_text_atomic(os.path.join(workdir, "report.md"),
+                    render_markdown(report, figures, threshold))
