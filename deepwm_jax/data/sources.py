@@ -1,0 +1,158 @@
+"""Image sources (builtin images, user folders) and random patches cut from them.
+
+The builtin source is the natural images shipped as files inside the scikit-image wheel, read
+straight from the installed package (never through `skimage.data`'s downloader), so it works
+offline. They are split by image, so no scene is in two splits:
+
+  protect  astronaut, coffee, motorcycle_left, motorcycle_right (one stereo scene, kept
+           together), coins, brick, immunohistochemistry, page
+           The owner trains the task model and the watermark networks on these.
+  attack   chelsea, camera, grass, hubble_deep_field, cell, text
+           The attacker's data for surrogates: disjoint from protect, as the method requires.
+  val      rocket, moon, gravel, retina
+           Held out for evaluation.
+
+Each split mixes photos of people/animals/objects, a texture, a scientific image and (for
+protect and attack) printed text. Synthetic images (chessboard, phantom, horse silhouette,
+colour chart) and the motion-blurred clock are left out: they are not clean natural images.
+
+A user folder is split by position in name order: image i goes to `FOLDER_PATTERN[i % 10]`
+(P = protect, A = attack, V = val), i.e. 5 : 3 : 2, and any 3 images cover all three splits.
+"""
+import functools
+import os
+
+import numpy as np
+import skimage
+
+from deepwm_jax.data import imageio
+from deepwm_jax.errors import DeepwmError
+
+# skimage.data function name -> file inside skimage/data.
+_BUILTIN_FILES = {
+    "astronaut": "astronaut.png",
+    "coffee": "coffee.png",
+    "motorcycle_left": "motorcycle_left.png",
+    "motorcycle_right": "motorcycle_right.png",
+    "coins": "coins.png",
+    "brick": "brick.png",
+    "immunohistochemistry": "ihc.png",
+    "page": "page.png",
+    "chelsea": "chelsea.png",
+    "camera": "camera.png",
+    "grass": "grass.png",
+    "hubble_deep_field": "hubble_deep_field.jpg",
+    "cell": "cell.png",
+    "text": "text.png",
+    "rocket": "rocket.jpg",
+    "moon": "moon.png",
+    "gravel": "gravel.png",
+    "retina": "retina.jpg",
+}
+
+BUILTIN_SPLITS: dict[str, tuple[str, ...]] = {
+    "protect": ("astronaut", "coffee", "motorcycle_left", "motorcycle_right", "coins", "brick",
+                "immunohistochemistry", "page"),
+    "attack": ("chelsea", "camera", "grass", "hubble_deep_field", "cell", "text"),
+    "val": ("rocket", "moon", "gravel", "retina"),
+}
+
+SPLITS = tuple(BUILTIN_SPLITS)
+
+# Position i % 10 of a sorted user folder -> split; the first three positions cover all splits.
+FOLDER_PATTERN = "PAVPAPVPAP"
+_PATTERN_SPLIT = {"P": "protect", "A": "attack", "V": "val"}
+
+
+def _check_split(split: str) -> None:
+  if split not in BUILTIN_SPLITS:
+    raise DeepwmError(f"unknown data split '{split}'; use one of {', '.join(SPLITS)}")
+
+
+@functools.lru_cache(maxsize=None)
+def _builtin_image(name: str) -> np.ndarray:
+  """One builtin image with its own channels, cached read-only (decoding a JPEG is not free)."""
+  path = os.path.join(os.path.dirname(skimage.__file__), "data", _BUILTIN_FILES[name])
+  if not os.path.isfile(path):
+    raise DeepwmError(f"builtin image '{name}' is missing from scikit-image ({path}); "
+                      "reinstall scikit-image or use a folder source")
+  img = imageio.load_image(path)
+  img.flags.writeable = False
+  return img
+
+
+def builtin_images(split: str, channels: int) -> list[np.ndarray]:
+  """The builtin images of one split as HxWxC float32 in [0, 1] with `channels` channels."""
+  _check_split(split)
+  return [imageio.to_channels(_builtin_image(n), channels) for n in BUILTIN_SPLITS[split]]
+
+
+def folder_images(path: str, channels: int) -> list[np.ndarray]:
+  """Every image file in `path` (sorted by name), converted to `channels`; sizes may differ."""
+  hint = "point the data source at a folder of images"
+  names = [n for n in imageio.list_files(path, hint) if imageio.is_image_name(n)]
+  if not names:
+    raise DeepwmError(f"data folder '{path}' has no images (PNG/JPEG/BMP/TIFF); {hint}")
+  return [imageio.to_channels(imageio.load_image(os.path.join(path, n)), channels)
+          for n in names]
+
+
+def split_images(images: list, split: str) -> list:
+  """The items of `images` that belong to `split` under FOLDER_PATTERN (see module doc)."""
+  _check_split(split)
+  if len(images) < 3:
+    raise DeepwmError(f"a data folder needs at least 3 images (one each for protect, attack and "
+                      f"val) but has {len(images)}; add more images")
+  return [img for i, img in enumerate(images)
+          if _PATTERN_SPLIT[FOLDER_PATTERN[i % len(FOLDER_PATTERN)]] == split]
+
+
+def load_split(source: str, split: str, channels: int) -> list[np.ndarray]:
+  """Images of `split` from `source`: 'builtin', 'folder:PATH' or an existing folder path."""
+  _check_split(split)
+  if source == "builtin":
+    return builtin_images(split, channels)
+  if source.startswith("tfds:"):
+    raise DeepwmError(f"data source '{source}': tfds sources are not supported yet; "
+                      "use 'builtin' or 'folder:PATH'")
+  if source.startswith("folder:"):
+    return split_images(folder_images(source[len("folder:"):], channels), split)
+  if os.path.isdir(source):
+    return split_images(folder_images(source, channels), split)
+  raise DeepwmError(f"unknown data source '{source}'; use 'builtin', 'folder:PATH' "
+                    "or the path of an existing folder of images")
+
+
+def _prepare(img_HxWxC: np.ndarray, size: int, scale: float) -> np.ndarray:
+  """Downscales by `scale`, then upscales if needed so both sides are at least `size`."""
+  h, w = img_HxWxC.shape[:2]
+  s = max(scale, size / h, size / w)
+  if s == 1.0:
+    return img_HxWxC
+  return imageio.resize_image(img_HxWxC, max(size, round(h * s)), max(size, round(w * s)))
+
+
+def make_patches(images: list[np.ndarray], n: int, size: int, rng: np.random.Generator,
+                 flip: bool = True, scale: float = 1.0) -> np.ndarray:
+  """`n` random size x size crops, NxHxWxC float32; images picked with probability ~ area.
+
+  `scale` < 1 first shrinks every image (antialiased): a 64-px crop of a full-resolution photo
+  is nearly flat, a crop of a 4x smaller copy holds edges and texture to learn from.
+  """
+  if not images:
+    raise DeepwmError("no images to cut patches from; check the data source")
+  if scale <= 0:
+    raise DeepwmError(f"patch scale must be > 0, got {scale}; fix the config")
+  prepared = [_prepare(img, size, scale) for img in images]
+  areas = np.array([(p.shape[0] - size + 1) * (p.shape[1] - size + 1) for p in prepared], float)
+  which = rng.choice(len(prepared), size=n, p=areas / areas.sum())
+  u = rng.random((n, 2))
+  flips = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
+  out_NxHxWxC = np.empty((n, size, size, prepared[0].shape[-1]), np.float32)
+  for i, (k, (uy, ux)) in enumerate(zip(which, u)):
+    img = prepared[k]
+    y = int(uy * (img.shape[0] - size + 1))
+    x = int(ux * (img.shape[1] - size + 1))
+    out_NxHxWxC[i] = img[y:y + size, x:x + size]
+  out_NxHxWxC[flips] = out_NxHxWxC[flips, :, ::-1]
+  return out_NxHxWxC

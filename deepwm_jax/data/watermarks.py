@@ -1,0 +1,109 @@
+"""Watermark images: what the extractor must reveal from watermarked outputs.
+
+Every watermark is dark marks on a white background, HxWxC float32 in [0, 1]; the blank
+target the extractor returns for unwatermarked images is all white, so the two differ exactly
+where the marks are. Shapes are drawn 8x larger than asked and shrunk (antialiased), so edges
+stay clean at 32 px.
+"""
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+import skimage
+
+from deepwm_jax.data import imageio
+from deepwm_jax.errors import DeepwmError
+
+_SUPERSAMPLE = 8
+
+
+def blank_image(size: int, channels: int) -> np.ndarray:
+  """The blank target: all ones (white)."""
+  return np.ones((size, size, channels), np.float32)
+
+
+def _finish(canvas: Image.Image, size: int, channels: int) -> np.ndarray:
+  """A grayscale PIL canvas -> size x size x channels float32 in [0, 1]."""
+  gray = np.asarray(canvas.convert("L"), np.float32)[..., None] / 255.0
+  return imageio.to_channels(imageio.resize_image(gray, size, size), channels)
+
+
+def logo(size: int, channels: int) -> np.ndarray:
+  """The default watermark: a bold 'W' inside a ring, about a quarter of the pixels dark.
+
+  Thick strokes (1/12 and 1/20 of the side) survive the 32-px kit size, and the shape has
+  structure at every scale, which makes a wrong extraction easy to tell from a right one.
+  """
+  s = size * _SUPERSAMPLE
+  canvas = Image.new("L", (s, s), 255)
+  draw = ImageDraw.Draw(canvas)
+  ring = s / 20
+  m = ring / 2 + s * 0.03
+  draw.ellipse((m, m, s - m, s - m), outline=0, width=round(ring))
+  # The W: four strokes between five points, with rounded joints.
+  pts = [(0.24, 0.30), (0.37, 0.72), (0.50, 0.40), (0.63, 0.72), (0.76, 0.30)]
+  draw.line([(x * s, y * s) for x, y in pts], fill=0, width=round(s / 12), joint="curve")
+  return _finish(canvas, size, channels)
+
+
+def _text_canvas(text: str) -> Image.Image:
+  """`text` in PIL's default font on white, broken into lines so the block is near square."""
+  font = ImageFont.load_default(size=96)
+  bold = 6  # A stroke around the glyphs keeps thin letters visible at 32 px.
+  words = text.split() or [text]
+  best = None
+  for k in range(1, len(words) + 1):
+    per = -(-len(words) // k)
+    lines = "\n".join(" ".join(words[i:i + per]) for i in range(0, len(words), per))
+    box = ImageDraw.Draw(Image.new("L", (1, 1))).multiline_textbbox(
+        (0, 0), lines, font=font, stroke_width=bold)
+    w, h = box[2] - box[0], box[3] - box[1]
+    aspect = max(w, h) / max(1, min(w, h))
+    if best is None or aspect < best[0]:
+      best = (aspect, lines, box)
+  _, lines, (x0, y0, x1, y1) = best
+  side = round(max(x1 - x0, y1 - y0) * 1.1) + 2
+  canvas = Image.new("L", (side, side), 255)
+  ImageDraw.Draw(canvas).multiline_text(
+      ((side - (x1 - x0)) / 2 - x0, (side - (y1 - y0)) / 2 - y0), lines, fill=0, font=font,
+      align="center", stroke_width=bold, stroke_fill=0)
+  return canvas
+
+
+def text_image(text: str, size: int, channels: int) -> np.ndarray:
+  """`text` rendered dark on white, scaled to fill the square."""
+  if not text.strip():
+    raise DeepwmError("watermark 'text:' needs some text, e.g. 'text:ACME'; fix the config")
+  return _finish(_text_canvas(text), size, channels)
+
+
+def _file_image(path: str, size: int, channels: int) -> np.ndarray:
+  if not os.path.isfile(path):
+    raise DeepwmError(f"watermark '{path}' is not 'logo', 'text:...', 'skimage-logo' or an "
+                      "existing image file; fix the watermark setting")
+  img = imageio.load_image(path)
+  return imageio.to_channels(imageio.resize_image(img, size, size), channels)
+
+
+def _skimage_logo(size: int, channels: int) -> np.ndarray:
+  """scikit-image's bundled logo, composited over white (it has a transparent background)."""
+  path = os.path.join(os.path.dirname(skimage.__file__), "data", "logo.png")
+  try:
+    with Image.open(path) as img:
+      rgba = np.asarray(img.convert("RGBA"), np.float32) / 255.0
+  except (OSError, ValueError) as e:
+    raise DeepwmError(f"scikit-image's logo ({path}) cannot be read ({type(e).__name__}); "
+                      "use the 'logo' watermark instead") from None
+  rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+  return imageio.to_channels(imageio.resize_image(rgb, size, size), channels)
+
+
+def watermark_image(spec: str, size: int, channels: int) -> np.ndarray:
+  """The watermark named by `spec`: 'logo', 'text:SOMETEXT', 'skimage-logo' or an image path."""
+  if spec == "logo":
+    return logo(size, channels)
+  if spec.startswith("text:"):
+    return text_image(spec[len("text:"):], size, channels)
+  if spec == "skimage-logo":
+    return _skimage_logo(size, channels)
+  return _file_image(spec, size, channels)
