@@ -1,0 +1,173 @@
+"""The `deepwm` command: thin wrappers over the library (a notebook needs none of this).
+
+Exit status: 0 success (verify: watermark detected), 1 verify: not detected, 2 bad input.
+"""
+import argparse
+import json
+import os
+import sys
+
+from deepwm_jax.errors import DeepwmError
+
+
+def _parser():
+  p = argparse.ArgumentParser(prog="deepwm", description=__doc__.splitlines()[0])
+  sub = p.add_subparsers(dest="command", required=True)
+
+  run = sub.add_parser("run", help="protect a model end to end; writes report and kit")
+  run.add_argument("--config", required=True, help="config file with get_config()")
+  run.add_argument("--workdir", required=True, help="where checkpoints, logs, report, kit go")
+
+  embed = sub.add_parser("embed", help="watermark every image of a folder with a kit's embedder")
+  embed.add_argument("--kit", required=True)
+  embed.add_argument("--input", required=True, help="folder of PNG/JPEG images")
+  embed.add_argument("--output", required=True, help="folder for the watermarked PNGs")
+  embed.add_argument("--resize", action="store_true", help="resize inputs to the kit's size")
+  embed.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+  verify = sub.add_parser("verify", help="decide whether a suspect model's outputs carry the "
+                                         "watermark (exit 0 detected, 1 not detected)")
+  verify.add_argument("--kit", required=True)
+  verify.add_argument("--input", required=True, help="folder of the suspect model's outputs")
+  verify.add_argument("--json", help="also write the verdict as JSON to this file")
+  verify.add_argument("--resize", action="store_true", help="resize inputs to the kit's size")
+  verify.add_argument("--alpha", type=float, help="false-positive rate (default: the kit's)")
+
+  describe = sub.add_parser("describe", help="parameter counts of a config's or a kit's networks")
+  g = describe.add_mutually_exclusive_group(required=True)
+  g.add_argument("--config")
+  g.add_argument("--kit")
+  return p
+
+
+def _split_overrides(argv):
+  """`--config.a.b=v` / `--config.a.b v` are config overrides; the rest goes to argparse."""
+  rest, overrides, i = [], [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith("--config."):
+      item = arg[len("--config."):]
+      if "=" not in item and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+        item, i = f"{item}={argv[i + 1]}", i + 1
+      overrides.append(item)
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
+def _config(path, overrides):
+  from deepwm_jax import config as config_lib
+  cfg = config_lib.load(path)
+  config_lib.apply_overrides(cfg, overrides)
+  config_lib.validate(cfg)
+  return cfg
+
+
+def cmd_run(args, overrides):
+  from deepwm_jax import pipeline
+  cfg = _config(args.config, overrides)
+  rep = pipeline.run(cfg, args.workdir, log=_log)
+  print(json.dumps({k: rep[k] for k in ("fidelity", "watermarked", "clean")}
+                   | {"surrogates": [{k: s[k] for k in ("name", "success_rate")}
+                                     for s in rep["surrogates"]],
+                      "null": [{k: s[k] for k in ("name", "success_rate")} for s in rep["null"]]},
+                   default=_jsonable))
+  return 0
+
+
+def _read(kit, args):
+  from deepwm_jax.data import imageio
+  images, names = imageio.read_image_dir(args.input, kit.image_size, kit.channels, args.resize)
+  if args.resize:
+    _log(f"resized {len(names)} images to {kit.image_size}x{kit.image_size}")
+  return images, names
+
+
+def cmd_embed(args, overrides):
+  import deepwm_jax
+  from deepwm_jax.data import imageio
+  _no_overrides(overrides, "embed")
+  kit = deepwm_jax.load_kit(args.kit)
+  images, names = _read(kit, args)
+  out = kit.embed(images)
+  imageio.write_images(args.output, out, names, overwrite=args.overwrite)
+  _log(f"watermarked {len(names)} images into {args.output}")
+  return 0
+
+
+def cmd_verify(args, overrides):
+  import deepwm_jax
+  _no_overrides(overrides, "verify")
+  kit = deepwm_jax.load_kit(args.kit)
+  images, _ = _read(kit, args)
+  v = kit.verify(images, alpha=args.alpha)
+  result = {**v.to_dict(), "kit": os.path.abspath(args.kit), "input": os.path.abspath(args.input)}
+  word = "DETECTED" if v.detected else "not detected"
+  print(f"watermark {word}: {v.n_hits}/{v.n_images} images over the threshold, "
+        f"p-value {v.p_value:.3g} (alpha {v.alpha:g}); paper NC mean {v.nc_mean:.3f}")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=1, default=_jsonable)
+  return 0 if v.detected else 1
+
+
+def cmd_describe(args, overrides):
+  from deepwm_jax import describe
+  if args.kit:
+    _no_overrides(overrides, "describe --kit")
+    out = describe.describe_kit(args.kit)
+  else:
+    out = describe.describe_config(_config(args.config, overrides))
+  print(json.dumps(out, indent=1))
+  return 0
+
+
+def _no_overrides(overrides, what):
+  if overrides:
+    raise DeepwmError(f"{what} takes no --config.* overrides (got --config.{overrides[0]}); "
+                      f"the kit holds its own config")
+
+
+def _jsonable(x):
+  import numpy as np
+  if isinstance(x, np.generic):
+    return x.item()
+  raise TypeError(type(x))
+
+
+def _log(msg):
+  print(msg, file=sys.stderr, flush=True)
+
+
+COMMANDS = {"run": cmd_run, "embed": cmd_embed, "verify": cmd_verify, "describe": cmd_describe}
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  rest, overrides = _split_overrides(argv)
+  args = _parser().parse_args(rest)
+  _quiet_libraries()
+  try:
+    return COMMANDS[args.command](args, overrides)
+  except DeepwmError as e:
+    print(f"deepwm {args.command}: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print(f"deepwm {args.command}: interrupted", file=sys.stderr)
+    return 130
+
+
+def _quiet_libraries():
+  import logging
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  try:
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.ERROR)
+  except ImportError:
+    pass
+  logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
