@@ -52,13 +52,18 @@ def flat_images(n: int, size: int, channels: int, seed: int) -> np.ndarray:
 
 
 def sampler(arrays: dict[str, np.ndarray], batch: int, seed: tuple):
-  """batch_fn(step): a deterministic random batch, so a resumed stage sees the same data."""
+  """batch_fn(step): a deterministic random batch, so a resumed stage sees the same data.
+
+  The arrays are paired (x[i] goes with y[i]), so one index draw serves them all.
+  """
+  n = {len(x) for x in arrays.values()}
+  if len(n) != 1:
+    raise ValueError(f"paired arrays of different lengths: {n}")
+  n = n.pop()
+
   def batch_fn(step):
-    out = {}
-    for i, (k, x) in enumerate(sorted(arrays.items())):
-      idx = np.random.default_rng([*seed, i, step]).integers(0, len(x), batch)
-      out[k] = jnp.asarray(x[idx])
-    return out
+    idx = np.random.default_rng([*seed, step]).integers(0, n, batch)
+    return {k: jnp.asarray(x[idx]) for k, x in arrays.items()}
   return batch_fn
 
 
