@@ -1,0 +1,109 @@
+"""The whole method on the tiny config: every stage runs, report and kit are complete, and a
+re-run resumes instead of training again."""
+import json
+import os
+
+import pytest
+
+from deepwm_jax import config, pipeline
+from deepwm_jax.errors import DeepwmError
+
+
+def test_report_has_the_contract_keys(tiny_run):
+  workdir, rep, _ = tiny_run
+  with open(os.path.join(workdir, "report.json")) as f:
+    on_disk = json.load(f)
+  for key in ("psnr", "ssim"):
+    assert isinstance(on_disk["fidelity"][key], float)
+  for group in ("watermarked", "clean"):
+    assert 0.0 <= on_disk[group]["success_rate"] <= 1.0
+  assert 0.0 <= on_disk["watermarked"]["nc_mean"] <= 1.0
+  for group in ("surrogates", "null"):
+    assert len(on_disk[group]) >= 1
+    for member in on_disk[group]:
+      assert {"name", "arch", "loss", "success_rate", "nc_mean"} <= set(member)
+  stages = {"task", "stage1", "surrogate", "null_protector", "stage2", "eval_surrogate",
+            "eval_null"}
+  assert stages <= set(on_disk["timing"])
+  assert on_disk["timing"]["total"] > 0
+
+
+def test_report_markdown_and_figures(tiny_run):
+  workdir, _, _ = tiny_run
+  md = open(os.path.join(workdir, "report.md")).read()
+  for fig in ("grid.png", "curves.png", "stats_hist.png", "nc_hist.png"):
+    assert f"figures/{fig}" in md
+    assert os.path.getsize(os.path.join(workdir, "figures", fig)) > 1000
+
+
+def test_clean_images_are_never_detected(tiny_run):
+  # Whatever the tiny networks learned in a few steps, the calibrated decision must not call
+  # unwatermarked images watermarked.
+  _, rep, _ = tiny_run
+  assert rep["clean"]["success_rate"] == 0.0
+  assert all(not n["detected"] for n in rep["null"])
+
+
+def test_every_stage_logged_metrics(tiny_run):
+  workdir, _, _ = tiny_run
+  for stage in ("task", "stage1", "stage2", "surrogate"):
+    rows = [json.loads(l) for l in open(os.path.join(workdir, "logs", f"{stage}.jsonl"))]
+    assert rows and rows[-1]["step"] > 0 and "loss" in rows[-1]
+    assert len({r["step"] for r in rows}) == len(rows)
+  assert os.listdir(os.path.join(workdir, "tensorboard", "stage1"))
+
+
+def test_rerun_resumes_and_skips_finished_stages(tiny_run, tiny_cfg):
+  workdir, rep, _ = tiny_run
+  lines = []
+  again = pipeline.run(tiny_cfg, workdir, log=lines.append)
+  trained = [l for l in lines if "] step " in l]
+  assert trained == [], f"finished stages trained again: {trained}"
+  assert again["fidelity"] == rep["fidelity"]
+  assert again["watermarked"]["stat_mean"] == pytest.approx(rep["watermarked"]["stat_mean"])
+
+
+def test_workdir_with_another_config_is_refused(tiny_run, tiny_cfg):
+  workdir, _, _ = tiny_run
+  before = open(os.path.join(workdir, "config.json")).read()
+  other = config.load(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
+  other.stage1.steps = 6
+  with pytest.raises(DeepwmError, match="different config .*stage1.steps"):
+    pipeline.run(other, workdir, log=lambda m: None)
+  assert open(os.path.join(workdir, "config.json")).read() == before
+
+
+def test_stage_resumes_after_interruption(tmp_path, tiny_cfg):
+  """Interrupt stage 2 of a copy of the run mid-way: the re-run continues from its checkpoint
+  and ends where an uninterrupted run ends."""
+  import jax
+  import numpy as np
+  from deepwm_jax.train import loop
+  cfg = config.load(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
+  from deepwm_jax.train import imitation
+  spec = cfg.task
+  step = imitation.make_step(spec, cfg, 4)
+  state = imitation.init_state(spec, cfg, jax.random.PRNGKey(0), 4)
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(16, 32, 32, 3)).astype(np.float32)
+  batches = pipeline.sampler({"x": x, "y": x[::-1].copy()}, 4, (0,))
+
+  def interrupted(s):
+    if s == 2:
+      raise KeyboardInterrupt
+    return batches(s)
+
+  key = jax.random.PRNGKey(1)
+  full = loop.run("full", step, state, batches, 4, str(tmp_path), key, log_every=1,
+                  ckpt_every=100, log=lambda m: None)
+  with pytest.raises(KeyboardInterrupt):
+    loop.run("cut", step, state, interrupted, 4, str(tmp_path), key, log_every=1,
+             ckpt_every=100, log=lambda m: None)
+  lines = []
+  resumed = loop.run("cut", step, state, batches, 4, str(tmp_path), key, log_every=1,
+                     ckpt_every=100, log=lines.append)
+  assert any("resuming from step 2" in l for l in lines)
+  for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+  steps = [json.loads(l)["step"] for l in open(tmp_path / "logs" / "cut.jsonl")]
+  assert steps == [1, 2, 3, 4]
