@@ -59,13 +59,29 @@ def test_conv2d_xla_matches_numpy_definition(k, stride, padding, dilation, size)
                              rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("impl", ["xla", "subpixel"])
 @pytest.mark.parametrize("size", [1, 4, 5])
-def test_conv_transpose2d_xla_matches_numpy_definition(size):
+def test_conv_transpose2d_matches_numpy_definition(impl, size):
   x, w = _rand((2, size, size, 3), 2), _rand((4, 4, 3, 5), 3)
-  y = layers.conv_transpose2d(jnp.asarray(x), jnp.asarray(w), 2, 1, "xla")
+  y = layers.conv_transpose2d(jnp.asarray(x), jnp.asarray(w), 2, 1, impl)
   assert y.shape == (2, 2 * size, 2 * size, 5)
   np.testing.assert_allclose(np.asarray(y), _np_conv_transpose2d(x, w, 2, 1),
                              rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k,stride,padding", [(6, 2, 2), (8, 4, 2), (3, 1, 1), (2, 2, 0)])
+def test_subpixel_other_exact_upsamplings_match_numpy(k, stride, padding):
+  x, w = _rand((1, 3, 4, 2), 10), _rand((k, k, 2, 3), 11)
+  y = layers.conv_transpose2d(jnp.asarray(x), jnp.asarray(w), stride, padding, "subpixel")
+  np.testing.assert_allclose(np.asarray(y), _np_conv_transpose2d(x, w, stride, padding),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_subpixel_refuses_inexact_upsampling():
+  with pytest.raises(ValueError, match="exact upsampling"):
+    layers.conv_transpose2d(jnp.zeros((1, 2, 2, 1)), jnp.zeros((3, 3, 1, 1)), 2, 1, "subpixel")
+  y = layers.conv_transpose2d(jnp.zeros((1, 2, 2, 1)), jnp.zeros((3, 3, 1, 1)), 2, 1, "auto")
+  assert y.shape == (1, 3, 3, 1)  # auto falls back to the XLA path
 
 
 def _value_and_grads(fn, x, w):
@@ -124,3 +140,15 @@ def test_unknown_impl_is_a_clear_error():
   x, w = jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1))
   with pytest.raises(ValueError, match="unknown conv impl"):
     layers.conv2d(x, w, 1, 1, 1, "nope")
+  with pytest.raises(ValueError, match="unknown conv_transpose impl"):
+    layers.conv_transpose2d(x, jnp.zeros((4, 4, 1, 1)), 2, 1, "nope")
+
+
+def test_cpu_compiler_options_keep_results(monkeypatch):
+  x, w = jnp.asarray(_rand((2, 5, 5, 3), 12)), jnp.asarray(_rand((4, 4, 3, 2), 13))
+  conv = lambda x, w: layers.conv_transpose2d(x, w, 2, 1, "auto")
+  step = lambda x, w: _value_and_grads(conv, x, w)
+  tuned = jax.jit(step, compiler_options=layers.cpu_compiler_options())
+  _assert_same(tuned(x, w), jax.jit(step)(x, w))
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+  assert layers.cpu_compiler_options() == {}

@@ -6,6 +6,7 @@ read like the method and produce the same shapes and parameter counts. Parameter
 as flax's HWIO `kernel` and `bias`, whatever `impl` computes them with, so checkpoints and kits
 do not depend on the implementation chosen.
 """
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -68,96 +69,92 @@ def _cast(dtype, x, kernel):
   return x.astype(dtype), kernel.astype(dtype)
 
 
-CONV_IMPLS = ("xla", "im2col", "shift", "auto")
-CONV_TRANSPOSE_IMPLS = ("xla", "subpixel", "subpixel_im2col", "phase", "auto")
+# Measured on a 2-core AVX2 CPU (`python -m deepwm_jax.bench_layers`, benchmarks/README.md):
+# the sub-pixel transposed convolution ran 4-13x faster than XLA's input-dilated one, forward +
+# backward. Matmul formulations of the plain convolutions (im2col + one GEMM, sums of shifted
+# 1x1 convolutions, XLA forward with a GEMM kernel gradient, space-to-depth for stride 2) all
+# ran 0.3-0.9x as fast as XLA's own convolution, so 'auto' keeps 'xla' for those.
+CONV_IMPLS = ("xla", "auto")
+CONV_TRANSPOSE_IMPLS = ("xla", "subpixel", "auto")
 
 
 def resolve_conv_impl(impl, kernel_size, stride, dilation):
-  if impl != "auto":
-    return impl
-  if jax.default_backend() != "cpu":
-    return "xla"
-  return "xla"
+  """The impl `conv2d` runs for `impl` ('auto' is decided here, at trace time)."""
+  del kernel_size, stride, dilation  # no shape has a faster path than XLA's yet
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"unknown conv impl {impl!r}; use one of {CONV_IMPLS}")
+  return "xla" if impl == "auto" else impl
 
 
 def resolve_conv_transpose_impl(impl, kernel_size, stride, padding):
+  """The impl `conv_transpose2d` runs: 'auto' is 'subpixel' on CPU for exact upsampling
+  (k - 2p == stride, the reference's 4x4 stride-2 pad-1), plain 'xla' on GPU/TPU where XLA's
+  transposed convolution is first-class."""
+  if impl not in CONV_TRANSPOSE_IMPLS:
+    raise ValueError(f"unknown conv_transpose impl {impl!r}; use one of {CONV_TRANSPOSE_IMPLS}")
   if impl != "auto":
     return impl
+  on_cpu = jax.default_backend() == "cpu"
+  return "subpixel" if on_cpu and kernel_size - 2 * padding == stride else "xla"
+
+
+def cpu_compiler_options():
+  """`jax.jit(..., compiler_options=...)` that speed up convolutions on the CPU backend.
+
+  XLA:CPU hands convolutions to YNNPACK by default; for the kernel gradient of a conv (a
+  convolution with the whole image as its window) that ran about 2x slower than XLA's own
+  Eigen path, and the sub-pixel transposed conv 2x slower in all. This keeps YNNPACK for dots
+  only. Empty off CPU, and where this jaxlib does not know the option.
+  """
   if jax.default_backend() != "cpu":
-    return "xla"
-  return "subpixel" if kernel_size - 2 * padding == stride else "xla"
+    return {}
+  return dict(_known_cpu_options())
+
+
+@functools.cache
+def _known_cpu_options():
+  options = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+  try:  # older and newer jaxlibs may not have the option: then compile with the defaults
+    jax.jit(lambda x: x + 1, compiler_options=options).lower(np.zeros(1, np.float32)).compile()
+  except Exception:  # pylint: disable=broad-except
+    return ()
+  return tuple(options.items())
 
 
 def conv2d(x, kernel, stride, padding, dilation, impl="xla"):
   """Cross-correlation like torch.nn.functional.conv2d, NHWC / HWIO."""
-  impl = resolve_conv_impl(impl, kernel.shape[0], stride, dilation)
-  if impl == "xla":
-    return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=(stride, stride),
-        padding=((padding, padding), (padding, padding)),
-        rhs_dilation=(dilation, dilation),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  if impl == "im2col":
-    patches = jnp.concatenate(_shifted_views(x, kernel.shape[0], stride, padding, dilation), -1)
-    return _matmul_last(patches, kernel.reshape(-1, kernel.shape[-1]))
-  if impl == "shift":
-    views = _shifted_views(x, kernel.shape[0], stride, padding, dilation)
-    taps = kernel.reshape(-1, kernel.shape[2], kernel.shape[3])
-    return sum(_matmul_last(v, t) for v, t in zip(views, taps))
-  raise ValueError(f"unknown conv impl {impl!r}; use one of {CONV_IMPLS}")
-
-
-def _shifted_views(x_BxHxWxC, k, stride, padding, dilation):
-  """The k*k input windows a convolution reads, one strided view per tap (row-major taps,
-  the order of an HWIO kernel reshaped to [k*k, C, O])."""
-  xp = jnp.pad(x_BxHxWxC, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-  span = dilation * (k - 1) + 1
-  h_out = (xp.shape[1] - span) // stride + 1
-  w_out = (xp.shape[2] - span) // stride + 1
-  views = []
-  for a in range(k):
-    for b in range(k):
-      top, left = a * dilation, b * dilation
-      views.append(jax.lax.slice(
-          xp, (0, top, left, 0),
-          (xp.shape[0], top + (h_out - 1) * stride + 1, left + (w_out - 1) * stride + 1,
-           xp.shape[3]),
-          (1, stride, stride, 1)))
-  return views
-
-
-def _matmul_last(x_BxHxWxK, w_KxO):
-  """Contract the channel axis with one GEMM over all pixels."""
-  b, h, w, k = x_BxHxWxK.shape
-  y = jnp.dot(x_BxHxWxK.reshape(b * h * w, k), w_KxO)
-  return y.reshape(b, h, w, w_KxO.shape[-1])
+  resolve_conv_impl(impl, kernel.shape[0], stride, dilation)
+  return jax.lax.conv_general_dilated(
+      x, kernel, window_strides=(stride, stride),
+      padding=((padding, padding), (padding, padding)),
+      rhs_dilation=(dilation, dilation),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def conv_transpose2d(x, kernel, stride, padding, impl="xla"):
   """Like torch.nn.functional.conv_transpose2d with an HWIO kernel (I = input channels).
 
-  A transposed convolution is the gradient of a convolution: dilate the input by the stride,
-  pad by k - 1 - p, and correlate with the spatially flipped kernel.
+  'xla': a transposed convolution is the gradient of a convolution: dilate the input by the
+  stride, pad by k - 1 - p, and correlate with the spatially flipped kernel.
+  'subpixel': the same weights re-arranged into one stride-1 correlation with stride^2 times
+  the output channels (one per output phase), then depth-to-space. No input dilation, so no
+  multiplications by inserted zeros.
   """
   k = kernel.shape[0]
   impl = resolve_conv_transpose_impl(impl, k, stride, padding)
-  if impl == "xla":
-    pad = k - 1 - padding
-    return jax.lax.conv_general_dilated(
-        x, jnp.flip(kernel, (0, 1)), window_strides=(1, 1),
-        padding=((pad, pad), (pad, pad)), lhs_dilation=(stride, stride),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  if impl in ("subpixel", "subpixel_im2col", "phase"):
+  if impl == "subpixel":
     if k - 2 * padding != stride:
-      raise ValueError(f"conv_transpose impl {impl!r} needs kernel - 2 * padding == stride "
-                       f"(exact upsampling), got k={k}, stride={stride}, padding={padding}")
+      raise ValueError(f"conv_transpose impl 'subpixel' needs kernel - 2 * padding == stride "
+                       f"(exact upsampling), got k={k}, stride={stride}, padding={padding}; "
+                       "use impl='xla' or 'auto'")
     taps, reach = _subpixel_taps(k, stride, padding)
-    if impl == "phase":
-      return _depth_to_space(_phase_matmuls(x, kernel, taps, reach), stride)
-    sub = _subpixel_kernel(kernel, taps)
-    inner = "xla" if impl == "subpixel" else "im2col"
-    return _depth_to_space(conv2d(x, sub, 1, reach, 1, inner), stride)
-  raise ValueError(f"unknown conv_transpose impl {impl!r}; use one of {CONV_TRANSPOSE_IMPLS}")
+    y = conv2d(x, _subpixel_kernel(kernel, taps), 1, reach, 1, "xla")
+    return _depth_to_space(y, stride)
+  pad = k - 1 - padding
+  return jax.lax.conv_general_dilated(
+      x, jnp.flip(kernel, (0, 1)), window_strides=(1, 1),
+      padding=((pad, pad), (pad, pad)), lhs_dilation=(stride, stride),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def _subpixel_taps(k, stride, padding):
@@ -165,40 +162,25 @@ def _subpixel_taps(k, stride, padding):
 
   Output o = stride * m + a receives input i = m + d through kernel index
   a + padding - stride * d (from o = stride * i - padding + kidx). Offsets run over
-  -reach..reach so one (2 reach + 1)^2 correlation covers every phase.
+  -reach..reach so one (2 reach + 1)^2 correlation covers every phase (3x3 for k=4, s=2).
   """
-  reach = max(abs(d) for a in range(stride) for d in range(-k, k + 1)
-              if 0 <= a + padding - stride * d < k)
-  taps = [[a + padding - stride * d if 0 <= a + padding - stride * d < k else None
-           for d in range(-reach, reach + 1)] for a in range(stride)]
+  def kidx(a, d):
+    j = a + padding - stride * d
+    return j if 0 <= j < k else None
+  reach = max(abs(d) for a in range(stride) for d in range(-k, k + 1) if kidx(a, d) is not None)
+  taps = [[kidx(a, d) for d in range(-reach, reach + 1)] for a in range(stride)]
   return taps, reach
 
 
 def _subpixel_kernel(kernel_KxKxIxO, taps):
   """Re-arrange the transposed-conv kernel into a correlation kernel [t, t, I, s*s*O] whose
-  output channels are (phase_h, phase_w, O); missing taps are zeros."""
-  k = kernel_KxKxIxO.shape[0]
+  output channels are (phase_h, phase_w, O); missing taps read an appended zero row."""
+  k, _, cin, cout = kernel_KxKxIxO.shape
   idx = np.array([[k if t is None else t for t in row] for row in taps])  # [s, t]
+  s, t = idx.shape
   padded = jnp.pad(kernel_KxKxIxO, ((0, 1), (0, 1), (0, 0), (0, 0)))
   sub = padded[idx[:, :, None, None], idx[None, None, :, :]]  # [s, t, s, t, I, O]
-  s, t = idx.shape
-  sub = sub.transpose(1, 3, 4, 0, 2, 5)  # [t, t, I, s, s, O]
-  return sub.reshape(t, t, kernel_KxKxIxO.shape[2], s * s * kernel_KxKxIxO.shape[3])
-
-
-def _phase_matmuls(x, kernel, taps, reach):
-  """Each output phase as one GEMM over only its real taps (no zero taps multiplied)."""
-  views = _shifted_views(x, 2 * reach + 1, 1, reach, 1)
-  t = 2 * reach + 1
-  phases = []
-  for row_a in taps:
-    for row_b in taps:
-      used = [(i, j) for i in range(t) for j in range(t)
-              if row_a[i] is not None and row_b[j] is not None]
-      patches = jnp.concatenate([views[i * t + j] for i, j in used], -1)
-      w = jnp.concatenate([kernel[row_a[i], row_b[j]] for i, j in used], 0)
-      phases.append(_matmul_last(patches, w))
-  return jnp.concatenate(phases, -1)
+  return sub.transpose(1, 3, 4, 0, 2, 5).reshape(t, t, cin, s * s * cout)
 
 
 def _depth_to_space(y_BxHxWxSSO, s):
