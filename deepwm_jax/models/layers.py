@@ -123,12 +123,30 @@ def _known_cpu_options():
 
 def conv2d(x, kernel, stride, padding, dilation, impl="xla"):
   """Cross-correlation like torch.nn.functional.conv2d, NHWC / HWIO."""
+  if impl == "auto" and jax.default_backend() == "cpu":
+    x = materialize(x)
   resolve_conv_impl(impl, kernel.shape[0], stride, dilation)
   return jax.lax.conv_general_dilated(
       x, kernel, window_strides=(stride, stride),
       padding=((padding, padding), (padding, padding)),
       rhs_dilation=(dilation, dilation),
       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def materialize(x):
+  """x, computed into a buffer of its own that XLA:CPU cannot fuse its producers through.
+
+  The kernel gradient of a conv reads its input transposed ([C, H, W, B]). XLA:CPU fuses the
+  elementwise ops that produced the input (norm, ReLU, residual add) into that transpose and
+  recomputes them there, in the transposed order, from every earlier residual block: cost
+  that grows with depth and ran 1.7x the whole step's time on a 9-block residual stack.
+  jax.lax.optimization_barrier is dropped before fusion on CPU; a conditional is not, and its
+  branches differ (x + 0 turns -0 into +0, so XLA cannot merge them) while both return x.
+  """
+  if x.size == 0:
+    return x
+  first = x.reshape(-1)[0]
+  return jax.lax.cond(first != first, lambda v: v + 0, lambda v: v, x)
 
 
 def conv_transpose2d(x, kernel, stride, padding, impl="xla"):
@@ -141,6 +159,8 @@ def conv_transpose2d(x, kernel, stride, padding, impl="xla"):
   multiplications by inserted zeros.
   """
   k = kernel.shape[0]
+  if impl == "auto" and jax.default_backend() == "cpu":
+    x = materialize(x)  # see `materialize`: the sub-pixel conv's kernel gradient reads x too
   impl = resolve_conv_transpose_impl(impl, k, stride, padding)
   if impl == "subpixel":
     if k - 2 * padding != stride:
