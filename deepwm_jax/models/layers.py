@@ -73,7 +73,8 @@ def _cast(dtype, x, kernel):
 # the sub-pixel transposed convolution ran 4-13x faster than XLA's input-dilated one, forward +
 # backward. Matmul formulations of the plain convolutions (im2col + one GEMM, sums of shifted
 # 1x1 convolutions, XLA forward with a GEMM kernel gradient, space-to-depth for stride 2) all
-# ran 0.3-0.9x as fast as XLA's own convolution, so 'auto' keeps 'xla' for those.
+# ran 0.3-0.9x as fast as XLA's own convolution, so 'auto' keeps XLA's conv for those and only
+# feeds it a materialized input (see `materialize`).
 CONV_IMPLS = ("xla", "auto")
 CONV_TRANSPOSE_IMPLS = ("xla", "subpixel", "auto")
 
@@ -123,9 +124,9 @@ def _known_cpu_options():
 
 def conv2d(x, kernel, stride, padding, dilation, impl="xla"):
   """Cross-correlation like torch.nn.functional.conv2d, NHWC / HWIO."""
+  resolve_conv_impl(impl, kernel.shape[0], stride, dilation)
   if impl == "auto" and jax.default_backend() == "cpu":
     x = materialize(x)
-  resolve_conv_impl(impl, kernel.shape[0], stride, dilation)
   return jax.lax.conv_general_dilated(
       x, kernel, window_strides=(stride, stride),
       padding=((padding, padding), (padding, padding)),
@@ -138,10 +139,11 @@ def materialize(x):
 
   The kernel gradient of a conv reads its input transposed ([C, H, W, B]). XLA:CPU fuses the
   elementwise ops that produced the input (norm, ReLU, residual add) into that transpose and
-  recomputes them there, in the transposed order, from every earlier residual block: cost
-  that grows with depth and ran 1.7x the whole step's time on a 9-block residual stack.
-  jax.lax.optimization_barrier is dropped before fusion on CPU; a conditional is not, and its
-  branches differ (x + 0 turns -0 into +0, so XLA cannot merge them) while both return x.
+  recomputes them there, in the cache-hostile transposed order, from every earlier residual
+  block: a 9-block residual stack ran 1.7x slower for it. jax.lax.optimization_barrier is
+  dropped before fusion on CPU; a conditional is not, and its branches differ (x + 0 turns -0
+  into +0, so XLA cannot merge them) while both return x. Under vmap the conditional becomes
+  a select: still correct, just not a fusion boundary.
   """
   if x.size == 0:
     return x
