@@ -217,7 +217,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   def entry(name, spec, key, seen):
     s = _public(summary[key])
     s.update(name=name, arch=spec.arch, loss=spec.loss, seen_in_stage2=seen,
-             task_psnr=float(np.mean(metrics.psnr(jnp.asarray(groups[key]), jnp.asarray(wm_val)))))
+             task_psnr=float(np.mean(metrics.psnr(jnp.asarray(groups[key]), jnp.asarray(wm_val)))),
+             residual_corr=residual_corr(groups[key], m_val, wm_val))
     return s
 
   rep = {
@@ -257,6 +258,16 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                       stats=stats, threshold=calibration.threshold)
   log(f"wrote {os.path.join(workdir, 'report.md')} and the kit {os.path.join(workdir, 'kit')}")
   return rep
+
+
+def residual_corr(suspect, clean, watermarked) -> float:
+  """How much of the watermark residual B' - B a model reproduces: corr(SM(A) - M(A), B' - B).
+
+  About 0 for a model that never saw the watermark; it tells whether a surrogate copied the
+  watermark at all, independently of how well the extractor reads it.
+  """
+  d, wm = (suspect - clean).ravel(), (watermarked - clean).ravel()
+  return float(np.corrcoef(d, wm)[0, 1])
 
 
 def _show(r):

@@ -31,7 +31,7 @@ def make_step(spec, cfg, num_steps):
     return loss, (variables, {"loss": loss, "psnr": jnp.mean(
         losses.psnr_from_mse(jnp.mean(jnp.square(jnp.clip(out, 0, 1) - y), axis=(1, 2, 3))))})
 
-  @jax.jit
+  @common.jit_step
   def step(state, batch, key):
     del key
     variables = state["model"]

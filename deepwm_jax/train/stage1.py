@@ -72,7 +72,7 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
                "clean_mse": clean, "cons_mse": cons, "gan_g": gan}
     return loss, (metrics, emb_vars, b_wm)
 
-  @jax.jit
+  @common.jit_step
   def step(state, batch, key):
     del key  # stage 1 is deterministic given the batch
     a, b = batch["a"], batch["b"]

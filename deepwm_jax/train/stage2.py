@@ -37,7 +37,7 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
     return loss, {"loss": loss, "sur_mse": sur_mse, "wm_mse": wm_mse, "neg_mse": neg_mse,
                   "cons_mse": cons}
 
-  @jax.jit
+  @common.jit_step
   def step(state, batch, key):
     del key
     params = state["extractor"]["params"]
