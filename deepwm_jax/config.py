@@ -60,8 +60,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.attack = dict(
       # The surrogate the extractor is fine-tuned against in stage 2.
       surrogate=surrogate("unet", ngf=16, loss="l2", steps=400, seed=1),
-      # The protector's own null model (trained on clean pairs): a stage-2 negative.
-      null=surrogate("unet", ngf=16, loss="l2", steps=400, seed=2))
+      # The protector's own null models (trained on clean pairs), one per architecture in
+      # `null_archs`: stage-2 and calibration negatives, so that the extractor learns the
+      # watermark rather than the look of one architecture's outputs.
+      null=surrogate("unet", ngf=16, loss="l2", n_blocks=3, steps=400, seed=2),
+      null_archs=("unet", "resnet"))
 
   c.stage2 = dict(
       steps=400, batch=8, loss_scale=1e4,
@@ -74,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
       null=surrogate("resnet", ngf=16, loss="l1", n_blocks=3, steps=400, seed=4),
       nc_threshold=0.95,         # the papers' success threshold on NC (reported beside ours)
       alpha=1e-6,                # false-positive rate of a verify decision
+      min_success_rate=0.5,      # and at least this fraction of images must be hits
       margin=0.05)               # safety margin of the per-image threshold over negatives
 
   c.log_every = 25
@@ -183,6 +187,11 @@ def validate(cfg) -> None:
   need(cfg.task.source in ("train", "identity") or cfg.task.source.startswith("python:"),
        f"task.source={cfg.task.source!r}; use train, identity or python:module:function")
   need(0 < cfg.evaluate.alpha < 1, f"evaluate.alpha={cfg.evaluate.alpha}; use a rate in (0, 1)")
+  need(0 <= cfg.evaluate.min_success_rate <= 1,
+       f"evaluate.min_success_rate={cfg.evaluate.min_success_rate}; use a fraction in [0, 1]")
+  need(len(cfg.attack.null_archs) >= 1 and all(a in ("unet", "resnet", "cnn")
+                                               for a in cfg.attack.null_archs),
+       f"attack.null_archs={cfg.attack.null_archs}; use one or more of unet, resnet, cnn")
   need(cfg.compute_dtype in ("float32", "bfloat16"),
        f"compute_dtype={cfg.compute_dtype!r}; use float32 or bfloat16")
   need(cfg.log_every >= 1 and cfg.ckpt_every >= 1, "log_every and ckpt_every must be >= 1")

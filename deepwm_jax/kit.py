@@ -49,6 +49,7 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
         "image_size": int(cfg.data.image_size), "channels": int(cfg.data.channels),
         "calibration": calibration.to_dict(),
         "alpha": float(cfg.evaluate.alpha), "nc_threshold": float(cfg.evaluate.nc_threshold),
+        "min_success_rate": float(cfg.evaluate.min_success_rate),
         "parameters": {"embedder": models.count_params(embedder_vars),
                        "extractor": models.count_params(extractor_vars)},
         "config": json.loads(cfg.to_json_best_effort()),
@@ -177,7 +178,8 @@ class Kit:
     rj = jnp.asarray(r)
     stats = np.asarray(verdict.watermark_statistic(rj, jnp.asarray(self.watermark),
                                                    jnp.asarray(self.blank)))
-    v = verdict.decide(stats, self.calibration, self.info["alpha"] if alpha is None else alpha)
+    v = verdict.decide(stats, self.calibration, self.info["alpha"] if alpha is None else alpha,
+                       min_success_rate=self.info["min_success_rate"])
     nc = np.asarray(metrics.nc(rj, jnp.asarray(self.watermark)))
     v.nc_mean = float(np.mean(nc))
     v.paper_success_rate = float(metrics.paper_success_rate(nc, self.info["nc_threshold"]))

@@ -162,11 +162,15 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
 
   # ---- the attack the extractor is hardened against, and the protector's null model
   sur_vars = r.imitate("surrogate", cfg.attack.surrogate, attack.a, wm_attack)
-  null_vars = r.imitate("null_protector", cfg.attack.null, attack.a, m_attack)
   sur_fn = imitation.make_predict_fn(cfg.attack.surrogate, cfg)
-  null_fn = imitation.make_predict_fn(cfg.attack.null, cfg)
   sur_attack = predict(sur_fn, sur_vars, attack.a)
-  null_attack = predict(null_fn, null_vars, attack.a)
+  nulls = {}  # arch -> (spec, variables, predict fn)
+  for arch in cfg.attack.null_archs:
+    spec = ml_collections.ConfigDict(cfg.attack.null.to_dict())
+    spec.arch = arch
+    variables = r.imitate(f"null_protector_{arch}", spec, attack.a, m_attack)
+    nulls[arch] = (spec, variables, imitation.make_predict_fn(spec, cfg))
+  null_attack = np.concatenate([predict(fn, v, attack.a) for _, v, fn in nulls.values()])
   flats = flat_images(max(8, d.n_attack // 8), d.image_size, d.channels, cfg.seed + 5)
 
   # ---- stage 2: fine-tune R
@@ -201,7 +205,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
       "surrogate (stage 2)": predict(sur_fn, sur_vars, val.a),
       "surrogate (unseen)": predict(imitation.make_predict_fn(ev.surrogate, cfg), eval_sur_vars,
                                     val.a),
-      "null (protector)": predict(null_fn, null_vars, val.a),
+      **{f"null (protector {a})": predict(fn, v, val.a) for a, (_, v, fn) in nulls.items()},
       "null (independent)": predict(imitation.make_predict_fn(ev.null, cfg), eval_null_vars,
                                     val.a),
   }
@@ -233,10 +237,11 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                 "by_kind": {k: _public(summary[k]) for k in ("clean A", "clean B", "clean M(A)")}},
       "surrogates": [entry("surrogate-stage2", cfg.attack.surrogate, "surrogate (stage 2)", True),
                      entry("surrogate-unseen", ev.surrogate, "surrogate (unseen)", False)],
-      "null": [entry("null-independent", ev.null, "null (independent)", False),
-               entry("null-protector", cfg.attack.null, "null (protector)", True)],
+      "null": [entry("null-independent", ev.null, "null (independent)", False)]
+              + [entry(f"null-protector-{a}", spec, f"null (protector {a})", True)
+                 for a, (spec, _, _) in nulls.items()],
       "calibration": calibration.to_dict(),
-      "alpha": ev.alpha,
+      "alpha": ev.alpha, "min_success_rate": ev.min_success_rate,
       "timing": {**r.timing, "total": round(time.time() - t0, 2)},
       "n_val": int(d.n_val),
       "image_size": int(d.image_size), "channels": int(d.channels),
@@ -278,7 +283,7 @@ def _group_summary(r, w, blank, calibration, ev) -> dict:
   rj = jnp.asarray(r)
   stats = np.asarray(verdict.watermark_statistic(rj, jnp.asarray(w), jnp.asarray(blank)))
   nc = np.asarray(metrics.nc(rj, jnp.asarray(w)))
-  v = verdict.decide(stats, calibration, ev.alpha)
+  v = verdict.decide(stats, calibration, ev.alpha, min_success_rate=ev.min_success_rate)
   return {"success_rate": v.success_rate, "paper_success_rate":
           float(metrics.paper_success_rate(nc, ev.nc_threshold)), "nc_mean": float(np.mean(nc)),
           "centered_nc_mean": float(np.mean(np.asarray(metrics.centered_nc(rj, jnp.asarray(w))))),

@@ -26,6 +26,7 @@ DEFAULT_MARGIN = 0.05
 # Quantile of the calibration positives the threshold must stay below when there is room.
 POSITIVE_QUANTILE = 0.05
 DEFAULT_ALPHA = 1e-6
+DEFAULT_MIN_SUCCESS_RATE = 0.5
 
 
 def watermark_statistic(r_NxHxWxC, w_HxWxC, blank_HxWxC, eps: float = 1e-12) -> jnp.ndarray:
@@ -185,13 +186,17 @@ def per_image_decisions(stats: np.ndarray, calibration: Calibration) -> np.ndarr
 
 
 def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_ALPHA,
-           nc_values: np.ndarray | None = None) -> Verdict:
-  """Detected when the number of hits is implausible for images without the watermark.
+           nc_values: np.ndarray | None = None,
+           min_success_rate: float = DEFAULT_MIN_SUCCESS_RATE) -> Verdict:
+  """Detected when the number of hits is implausible for images without the watermark, and
+  the hits are the majority of the images.
 
   p-value = P(X >= n_hits) for X ~ Binomial(n_images, p0). This treats the images as
-  independent draws, which outputs of one suspect model need not be; the margin in the
-  threshold and a small alpha are the guard against that. Give `nc_values` (the paper's NC)
-  to fill the paper's columns.
+  independent draws, which outputs of one suspect model need not be: a null model unlike the
+  calibration's (another architecture) can put a few percent of its images over the threshold,
+  which the binomial tail then calls astronomically unlikely. A surrogate that copied the
+  watermark shows it on most of its outputs, so `min_success_rate` (default one half) is the
+  guard against that. Give `nc_values` (the paper's NC) to fill the paper's columns.
   """
   values = _as_finite_vector(stats, "decide's stats")
   if not 0.0 < alpha < 1.0:
@@ -201,7 +206,7 @@ def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_A
   # sf(k - 1) = P(X >= k); with no hits it is exactly 1.
   p_value = 1.0 if n_hits == 0 else float(scipy_stats.binom.sf(n_hits - 1, n, calibration.p0))
   verdict = Verdict(
-      detected=bool(p_value < alpha), n_images=n, n_hits=n_hits, success_rate=n_hits / n,
+      detected=bool(p_value < alpha and n_hits / n >= min_success_rate), n_images=n, n_hits=n_hits, success_rate=n_hits / n,
       p_value=p_value, threshold=float(calibration.threshold), alpha=float(alpha),
       stat_mean=float(np.mean(values)), p0=float(calibration.p0))
   if nc_values is not None:

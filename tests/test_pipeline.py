@@ -22,7 +22,8 @@ def test_report_has_the_contract_keys(tiny_run):
     assert len(on_disk[group]) >= 1
     for member in on_disk[group]:
       assert {"name", "arch", "loss", "success_rate", "nc_mean"} <= set(member)
-  stages = {"task", "stage1", "surrogate", "null_protector", "stage2", "eval_surrogate",
+  stages = {"task", "stage1", "surrogate", "null_protector_unet", "null_protector_resnet",
+            "stage2", "eval_surrogate",
             "eval_null"}
   assert stages <= set(on_disk["timing"])
   assert on_disk["timing"]["total"] > 0

@@ -119,3 +119,18 @@ def test_false_detections_are_rare_under_the_null():
   p_values = np.asarray(p_values)
   for x in (0.05, 0.2, 0.5):
     assert np.mean(p_values <= x) <= x + 0.05
+
+
+def test_a_few_hits_are_not_a_detection_even_with_a_tiny_p_value():
+  # A null model unlike the calibration's can put a few images over the threshold; the binomial
+  # tail alone would call 4 hits in 64 at p0 = 1e-4 detected. The majority rule does not.
+  cal = verdict.Calibration(threshold=0.5, n_negatives=9999, n_negatives_above=0, p0=1e-4,
+                            max_negative=0.4)
+  stats = np.zeros(64)
+  stats[:4] = 0.9
+  v = verdict.decide(stats, cal, alpha=1e-6)
+  assert v.p_value < 1e-6 and v.success_rate == pytest.approx(4 / 64)
+  assert not v.detected
+  stats[:40] = 0.9
+  assert verdict.decide(stats, cal, alpha=1e-6).detected
+  assert not verdict.decide(stats, cal, alpha=1e-6, min_success_rate=0.9).detected
