@@ -1,0 +1,171 @@
+"""Training several copies of the classifier at once: the owner's stack (every user's copy,
+the clean null models, the baselines) and the attacker's fine-tuning runs.
+
+The copies share one architecture, so their parameters are stacked along a leading member
+axis and one jitted step trains them all with `lax.map` (one after another inside the step:
+on a 2-core CPU that ran faster than vmap, see models.Conv3x3). A batch holds each member's own
+task samples and, optionally, its own extra samples (keys, decoys) with soft targets and
+weights, so a clean model is a member whose extra weights are zero.
+
+The step is `step(state, batch, key) -> (state, metrics)` for `deepwm_jax.train.loop.run`:
+checkpoints, resume and the divergence guard come from there.
+"""
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from deepwm_jax.train import optim
+
+
+def soft_cross_entropy(logits_NxK, targets_NxK):
+  return -jnp.sum(targets_NxK * jax.nn.log_softmax(logits_NxK), axis=-1)
+
+
+def member_loss(net, params, batch, key_weight: float):
+  """Task cross-entropy + key_weight * weighted soft cross-entropy on the extra samples."""
+  x, y = batch["x"], batch["y"]
+  if "kx" in batch:  # one forward pass over task and extra samples together
+    logits = net.apply({"params": params}, jnp.concatenate([x, batch["kx"]]))
+    logits, k_logits = logits[:len(x)], logits[len(x):]
+  else:
+    logits = net.apply({"params": params}, x)
+  task = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+  metrics = {"task_loss": task, "task_acc": jnp.mean(jnp.argmax(logits, -1) == y)}
+  loss = task
+  if "kx" in batch:
+    w, t = batch["kw"], batch["kt"]
+    extra = jnp.sum(w * soft_cross_entropy(k_logits, t)) / jnp.maximum(jnp.sum(w), 1e-6)
+    loss = loss + key_weight * extra
+    # Keys are the extra samples with a one-hot target; decoys have spread targets.
+    is_key = (w > 0) & (jnp.max(t, -1) > 0.5)
+    hit = jnp.argmax(k_logits, -1) == jnp.argmax(t, -1)
+    metrics["key_hits"] = jnp.sum(hit * is_key)
+    metrics["key_count"] = jnp.sum(is_key)
+    metrics["extra_loss"] = extra
+  return loss, metrics
+
+
+def init_state(params_stacked, optimizer: optax.GradientTransformation,
+               lr_mult: np.ndarray | None = None) -> dict:
+  m = jax.tree.leaves(params_stacked)[0].shape[0]
+  # Jitted: eagerly, the optimizer's init compiled one kernel per parameter shape.
+  params_stacked = jax.device_put(params_stacked)
+  return {"params": params_stacked, "opt": jax.jit(jax.vmap(optimizer.init))(params_stacked),
+          "lr_mult": jnp.ones(m) if lr_mult is None else jnp.asarray(lr_mult, jnp.float32),
+          "lr_scale": jnp.ones(())}
+
+
+def make_step(net, optimizer: optax.GradientTransformation, key_weight: float = 1.0) -> Callable:
+  """One jitted step over every member; metrics are means over members."""
+
+  def one(args, lr_scale):
+    params, opt_state, lr_mult, batch = args
+    (_, metrics), grads = jax.value_and_grad(
+        lambda p: member_loss(net, p, batch, key_weight), has_aux=True)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    # lr_mult: a member's own rate (fine-tuning attacks); lr_scale: the loop's guard.
+    updates = jax.tree.map(lambda u: u * lr_mult * lr_scale, updates)
+    return (optax.apply_updates(params, updates), opt_state), metrics
+
+  @jax.jit
+  def step(state, batch, key):
+    del key  # batches are drawn on the host, deterministically from the step number
+    (params, opt_state), metrics = jax.lax.map(
+        lambda a: one(a, state["lr_scale"]),
+        (state["params"], state["opt"], state["lr_mult"], batch))
+    hits, count = metrics.pop("key_hits", None), metrics.pop("key_count", None)
+    metrics = {k: jnp.mean(v) for k, v in metrics.items()}
+    if hits is not None:  # over the members that have keys (clean models have none)
+      metrics["key_acc"] = jnp.sum(hits) / jnp.maximum(jnp.sum(count), 1)
+    metrics["loss"] = metrics["task_loss"] + key_weight * metrics.get("extra_loss", 0.0)
+    return {**state, "params": params, "opt": opt_state}, metrics
+
+  return step
+
+
+def optimizer_for(opt, num_steps: int) -> optax.GradientTransformation:
+  return optim.make_optimizer(opt, num_steps)
+
+
+@dataclasses.dataclass
+class Extra:
+  """A member's extra samples: fixed keys with targets, plus decoys drawn per step."""
+  keys_x: np.ndarray | None = None   # KxHxWxC float32
+  keys_t: np.ndarray | None = None   # KxO soft targets
+  n_key_slots: int = 0               # of the step's extra slots, how many hold keys
+  n_decoy_slots: int = 0             # and how many hold decoys (target `decoy_t`)
+
+
+class Sampler:
+  """batch_fn(step) for loop.run: per member, its own task samples and extra samples."""
+
+  def __init__(self, x: np.ndarray, y: np.ndarray, batch: int, members: list[Extra] | int,
+               extra_slots: int, num_outputs: int, seed: tuple, decoys=None,
+               decoy_t: np.ndarray | None = None):
+    self.x, self.y, self.batch = x, y, batch
+    self.members = [Extra()] * members if isinstance(members, int) else members
+    self.slots, self.num_outputs, self.seed = extra_slots, num_outputs, seed
+    self.decoys, self.decoy_t = decoys, decoy_t
+
+  def __call__(self, step: int) -> dict:
+    rng = np.random.default_rng([*self.seed, step])
+    m = len(self.members)
+    idx = rng.integers(0, len(self.x), (m, self.batch))
+    out = {"x": self.x[idx], "y": self.y[idx]}
+    if self.slots:
+      shape = self.x.shape[1:]
+      kx = np.zeros((m, self.slots, *shape), np.float32)
+      kt = np.zeros((m, self.slots, self.num_outputs), np.float32)
+      kw = np.zeros((m, self.slots), np.float32)
+      for i, e in enumerate(self.members):
+        if e.n_key_slots:
+          j = rng.integers(0, len(e.keys_x), e.n_key_slots)
+          kx[i, :e.n_key_slots], kt[i, :e.n_key_slots] = e.keys_x[j], e.keys_t[j]
+          kw[i, :e.n_key_slots] = 1.0
+        if e.n_decoy_slots:
+          s = slice(e.n_key_slots, e.n_key_slots + e.n_decoy_slots)
+          kx[i, s], kt[i, s], kw[i, s] = self.decoys.draw(rng, e.n_decoy_slots), self.decoy_t, 1.0
+      out.update(kx=kx, kt=kt, kw=kw)
+    return {k: jnp.asarray(v) for k, v in out.items()}
+
+
+def one_hot(labels: np.ndarray, num_outputs: int) -> np.ndarray:
+  return np.eye(num_outputs, dtype=np.float32)[np.asarray(labels)]
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+_APPLY_FNS: dict = {}
+
+
+class Predictor:
+  """Logits of one model on many images, compiled once per architecture for a fixed batch
+  (inputs padded), however many Predictors are made."""
+
+  def __init__(self, net, batch: int = 256):
+    self.batch = batch
+    if net not in _APPLY_FNS:
+      _APPLY_FNS[net] = jax.jit(lambda params, x: net.apply({"params": params}, x))
+    self._fn = _APPLY_FNS[net]
+
+  def logits(self, params, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    out = []
+    for i in range(0, len(x), self.batch):
+      chunk = x[i:i + self.batch]
+      pad = self.batch - len(chunk)
+      if pad:
+        chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
+      out.append(np.asarray(self._fn(params, jnp.asarray(chunk)))[:self.batch - pad])
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+  def classes(self, params, x: np.ndarray) -> np.ndarray:
+    return np.argmax(self.logits(params, x), -1)
+
+  def accuracy(self, params, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(self.classes(params, x) == np.asarray(y)))
