@@ -37,7 +37,13 @@ def _parser():
   g = describe.add_mutually_exclusive_group(required=True)
   g.add_argument("--config")
   g.add_argument("--kit")
+  _classify_parser(sub)
   return p
+
+
+def _classify_parser(sub):
+  from deepwm_jax.classify import commands
+  commands.add_parser(sub)
 
 
 def _split_overrides(argv):
@@ -140,7 +146,13 @@ def _log(msg):
   print(msg, file=sys.stderr, flush=True)
 
 
-COMMANDS = {"run": cmd_run, "embed": cmd_embed, "verify": cmd_verify, "describe": cmd_describe}
+def cmd_classify(args, overrides):
+  from deepwm_jax.classify import commands
+  return commands.main(args, overrides, log=_log)
+
+
+COMMANDS = {"run": cmd_run, "embed": cmd_embed, "verify": cmd_verify, "describe": cmd_describe,
+            "classify": cmd_classify}
 
 
 def main(argv=None) -> int:
