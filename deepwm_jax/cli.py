@@ -168,6 +168,10 @@ def main(argv=None) -> int:
   except KeyboardInterrupt:
     print(f"deepwm {args.command}: interrupted", file=sys.stderr)
     return 130
+  except BrokenPipeError:
+    # The reader (e.g. `| head`) left: stop quietly, as the Python docs recommend.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1
 
 
 def _quiet_libraries():

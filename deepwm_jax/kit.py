@@ -168,16 +168,17 @@ class Kit:
     return self._batched(self._extract, self.extractor_vars, self._check(images, "images"))
 
   def statistic(self, images) -> np.ndarray:
-    r = self.extract(images)
-    return np.asarray(verdict.watermark_statistic(jnp.asarray(r), jnp.asarray(self.watermark),
+    """The per-image detection statistic (1: the watermark, 0: blank)."""
+    return self._statistic(jnp.asarray(self.extract(images)))
+
+  def _statistic(self, r) -> np.ndarray:
+    return np.asarray(verdict.watermark_statistic(r, jnp.asarray(self.watermark),
                                                   jnp.asarray(self.blank)))
 
   def verify(self, images, alpha: float | None = None) -> "verdict.Verdict":
     """Decides whether the images come from a model that carries this kit's watermark."""
-    r = self.extract(images)
-    rj = jnp.asarray(r)
-    stats = np.asarray(verdict.watermark_statistic(rj, jnp.asarray(self.watermark),
-                                                   jnp.asarray(self.blank)))
+    rj = jnp.asarray(self.extract(images))
+    stats = self._statistic(rj)
     v = verdict.decide(stats, self.calibration, self.info["alpha"] if alpha is None else alpha,
                        min_success_rate=self.info["min_success_rate"])
     nc = np.asarray(metrics.nc(rj, jnp.asarray(self.watermark)))

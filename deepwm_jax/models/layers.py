@@ -31,14 +31,8 @@ class Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxHxWxC):
-    k = self.kernel_size
-    kernel = self.param("kernel", conv_init, (k, k, x_BxHxWxC.shape[-1], self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
-    x, kernel = _cast(self.dtype, x_BxHxWxC, kernel)
-    y = conv2d(x, kernel, self.stride, self.padding, self.dilation, self.impl)
-    if bias is not None:
-      y = y + bias.astype(y.dtype)
-    return y
+    return _with_params(self, x_BxHxWxC, lambda x, kernel: conv2d(
+        x, kernel, self.stride, self.padding, self.dilation, self.impl))
 
 
 class ConvTranspose(nn.Module):
@@ -53,14 +47,19 @@ class ConvTranspose(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxHxWxC):
-    k = self.kernel_size
-    kernel = self.param("kernel", conv_init, (k, k, x_BxHxWxC.shape[-1], self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
-    x, kernel = _cast(self.dtype, x_BxHxWxC, kernel)
-    y = conv_transpose2d(x, kernel, self.stride, self.padding, self.impl)
-    if bias is not None:
-      y = y + bias.astype(y.dtype)
-    return y
+    return _with_params(self, x_BxHxWxC, lambda x, kernel: conv_transpose2d(
+        x, kernel, self.stride, self.padding, self.impl))
+
+
+def _with_params(module, x, op):
+  """Declares the module's HWIO `kernel` and optional `bias` (the one layout every impl
+  shares) and returns op(x, kernel) + bias, computed in the module's dtype."""
+  k = module.kernel_size
+  kernel = module.param("kernel", conv_init, (k, k, x.shape[-1], module.features))
+  bias = module.param("bias", nn.initializers.zeros, (module.features,)) if module.use_bias else None
+  x, kernel = _cast(module.dtype, x, kernel)
+  y = op(x, kernel)
+  return y if bias is None else y + bias.astype(y.dtype)
 
 
 def _cast(dtype, x, kernel):
