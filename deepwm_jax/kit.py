@@ -26,6 +26,9 @@ from deepwm_jax import metrics, models, verdict
 from deepwm_jax.errors import DeepwmError
 
 KIT_FORMAT = 1
+KIT_KIND = "image"
+# Which command writes each kind of kit, for the error that names the right one.
+_WRITTEN_BY = {"image": "deepwm run", "classify": "deepwm classify run"}
 
 
 def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
@@ -42,7 +45,7 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
     ckptr.save(os.path.join(tmp, "state"), jax.device_get(state))
     ckptr.wait_until_finished()
     info = {
-        "format": KIT_FORMAT,
+        "kind": KIT_KIND, "format": KIT_FORMAT,
         "package_version": deepwm_jax.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "owner": owner or _user(),
@@ -57,7 +60,7 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
     with open(os.path.join(tmp, "kit.json"), "w") as f:
       json.dump(info, f, indent=1)
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
-      json.dump(_digests(tmp), f, indent=1, sort_keys=True)
+      json.dump(digests(tmp), f, indent=1, sort_keys=True)
     if os.path.exists(path):
       old = path + ".old"
       shutil.rmtree(old, ignore_errors=True)
@@ -79,7 +82,8 @@ def _user():
     return "unknown"
 
 
-def _digests(root: str) -> dict[str, str]:
+def digests(root: str) -> dict[str, str]:
+  """SHA-256 of every file under `root` but the manifest itself (what manifest.json holds)."""
   out = {}
   for dirpath, _, files in os.walk(root):
     for name in files:
@@ -107,7 +111,7 @@ def check_manifest(path: str) -> None:
       expected = json.load(f)
   except (json.JSONDecodeError, UnicodeDecodeError):
     raise DeepwmError(f"kit '{path}': manifest.json is damaged; copy the kit again") from None
-  actual = _digests(path)
+  actual = digests(path)
   missing = sorted(set(expected) - set(actual))
   if missing:
     raise DeepwmError(f"kit '{path}' is incomplete: missing {missing[0]}"
@@ -117,6 +121,25 @@ def check_manifest(path: str) -> None:
   if altered:
     raise DeepwmError(f"kit '{path}' was altered: {altered[0]} does not match its SHA-256 in "
                       f"manifest.json; use the original kit")
+
+
+def read_info(path: str, kind: str, kit_format: int) -> dict:
+  """kit.json of an intact kit of this kind and format (every kind of kit shares this layout)."""
+  check_manifest(path)
+  try:
+    with open(os.path.join(path, "kit.json")) as f:
+      info = json.load(f)
+  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise DeepwmError(f"kit '{path}': kit.json is unreadable ({type(e).__name__}); re-create "
+                      f"the kit") from None
+  found = info.get("kind", KIT_KIND)  # kits written before kinds existed were image kits
+  if found != kind:
+    raise DeepwmError(f"kit '{path}' is a {found!r} kit, not a {kind!r} kit; use the kit/ "
+                      f"written by `{_WRITTEN_BY.get(kind, kind)}`")
+  if info.get("format") != kit_format:
+    raise DeepwmError(f"kit '{path}' has format {info.get('format')}, this deepwm_jax reads "
+                      f"format {kit_format}; upgrade deepwm_jax or re-create the kit")
+  return info
 
 
 @dataclasses.dataclass
@@ -189,13 +212,8 @@ class Kit:
 
 def load_kit(path: str) -> Kit:
   path = os.path.abspath(path)
-  check_manifest(path)
+  info = read_info(path, KIT_KIND, KIT_FORMAT)
   try:
-    with open(os.path.join(path, "kit.json")) as f:
-      info = json.load(f)
-    if info.get("format") != KIT_FORMAT:
-      raise DeepwmError(f"kit '{path}' has format {info.get('format')}, this deepwm_jax reads "
-                        f"format {KIT_FORMAT}; upgrade deepwm_jax or re-create the kit")
     cfg = ml_collections.ConfigDict(info["config"])
     calibration = verdict.Calibration.from_dict(info["calibration"])
   except (KeyError, TypeError, ValueError) as e:

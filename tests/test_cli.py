@@ -189,3 +189,14 @@ def test_describe_kit(kit_dir, capsys):
   assert deepwm("describe", "--kit", kit_dir) == 0
   info = json.loads(capsys.readouterr().out)
   assert info["image_size"] == 32 and info["channels"] == 3 and info["extractor"] > 0
+
+
+def test_a_kit_of_another_kind_is_refused_by_name(tmp_path, images_dir, capsys):
+  kit_dir = tmp_path / "other"
+  kit_dir.mkdir()
+  (kit_dir / "kit.json").write_text(json.dumps({"kind": "classify", "format": 1}))
+  (kit_dir / "manifest.json").write_text(json.dumps(kit_lib.digests(str(kit_dir))))
+  assert deepwm("verify", "--kit", kit_dir, "--input", images_dir) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "'classify' kit, not a 'image' kit" in err
+  assert "deepwm run" in err

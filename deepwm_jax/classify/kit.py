@@ -56,7 +56,7 @@ def write_kit(path: str, cfg, user_keys: dict[str, np.ndarray],
     with open(os.path.join(tmp, "kit.json"), "w") as f:
       json.dump(info, f, indent=1)
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
-      json.dump(base_kit._digests(tmp), f, indent=1, sort_keys=True)
+      json.dump(base_kit.digests(tmp), f, indent=1, sort_keys=True)
     if os.path.exists(path):
       shutil.rmtree(path)
     os.replace(tmp, path)
@@ -105,16 +105,8 @@ def classes_fn(cfg, params) -> Callable:
 
 def load_kit(path: str) -> ClassifyKit:
   path = os.path.abspath(path)
-  base_kit.check_manifest(path)
+  info = base_kit.read_info(path, KIT_KIND, KIT_FORMAT)
   try:
-    with open(os.path.join(path, "kit.json")) as f:
-      info = json.load(f)
-    if info.get("kind") != KIT_KIND:
-      raise DeepwmError(f"kit '{path}' is not a classify kit (kind {info.get('kind')!r}); "
-                        f"use the kit/ written by `deepwm classify run`")
-    if info.get("format") != KIT_FORMAT:
-      raise DeepwmError(f"kit '{path}' has format {info.get('format')}, this deepwm_jax reads "
-                        f"{KIT_FORMAT}; upgrade deepwm_jax or re-create the kit")
     cfg = ml_collections.ConfigDict(info["config"])
     calibration = verify.NullCalibration.from_dict(info["calibration"])
     shape = tuple(info["keys_shape"])
