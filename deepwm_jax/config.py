@@ -35,11 +35,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.compute_dtype = "float32"    # or 'bfloat16' on accelerators
 
   c.data = dict(
-      source="builtin",          # 'builtin' (scikit-image photos) or 'folder:PATH'
+      source="builtin",          # 'builtin' (scikit-image photos), 'folder:PATH' or
+                                 # 'tfds:NAME[/CONFIG][:SPLIT]' (prepared tfds, docs/tfds.md)
       image_size=64, channels=3,
       scale=0.25,                # downscale photos first so small crops hold structure
       task="rain", strength=1.0, # degradation that makes the task input A from B
-      n_protect=2048, n_attack=2048, n_val=64)
+      n_protect=2048, n_attack=2048, n_val=64,
+      tfds_dir="",               # tfds data_dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+      tfds_max_images=512)       # tfds photos read per split, evenly spread (0 = all)
   c.watermark = dict(spec="logo")  # 'logo', 'text:ABC' or an image file
 
   # The target model M: trained on (A, B) here unless `source` names a callable.
@@ -161,6 +164,8 @@ def validate(cfg) -> None:
   for name in ("n_protect", "n_attack", "n_val"):
     need(d[name] >= 2, f"data.{name}={d[name]}; use at least 2")
   need(d.scale > 0, f"data.scale={d.scale}; use a positive factor")
+  need(d.get("tfds_max_images", 0) >= 0,
+       f"data.tfds_max_images={d.get('tfds_max_images')}; use 0 (all) or a positive count")
   for section in ("stage1", "stage2"):
     s = cfg[section]
     need(s.steps >= 0, f"{section}.steps={s.steps}; use 0 or more")

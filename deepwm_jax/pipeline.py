@@ -35,7 +35,8 @@ class Pairs:
 
 def make_pairs(cfg, split: str, n: int, seed_offset: int) -> Pairs:
   d = cfg.data
-  images = sources.load_split(d.source, split, d.channels)
+  images = sources.load_split(d.source, split, d.channels, d.get("tfds_dir", ""),
+                              d.get("tfds_max_images", 0))
   rng = np.random.default_rng([cfg.seed, seed_offset])
   b = sources.make_patches(images, n, d.image_size, rng, flip=True, scale=d.scale)
   a = degrade.degrade(b, d.task, seed=cfg.seed * 1000 + seed_offset, strength=d.strength)
@@ -303,6 +304,9 @@ def _check_workdir_config(cfg, workdir: str) -> None:
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
+    for k in ("tfds_dir", "tfds_max_images"):  # added with tfds input: older runs had the default
+      if k in current.get("data", {}):
+        saved.setdefault("data", {}).setdefault(k, config_lib.base_config().data[k])
     if saved != current:
       diff = sorted(_diff_keys(saved, current))[:5]
       raise DeepwmError(f"workdir '{workdir}' holds a run with a different config (differs at "

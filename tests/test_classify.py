@@ -1,5 +1,6 @@
 """Classifier fingerprinting (deepwm classify): LSB steganography, fingerprints, the p-value,
-attacks, a tiny end-to-end run with user identification, the kit, and the CLI's exit codes."""
+attacks, a tiny end-to-end run with user identification, the kit, and the CLI's exit codes
+(tfds data: tests/test_tfds.py)."""
 import json
 import os
 import subprocess
@@ -243,34 +244,3 @@ def test_bad_config_is_refused(override, message):
   config_lib.apply_overrides(cfg, [override])
   with pytest.raises(DeepwmError, match=message):
     config.validate(cfg)
-
-
-def test_tfds_source_reads_a_locally_prepared_builder(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
-  from deepwm_jax.classify import data
-
-  class TinyShapes(tfds.core.GeneratorBasedBuilder):
-    """Features that encode without TensorFlow (tfds's Image feature needs it to write)."""
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-          "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-          "label": tfds.features.ClassLabel(num_classes=3)}))
-
-    def _split_generators(self, dl_manager):
-      return {"train": self._generate_examples(30), "test": self._generate_examples(9)}
-
-    def _generate_examples(self, n):
-      for i in range(n):
-        yield i, {"image": np.full((8, 8, 1), 80 * (i % 3), np.uint8), "label": i % 3}
-
-  TinyShapes(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
-  cfg = tiny_config("data.source=tfds:tiny_shapes", f"data.tfds_dir={tmp_path}",
-                    "data.num_classes=3")
-  td = data.load(cfg)
-  assert td.train.x.shape == (24, 16, 16, 1) and len(td.attack.y) == 6 and len(td.test.y) == 9
-  assert np.allclose(td.test.x.reshape(9, -1).max(1), (80 * (td.test.y % 3)) / 255, atol=0.01)
-  cfg = tiny_config("data.source=tfds:absent", f"data.tfds_dir={tmp_path}")
-  with pytest.raises(DeepwmError, match="array_record"):
-    data.load(cfg)

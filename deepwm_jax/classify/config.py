@@ -5,6 +5,7 @@ import re
 import ml_collections
 
 from deepwm_jax.config import optimizer
+from deepwm_jax.data import tfds_source
 from deepwm_jax.errors import DeepwmError
 
 USER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -14,8 +15,12 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.data = dict(
-      source="digits",           # 'digits' (ships with scikit-learn) or 'tfds:NAME'
-      tfds_dir="",               # data_dir of a prepared (array_record) tfds dataset
+      source="digits",           # 'digits' (ships with scikit-learn) or
+                                 # 'tfds:NAME[/CONFIG][:SPLIT]' (prepared tfds, docs/tfds.md)
+      tfds_dir="",               # tfds data_dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+      tfds_test_split="test",    # tfds: the test set; the source's split (default 'train')
+                                 # is divided into the owner's and the attacker's data
+      tfds_max_items=0,          # tfds: records read per split, evenly spread (0 = all)
       image_size=16, channels=1, num_classes=10,
       test_fraction=0.2,         # digits only: tfds uses its own test split
       attack_fraction=0.2)       # the attacker's clean data (fine-tuning, purifier), disjoint
@@ -69,6 +74,9 @@ def validate(cfg) -> None:
   d = cfg.data
   need(d.source == "digits" or d.source.startswith("tfds:"),
        f"data.source={d.source!r}; use 'digits' or 'tfds:NAME' (a prepared tfds dataset)")
+  if d.source.startswith("tfds:"):
+    tfds_source.parse(d.source)   # raises on a malformed name
+  need(d.tfds_max_items >= 0, f"data.tfds_max_items={d.tfds_max_items}; use 0 (all) or more")
   need(d.channels in (1, 3), f"data.channels={d.channels}; use 1 or 3")
   need(d.image_size % 4 == 0 and d.image_size >= 16,
        f"data.image_size={d.image_size}; use a multiple of 4 >= 16 (the fingerprint needs 256 "

@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 
-from deepwm_jax.data import imageio
+from deepwm_jax.data import imageio, tfds_source
 from deepwm_jax.errors import DeepwmError
 
 
@@ -36,13 +36,14 @@ def load(cfg) -> TaskData:
     parts = {"train": (x[train], y[train]), "attack": (x[attack], y[attack]),
              "test": (x[test], y[test])}
   elif d.source.startswith("tfds:"):
-    name = d.source[len("tfds:"):]
-    x, y = _tfds(name, "train", d.tfds_dir)
+    # The source's split (default 'train') feeds the owner and the attacker; the dataset's
+    # own test split (data.tfds_test_split) is the test set.
+    x, y = _tfds(d.source, None, d)
     order = np.random.default_rng([cfg.seed, 101]).permutation(len(x))
     n_attack = round(len(x) * d.attack_fraction)
     attack, train = order[:n_attack], order[n_attack:]
     parts = {"train": (x[train], y[train]), "attack": (x[attack], y[attack]),
-             "test": _tfds(name, "test", d.tfds_dir)}
+             "test": _tfds(d.source, d.tfds_test_split, d)}
   else:
     raise DeepwmError(f"data.source={d.source!r}; use 'digits' or 'tfds:NAME'")
   out = {}
@@ -64,25 +65,15 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
   return x, digits.target.astype(np.int32)
 
 
-def _tfds(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
-  """All of one split of a tfds dataset prepared in the array_record format (no TensorFlow)."""
-  import tensorflow_datasets as tfds
-  try:
-    source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
-    records = source.__getitems__(list(range(len(source))))
-  except Exception as e:  # tfds raises many types for a missing or unprepared dataset
-    raise DeepwmError(
-        f"tfds dataset '{name}' split '{split}' cannot be read ({type(e).__name__}: "
-        f"{str(e).splitlines()[0][:160] if str(e) else ''}); prepare it in the array_record "
-        f"format (tfds build {name} --file_format=array_record) and set data.tfds_dir") from None
-  if not records or "image" not in records[0] or "label" not in records[0]:
-    raise DeepwmError(f"tfds dataset '{name}' needs 'image' and 'label' features; use an image "
-                      f"classification dataset")
-  x = np.stack([np.asarray(r["image"]) for r in records])
-  if x.ndim == 3:
-    x = x[..., None]
-  scale = 255.0 if x.dtype == np.uint8 else 1.0
-  return x.astype(np.float32) / scale, np.asarray([int(r["label"]) for r in records], np.int32)
+def _tfds(source: str, split: str | None, d) -> tuple[np.ndarray, np.ndarray]:
+  """One split of a prepared tfds dataset (array_record, no TensorFlow), resized to the
+  config's size as it is read (a whole dataset at its own size may not fit in memory)."""
+  images, y = tfds_source.labeled(source, d.tfds_dir, split, d.tfds_max_items)
+  x = np.empty((len(images), d.image_size, d.image_size, d.channels), np.float32)
+  for i, img in enumerate(images):
+    x[i] = imageio.resize_image(tfds_source.to_float_image(img, d.channels), d.image_size,
+                                d.image_size)
+  return x, y
 
 
 def _resize(x_NxHxWxC: np.ndarray, size: int, channels: int) -> np.ndarray:

@@ -107,20 +107,22 @@ def split_images(images: list, split: str) -> list:
           if _PATTERN_SPLIT[FOLDER_PATTERN[i % len(FOLDER_PATTERN)]] == split]
 
 
-def load_split(source: str, split: str, channels: int) -> list[np.ndarray]:
-  """Images of `split` from `source`: 'builtin', 'folder:PATH' or an existing folder path."""
+def load_split(source: str, split: str, channels: int, tfds_dir: str = "",
+               tfds_max_images: int = 0) -> list[np.ndarray]:
+  """Images of `split` from `source`: 'builtin', 'folder:PATH', an existing folder path, or
+  'tfds:NAME[/CONFIG][:SPLIT]' (a prepared tfds dataset in `tfds_dir`, see tfds_source)."""
   _check_split(split)
   if source == "builtin":
     return builtin_images(split, channels)
   if source.startswith("tfds:"):
-    raise DeepwmError(f"data source '{source}': tfds sources are not supported yet; "
-                      "use 'builtin' or 'folder:PATH'")
+    from deepwm_jax.data import tfds_source  # tensorflow_datasets loads only when used
+    return tfds_source.split_images(source, split, channels, tfds_dir, tfds_max_images)
   if source.startswith("folder:"):
     return split_images(folder_images(source[len("folder:"):], channels), split)
   if os.path.isdir(source):
     return split_images(folder_images(source, channels), split)
-  raise DeepwmError(f"unknown data source '{source}'; use 'builtin', 'folder:PATH' "
-                    "or the path of an existing folder of images")
+  raise DeepwmError(f"unknown data source '{source}'; use 'builtin', 'folder:PATH', "
+                    "'tfds:NAME[/CONFIG][:SPLIT]' or the path of an existing folder of images")
 
 
 def _prepare(img_HxWxC: np.ndarray, size: int, scale: float) -> np.ndarray:
