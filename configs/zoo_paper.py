@@ -1,0 +1,45 @@
+"""A paper-scale zoo for accelerators: 256 px, the reference widths (ngf 64), ResNet
+generators with 0/1/6/9/16 blocks, U-Nets 128/256-like, DnCNN and EDSR, every loss with and
+without adversarial terms, augmentation, overwriting and nulls: 80 trained members.
+Checked on CPU only by building it with jax.eval_shape (tests/test_zoo.py).
+
+  deepwm attack --kit runs/derain/kit --config configs/zoo_paper.py --workdir runs/zoo_paper
+"""
+from deepwm_jax.zoo.config import base_config
+
+
+def get_config():
+  c = base_config()
+  c.conv_impl = "xla"             # XLA's convolutions are first-class on GPU/TPU
+  c.data.n_eval = 100             # the paper's 100 test images
+  c.archs = dict(
+      unet256=dict(arch="unet", ngf=64, num_downs=8),
+      unet128=dict(arch="unet", ngf=64, num_downs=7),
+      resnet0=dict(arch="resnet", ngf=64, n_blocks=0),
+      resnet1=dict(arch="resnet", ngf=64, n_blocks=1),
+      resnet6=dict(arch="resnet", ngf=64, n_blocks=6),
+      resnet9=dict(arch="resnet", ngf=64, n_blocks=9),
+      resnet16=dict(arch="resnet", ngf=64, n_blocks=16),
+      dncnn=dict(arch="cnn", ngf=64, depth=17),
+      edsr=dict(arch="edsr", ngf=64, n_blocks=16))
+  c.defaults.update(arch="resnet9", loss="l2", n_attack=6000, steps=20000, batch=16, lr=1e-4)
+  losses = ("l1", "l2", "ssim", "perceptual", "l1+lsgan", "l2+lsgan", "l1+gan",
+            "perceptual+lsgan")
+  c.sweeps = [
+      dict(arch=tuple(c.archs.keys()), loss=losses),                           # 72
+      dict(augmentation=("flip", "rot90", "rotate:15", "crop:0.7", "rescale:0.7",
+                         "flip+rot90+crop:0.8")),                              # 6
+      dict(n_attack=(500, 2000), seed=(0, 1)),                                 # 4
+      dict(overwrite=(True,)),
+      dict(arch=("unet256", "resnet9", "dncnn"), null=(True,)),
+  ]
+  c.removal.update(attacks=("jpeg:90", "jpeg:70", "jpeg:50", "jpeg:30", "blur:0.5", "blur:1.0",
+                            "blur:2.0", "noise:0.01", "noise:0.03", "rescale:0.75",
+                            "rescale:0.5", "crop:0.9", "crop:0.8", "jpeg:70+blur:1.0"),
+                   members=("resnet9-l2", "unet256-l2"))
+  c.gan.widths = (64, 128, 256, 512)
+  c.overwrite.update(steps=20000, embedder_ngf=64, extractor_channels=128)
+  c.bench.update(arch="resnet9", members=8, image_size=256, channels=3, steps=5)
+  c.log_every = 100
+  c.ckpt_every = 2000
+  return c

@@ -1,0 +1,93 @@
+"""What the attacker sees: (A, B') pairs from the protected API, on data the protector's
+stage 1 never trained on, and the held-out inputs the zoo is judged on.
+
+The kit holds H and R but not the task model M. M is taken, in this order, from
+  1. the protector's run folder (`protector_workdir`, by default the folder that holds the
+     kit: `deepwm run` writes W/kit next to W/checkpoints/task), read only;
+  2. otherwise it is retrained from the kit's config into the zoo's own workdir. Its seeds
+     and data are in the config, so this gives the protector's M up to floating-point
+     reduction order (a stand-in for "query the owner's API", which a real attacker does).
+A task model that is not trained (task.source 'identity' or 'python:...') is rebuilt from
+the config directly.
+"""
+import dataclasses
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from deepwm_jax import pipeline
+from deepwm_jax.data import watermarks
+from deepwm_jax.train import imitation, loop, stage1
+
+
+@dataclasses.dataclass
+class AttackData:
+  a: np.ndarray          # attacker's inputs A
+  wm: np.ndarray         # B' = H(M(A)): what the protected API returns
+  clean: np.ndarray      # M(A): outputs without the watermark (null members train on these)
+  eval_a: np.ndarray     # held-out inputs the members are judged on
+  eval_clean: np.ndarray # M on them
+  eval_wm: np.ndarray    # H(M) on them: the protected model's outputs (task_psnr reference)
+  overwrite: np.ndarray | None = None   # B' re-watermarked by the attacker's own embedder
+
+
+def task_model_variables(kit_cfg, protector_workdir: str, workdir: str, log=print):
+  """M's variables (task.source 'train'): the protector's checkpoint, else retrained."""
+  spec = kit_cfg.task
+  like = imitation.init_state(spec, kit_cfg, jax.random.PRNGKey(0), spec.steps)
+  for d in (protector_workdir, workdir):
+    if not d:
+      continue
+    ckpt = os.path.join(d, "checkpoints", "task")
+    state = loop.finished_state(ckpt, spec.steps, like)
+    if state is not None:
+      log(f"[zoo] task model M from {ckpt}")
+      return state["model"]
+  log("[zoo] no finished task model next to the kit: retraining M from the kit's config")
+  d = kit_cfg.data
+  protect = pipeline.make_pairs(kit_cfg, "protect", d.n_protect, 1)
+  return pipeline.Run(kit_cfg, workdir, log).imitate("task", spec, protect.a, protect.b)
+
+
+def task_outputs(kit_cfg, protector_workdir, workdir, inputs: list[np.ndarray], log=print):
+  if kit_cfg.task.source != "train":
+    pairs = [pipeline.Pairs(x, x) for x in inputs]
+    return pipeline.Run(kit_cfg, workdir, log).task_outputs(pairs)
+  variables = task_model_variables(kit_cfg, protector_workdir, workdir, log)
+  fn = imitation.make_predict_fn(kit_cfg.task, kit_cfg)
+  return [pipeline.predict(fn, variables, x) for x in inputs]
+
+
+def load(kit, zcfg, workdir: str, n_attack: int, need_overwrite: bool, log=print) -> AttackData:
+  kit_cfg = kit.config
+  z = zcfg.data
+  attack = pipeline.make_pairs(kit_cfg, "attack", n_attack, z.seed_offset)
+  held = pipeline.make_pairs(kit_cfg, "val", z.n_eval, z.eval_seed_offset)
+  protector = zcfg.protector_workdir or os.path.dirname(os.path.abspath(kit.path))
+  m_attack, m_eval = task_outputs(kit_cfg, protector, workdir, [attack.a, held.a], log)
+  out = AttackData(a=attack.a, wm=kit.embed(m_attack), clean=m_attack, eval_a=held.a,
+                   eval_clean=m_eval, eval_wm=kit.embed(m_eval))
+  if need_overwrite:
+    out.overwrite = overwrite(kit_cfg, zcfg, workdir, out.a, out.wm, log)
+  return out
+
+
+def overwrite(kit_cfg, zcfg, workdir, a, wm, log=print) -> np.ndarray:
+  """The overwriting attack: the attacker trains its own barrier (stage 1 of the same method,
+  its own watermark) on its (A, B') pairs and returns H_attacker(B')."""
+  o = zcfg.overwrite
+  cfg = ml_collections.ConfigDict(kit_cfg.to_dict())
+  cfg.watermark.spec = o.watermark
+  cfg.embedder.ngf = o.embedder_ngf
+  cfg.extractor.channels = o.extractor_channels
+  cfg.stage1.steps = o.steps
+  s, c = cfg.data.image_size, cfg.data.channels
+  w, blank = watermarks.watermark_image(o.watermark, s, c), watermarks.blank_image(s, c)
+  key = jax.random.PRNGKey(zcfg.seed * 104729 + 17)
+  state = stage1.init_state(cfg, key, w)
+  batches = pipeline.sampler({"a": a, "b": wm}, cfg.stage1.batch, (zcfg.seed, 77))
+  state = loop.run("overwrite_stage1", stage1.make_step(cfg, w, blank), state, batches, o.steps,
+                   workdir, key, log_every=zcfg.log_every, ckpt_every=zcfg.ckpt_every, log=log)
+  return pipeline.predict(stage1.make_embed_fn(cfg, w), state["embedder"], wm)

@@ -1,0 +1,235 @@
+"""`deepwm attack`: train the zoo against a kit, judge every member, write the report.
+
+Workdir layout (everything a re-run needs to skip finished work):
+  zoo.json                 the kit this zoo attacks (a re-run against another kit is refused)
+  checkpoints/<group>/     orbax checkpoints of each group's stacked state (resumable)
+  logs/<group>.jsonl       learning curves (mean and worst member)
+  rows/<row>.json          one evaluated member (or member + removal attack): metrics and
+                           per-image statistics
+  outputs/<member>.npy     held-out outputs of removal-attack targets (float16), so new
+                           removal attacks are evaluated without retraining
+  groups/<group>.json      written last for each group: it is finished
+  report.json, report.md, figures/
+"""
+import hashlib
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from deepwm_jax import kit as kit_lib
+from deepwm_jax import metrics, pipeline, removal, verdict
+from deepwm_jax.errors import DeepwmError
+from deepwm_jax.train import loop
+from deepwm_jax.zoo import data as data_lib
+from deepwm_jax.zoo import grid, perceptual, report as zoo_report, train
+
+
+def run(zcfg, kit_path: str, workdir: str, log=print) -> dict:
+  t0 = time.time()
+  kit = kit_lib.load_kit(kit_path)
+  members = grid.expand(zcfg)
+  rows_todo = grid.removal_rows(zcfg, members)
+  os.makedirs(workdir, exist_ok=True)
+  _check_workdir(workdir, kit)
+
+  vgg, skipped = None, []
+  if any(m.pixel_loss == "perceptual" for m in members):
+    if zcfg.perceptual.weights:
+      vgg = [tuple(jnp.asarray(a) for a in pair)
+             for pair in perceptual.load_weights(zcfg.perceptual.weights)]
+    else:
+      skipped = [m for m in members if m.pixel_loss == "perceptual"]
+      log(f"[zoo] perceptual.weights is not set: skipping {len(skipped)} perceptual-loss "
+          f"member(s) ({', '.join(m.name for m in skipped)}); see docs/zoo.md to provide VGG16 "
+          f"weights")
+      members = [m for m in members if m.pixel_loss != "perceptual"]
+      rows_todo = [(m, s) for m, s in rows_todo if m.pixel_loss != "perceptual"]
+  groups = grid.groups(members, salt=_salt(zcfg))
+  mesh = train.make_mesh(zcfg.mesh.devices)
+  log(f"[zoo] {len(members)} members in {len(groups)} groups, {len(rows_todo)} removal rows, "
+      f"on {mesh.devices.size} device(s)")
+
+  t = time.time()
+  d = data_lib.load(kit, zcfg, workdir, max(m.n_attack for m in members),
+                    any(m.overwrite for m in members), log)
+  timing = {"data": round(time.time() - t, 2)}
+  removal_targets = {m.name for m, _ in rows_todo}
+
+  bar = tqdm(groups, desc="zoo groups", disable=not sys.stderr.isatty(), dynamic_ncols=True)
+  group_info = {}
+  for g in bar:
+    group_info[g.name] = _train_group(g, zcfg, kit, d, mesh, vgg, workdir, removal_targets, log)
+    timing[f"group {g.name}"] = group_info[g.name]["seconds"]
+  bar.close()
+
+  t = time.time()
+  rows, per_image = [], {}
+  for m in members:
+    row = _read_row(workdir, m.name)
+    rows.append(row["row"])
+    per_image[m.name] = row
+  for m, spec in rows_todo:
+    name = f"{m.name}@{spec}"
+    row = _read_row(workdir, name, missing_ok=True)
+    if row is None:
+      outputs = np.load(_outputs_path(workdir, m.name)).astype(np.float32)
+      attacked = removal.apply(spec, outputs, seed=zcfg.seed)
+      row = _evaluate(kit, attacked, d, m, zcfg, removal_spec=spec)
+      _write_json(_row_path(workdir, name), row)
+    rows.append(row["row"])
+    per_image[name] = row
+  timing["removal_eval"] = round(time.time() - t, 2)
+
+  reference = {"watermarked": _stats(kit, d.eval_wm), "clean": _stats(kit, np.concatenate(
+      [d.eval_a, d.eval_clean]))}
+  timing["total"] = round(time.time() - t0, 2)
+  rep = zoo_report.build(rows, reference, skipped, group_info, timing, kit, zcfg, mesh)
+  zoo_report.write(workdir, rep, per_image, reference, kit.calibration.threshold)
+  log(f"[zoo] wrote {os.path.join(workdir, 'report.md')}")
+  return rep
+
+
+# ----------------------------------------------------------------------------- one group
+
+def _train_group(g, zcfg, kit, d, mesh, vgg, workdir, removal_targets, log) -> dict:
+  marker = os.path.join(workdir, "groups", f"{g.name}.json")
+  if os.path.exists(marker) and all(os.path.exists(_row_path(workdir, m.name))
+                                    for m in g.members):
+    with open(marker) as f:
+      info = json.load(f)
+    log(f"[zoo] group {g.name} finished earlier: skipped")
+    return info
+  t = time.time()
+  setup = train.setup_for(g, zcfg, kit.image_size, kit.channels, vgg)
+  members = train.padded(list(g.members), mesh)
+  state = train.init_group(setup, members, zcfg.seed, mesh)
+  step = train.make_group_step(setup, mesh)
+  batches = train.batch_fn(members, {m.name: _member_data(m, d) for m in members}, zcfg.seed,
+                           mesh)
+  log(f"[zoo] group {g.name}: {len(g.members)} member(s) x {g.steps} steps")
+  t_train = time.time()
+  state = loop.run(g.name, step, state, batches, g.steps, workdir, jax.random.PRNGKey(0),
+                   log_every=zcfg.log_every, ckpt_every=zcfg.ckpt_every, log=log)
+  train_s = time.time() - t_train
+  outputs = train.predict(train.make_predict(setup, mesh), state["members"]["model"],
+                          d.eval_a)
+  for k, m in enumerate(g.members):
+    row = _evaluate(kit, outputs[k], d, m, zcfg)
+    _write_json(_row_path(workdir, m.name), row)
+    if m.name in removal_targets:
+      path = _outputs_path(workdir, m.name)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      np.save(path, outputs[k].astype(np.float16))
+  info = {"members": [m.name for m in g.members], "padded_to": len(members),
+          "steps": g.steps, "seconds": round(time.time() - t, 2),
+          "train_seconds": round(train_s, 2),
+          # Includes compilation and checkpoints; zoo.bench measures the step alone.
+          "member_steps_per_s": round(len(g.members) * g.steps / max(train_s, 1e-9), 3)}
+  _write_json(marker, info)
+  return info
+
+
+def _member_data(m, d):
+  if m.null:
+    y = d.clean
+  elif m.overwrite:
+    y = d.overwrite
+  else:
+    y = d.wm
+  if m.n_attack > len(d.a):
+    raise DeepwmError(f"member {m.name} wants n_attack={m.n_attack} but only {len(d.a)} pairs "
+                      f"were made")
+  return d.a[:m.n_attack], y[:m.n_attack]
+
+
+# ----------------------------------------------------------------------------- judging
+
+def _stats(kit, images):
+  r = jnp.asarray(kit.extract(images))
+  stats = np.asarray(verdict.watermark_statistic(r, jnp.asarray(kit.watermark),
+                                                 jnp.asarray(kit.blank)))
+  return {"stats": stats.tolist(), "nc": np.asarray(metrics.nc(r, kit.watermark)).tolist()}
+
+
+def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none") -> dict:
+  """The kit's calibrated verdict on a member's held-out outputs, plus the paper's numbers."""
+  r = jnp.asarray(kit.extract(outputs))
+  w, blank = jnp.asarray(kit.watermark), jnp.asarray(kit.blank)
+  stats = np.asarray(verdict.watermark_statistic(r, w, blank))
+  v = kit.verify(outputs)   # the kit's own calibrated decision, as `deepwm verify` makes it
+  nc = np.asarray(metrics.nc(r, w))
+  kit_cfg = kit.config
+  family = zcfg.archs[m.arch]["arch"]
+  row = {
+      "name": m.name if removal_spec == "none" else f"{m.name}@{removal_spec}",
+      "member": m.name, "arch": m.arch, "family": family, "loss": m.loss,
+      "augmentation": m.augmentation, "removal": removal_spec, "null": m.null,
+      "overwrite": m.overwrite, "n_attack": m.n_attack, "lr": m.lr, "steps": m.steps,
+      "seed": m.seed,
+      "seen_in_stage2": family == kit_cfg.attack.surrogate.arch,
+      "success_rate": v.success_rate, "detected": v.detected, "p_value": v.p_value,
+      "stat_mean": v.stat_mean,
+      "paper_success_rate": float(metrics.paper_success_rate(nc, kit.info["nc_threshold"])),
+      "nc_mean": float(np.mean(nc)),
+      "centered_nc_mean": float(np.mean(np.asarray(metrics.centered_nc(r, w)))),
+      "task_psnr": float(np.mean(metrics.psnr(jnp.asarray(outputs), jnp.asarray(d.eval_wm)))),
+      "residual_corr": pipeline.residual_corr(outputs, d.eval_clean, d.eval_wm),
+      "n_images": int(len(stats)),
+  }
+  return {"row": row, "stats": stats.tolist(), "nc": nc.tolist()}
+
+
+# ----------------------------------------------------------------------------- files
+
+def _safe(name: str) -> str:
+  return "".join(c if c.isalnum() or c in "-_.=@" else "_" for c in name)
+
+
+def _row_path(workdir, name):
+  return os.path.join(workdir, "rows", _safe(name) + ".json")
+
+
+def _outputs_path(workdir, name):
+  return os.path.join(workdir, "outputs", _safe(name) + ".npy")
+
+
+def _read_row(workdir, name, missing_ok=False):
+  path = _row_path(workdir, name)
+  if not os.path.exists(path):
+    if missing_ok:
+      return None
+    raise DeepwmError(f"zoo result {path} is missing; re-run the same command to compute it")
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_json(path, obj):
+  from deepwm_jax import report
+  report.write_text_atomic(path, json.dumps(report.to_jsonable(obj), indent=1))
+
+
+def _salt(zcfg) -> str:
+  """What besides member names decides a group's training: a change retrains the group."""
+  keys = ("archs", "gan", "data", "conv_impl", "seed", "perceptual", "overwrite")
+  return json.dumps({k: zcfg.to_dict().get(k) for k in keys}, sort_keys=True, default=str)
+
+
+def _check_workdir(workdir: str, kit) -> None:
+  """A zoo's results hold only for the kit they were measured against."""
+  with open(os.path.join(kit.path, "manifest.json"), "rb") as f:
+    digest = hashlib.sha256(f.read()).hexdigest()
+  path = os.path.join(workdir, "zoo.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if saved.get("kit_manifest_sha256") != digest:
+      raise DeepwmError(f"workdir '{workdir}' holds a zoo against another kit "
+                        f"({saved.get('kit')}); use a new --workdir for this kit")
+    return
+  _write_json(path, {"kit": kit.path, "kit_manifest_sha256": digest})
