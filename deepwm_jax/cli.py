@@ -38,7 +38,13 @@ def _parser():
   g.add_argument("--config")
   g.add_argument("--kit")
   _classify_parser(sub)
+  _attack_parser(sub)
   return p
+
+
+def _attack_parser(sub):
+  from deepwm_jax.zoo import commands
+  commands.add_parser(sub)
 
 
 def _classify_parser(sub):
@@ -151,8 +157,13 @@ def cmd_classify(args, overrides):
   return commands.main(args, overrides, log=_log)
 
 
+def cmd_attack(args, overrides):
+  from deepwm_jax.zoo import commands
+  return commands.main(args, overrides, log=_log)
+
+
 COMMANDS = {"run": cmd_run, "embed": cmd_embed, "verify": cmd_verify, "describe": cmd_describe,
-            "classify": cmd_classify}
+            "classify": cmd_classify, "attack": cmd_attack}
 
 
 def main(argv=None) -> int:
