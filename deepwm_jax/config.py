@@ -47,7 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   # The target model M: trained on (A, B) here unless `source` names a callable.
   c.task = surrogate("unet", ngf=16, loss="l1", steps=300, batch=16, lr=1e-3)
-  c.task.source = "train"        # 'train', 'identity' or 'python:module:function'
+  # 'train', 'identity', 'dataset' (the outputs are the data set's targets B: protecting a
+  # data set, docs/strategies.md) or 'python:module:function'
+  c.task.source = "train"
 
   c.embedder = dict(ngf=16, num_downs=0, norm="batch", output="residual", residual_scale=0.1)
   c.extractor = dict(channels=16, dilations=(2, 2, 4, 1), output="linear")
@@ -82,6 +84,38 @@ def base_config() -> ml_collections.ConfigDict:
       alpha=1e-6,                # false-positive rate of a verify decision
       min_success_rate=0.5,      # and at least this fraction of images must be hits
       margin=0.05)               # safety margin of the per-image threshold over negatives
+
+  # How the outputs are protected (docs/strategies.md).
+  c.protect = dict(
+      method="deep",             # 'deep' (the H/R barrier) or 'traditional' (traditional.py)
+      # 'agnostic': H after M (the barrier is a separate network); 'specific': stage 1 and 2
+      # as usual, then M is fine-tuned into one network M' whose outputs carry the watermark
+      # (train/absorb.py). Needs task.source='train'.
+      strategy="agnostic",
+      absorb=dict(
+          steps=600, batch=16, loss_scale=1e4,
+          # fidelity: MSE(M'(A), H(M(A))); watermark: MSE(R(M'(A)), w) through the frozen R;
+          # task: MSE(M'(A), B), small, since H(M(A)) already carries M's task quality.
+          weights=dict(fidelity=1.0, watermark=1.0, task=0.01),
+          optimizer=optimizer(3e-4, "cosine", 3e-5, agc=0.01)),
+      traditional=dict(
+          key=1234,                # seeds the spread-spectrum pattern: keep it secret
+          psnr=40.0,               # embedding strength as the PSNR of B' vs B (before clipping)
+          band=(0.1, 0.7),         # DCT band: (u+v)/(2(size-1)) in [lo, hi), no DC
+          whiten=2.0,              # detector weight (u+v)^whiten per coefficient (1/f images)
+          margin=1.0))             # threshold margin over the largest null z-score
+
+  # Devices and processes (deepwm_jax/parallel.py, docs/scale_out.md). Neither changes results
+  # beyond float rounding, so a run may resume with other values here.
+  c.mesh = dict(
+      data=0,                    # devices on the data axis (the batch is split); 0 = all
+      fsdp=False,                # split large parameters / optimizer moments over that axis
+      fsdp_min_size=2 ** 18)     # arrays with fewer elements stay replicated
+  c.distributed = dict(
+      mode="auto",               # 'auto': coordinator if given, else SLURM / TPU-pod detection
+      coordinator="",            # host:port of process 0 (env DEEPWM_COORDINATOR overrides)
+      num_processes=0, process_id=-1,
+      timeout=300)               # seconds to wait for the coordinator / the other processes
 
   c.log_every = 25
   c.ckpt_every = 250
@@ -189,8 +223,9 @@ def validate(cfg) -> None:
        f"embedder.output={cfg.embedder.output!r}; use sigmoid, residual or tanh01")
   need(cfg.extractor.output in ("relu", "linear", "sigmoid"),
        f"extractor.output={cfg.extractor.output!r}; use relu, linear or sigmoid")
-  need(cfg.task.source in ("train", "identity") or cfg.task.source.startswith("python:"),
-       f"task.source={cfg.task.source!r}; use train, identity or python:module:function")
+  need(cfg.task.source in ("train", "identity", "dataset")
+       or cfg.task.source.startswith("python:"),
+       f"task.source={cfg.task.source!r}; use train, identity, dataset or python:module:function")
   need(0 < cfg.evaluate.alpha < 1, f"evaluate.alpha={cfg.evaluate.alpha}; use a rate in (0, 1)")
   need(0 <= cfg.evaluate.min_success_rate <= 1,
        f"evaluate.min_success_rate={cfg.evaluate.min_success_rate}; use a fraction in [0, 1]")
@@ -200,3 +235,5 @@ def validate(cfg) -> None:
   need(cfg.compute_dtype in ("float32", "bfloat16"),
        f"compute_dtype={cfg.compute_dtype!r}; use float32 or bfloat16")
   need(cfg.log_every >= 1 and cfg.ckpt_every >= 1, "log_every and ckpt_every must be >= 1")
+  _validate_protect(cfg, need)
+

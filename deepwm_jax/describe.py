@@ -28,6 +28,8 @@ def describe_config(cfg) -> dict:
 def describe_kit(path) -> dict:
   from deepwm_jax import kit as kit_lib
   kit = kit_lib.load_kit(path)
+  if hasattr(kit, "describe"):  # a kit without networks (traditional.TraditionalKit)
+    return kit.describe()
   return {"image_size": kit.image_size, "channels": kit.channels,
           "embedder": models.count_params(kit.embedder_vars),
           "extractor": models.count_params(kit.extractor_vars),

@@ -213,6 +213,9 @@ class Kit:
 def load_kit(path: str) -> Kit:
   path = os.path.abspath(path)
   info = read_info(path, KIT_KIND, KIT_FORMAT)
+  if info.get("method", "deep") == "traditional":  # spread spectrum, no networks (issue 6)
+    from deepwm_jax import traditional
+    return traditional.load_kit(path, info)
   try:
     cfg = ml_collections.ConfigDict(info["config"])
     calibration = verdict.Calibration.from_dict(info["calibration"])

@@ -106,6 +106,8 @@ class Run:
     src = cfg.task.source
     if src == "identity":
       return [p.a for p in pairs_list]
+    if src == "dataset":  # the published data set's targets themselves (examples/dataset.py)
+      return [p.b for p in pairs_list]
     if src.startswith("python:"):
       fn = _import_callable(src[len("python:"):])
       return [_checked(fn(p.a), p.a.shape, src) for p in pairs_list]
@@ -136,6 +138,9 @@ def _checked(y, shape, src):
 def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   config_lib.validate(cfg)
   _check_workdir_config(cfg, workdir)
+  if _protect(cfg).method == "traditional":  # classical barrier, no H/R (issue 6)
+    from deepwm_jax import traditional
+    return traditional.run_pipeline(cfg, workdir, log)
   r = Run(cfg, workdir, log)
   d, t0 = cfg.data, time.time()
 
@@ -263,7 +268,18 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   report.write_report(workdir, rep, grid=grid, curves={k: v for k, v in curves.items() if v},
                       stats=stats, threshold=calibration.threshold)
   log(f"wrote {os.path.join(workdir, 'report.md')} and the kit {os.path.join(workdir, 'kit')}")
+  if _protect(cfg).strategy == "specific":  # H absorbed into M' (issue 6, train/absorb.py)
+    from deepwm_jax.train import absorb
+    rep = absorb.run(r, rep, calibration, protect=protect, attack=attack, val=val,
+                     m_protect=m_protect, m_val=m_val, wm_val=wm_val, emb_vars=emb_vars,
+                     ext_vars=ext_vars, w=w, blank=blank)
+    log(f"model-specific strategy: M' and its surrogates added to {workdir}/report.md")
   return rep
+
+
+def _protect(cfg):
+  """cfg.protect, or the default (deep, agnostic) for configs written before it existed."""
+  return cfg.protect if "protect" in cfg else config_lib.base_config().protect
 
 
 def residual_corr(suspect, clean, watermarked) -> float:
@@ -304,6 +320,8 @@ def _check_workdir_config(cfg, workdir: str) -> None:
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
+    if "protect" not in saved and current.get("protect") == _default_protect():
+      saved["protect"] = current["protect"]  # written before protect.* existed: the default
     for k in ("tfds_dir", "tfds_max_images"):  # added with tfds input: older runs had the default
       if k in current.get("data", {}):
         saved.setdefault("data", {}).setdefault(k, config_lib.base_config().data[k])
@@ -314,6 +332,10 @@ def _check_workdir_config(cfg, workdir: str) -> None:
     return
   with open(path, "w") as f:
     json.dump(current, f, indent=1)
+
+
+def _default_protect():
+  return json.loads(config_lib.base_config().to_json_best_effort())["protect"]
 
 
 def _diff_keys(a, b, prefix=""):

@@ -1,0 +1,29 @@
+"""Protect a classical (non-learned) image algorithm: total-variation denoising.
+
+  deepwm run --config configs/protect_classical.py --workdir runs/classical
+
+The "model" M is `deepwm_jax.examples.classical:denoise_tv` (scikit-image's Chambolle TV
+denoiser) on the noise task: nothing is trained for M, the barrier H watermarks its outputs,
+and surrogates that learn to imitate the algorithm from its outputs inherit the watermark
+(AAAI 2020: the barrier protects traditional algorithms as well as networks). Any function
+images -> images works: see deepwm_jax/examples/classical.py. Everything else is the
+quickstart's (configs/quickstart.py); add --config.protect.method=traditional for the
+spread-spectrum baseline instead of H/R. docs/strategies.md has the measured numbers.
+"""
+import importlib.util
+import os
+
+
+def _quickstart():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py")
+  spec = importlib.util.spec_from_file_location("deepwm_quickstart_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def get_config():
+  c = _quickstart()
+  c.data.task = "noise"
+  c.task.source = "python:deepwm_jax.examples.classical:denoise_tv"
+  return c

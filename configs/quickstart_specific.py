@@ -1,0 +1,26 @@
+"""Quickstart with the model-specific strategy: the barrier absorbed into the task model.
+
+  deepwm run --config configs/quickstart_specific.py --workdir runs/qs_specific
+
+Everything of configs/quickstart.py runs first (the agnostic report and kit), then the task
+U-Net M is fine-tuned into M' that emits H(M(A)) itself (deepwm_jax/train/absorb.py), and the
+quickstart's stage-2 and unseen surrogate specs are trained on M' outputs. report.md gets a
+side-by-side table; the kit (same R, same calibration) verifies M' outputs. See
+docs/strategies.md.
+"""
+import importlib.util
+import os
+
+
+def _quickstart():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py")
+  spec = importlib.util.spec_from_file_location("deepwm_quickstart_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def get_config():
+  c = _quickstart()
+  c.protect.strategy = "specific"
+  return c
