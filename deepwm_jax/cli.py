@@ -29,9 +29,14 @@ def _parser():
                                          "watermark (exit 0 detected, 1 not detected)")
   verify.add_argument("--kit", required=True)
   verify.add_argument("--input", required=True, help="folder of the suspect model's outputs")
-  verify.add_argument("--json", help="also write the verdict as JSON to this file")
+  verify.add_argument("--json", help="also write the verdict as JSON to this file ('-': stdout)")
   verify.add_argument("--resize", action="store_true", help="resize inputs to the kit's size")
   verify.add_argument("--alpha", type=float, help="false-positive rate (default: the kit's)")
+
+  info = sub.add_parser("kit-info", help="a kit's provenance: owner, time, version, config, "
+                                         "SHA-256 manifest, calibration, payload")
+  info.add_argument("kit")
+  info.add_argument("--json", action="store_true", help="print the whole record as JSON")
 
   describe = sub.add_parser("describe", help="parameter counts of a config's or a kit's networks")
   g = describe.add_mutually_exclusive_group(required=True)
@@ -118,10 +123,54 @@ def cmd_verify(args, overrides):
   word = "DETECTED" if v.detected else "not detected"
   print(f"watermark {word}: {v.n_hits}/{v.n_images} images over the threshold, "
         f"p-value {v.p_value:.3g} (alpha {v.alpha:g}); paper NC mean {v.nc_mean:.3f}")
-  if args.json:
+  if v.payload is not None:
+    b = v.payload
+    message = (f"decoded {b['decode_message']}, "
+               + ("matches the kit" if b["decode_matches"] else "NOT the kit's message")
+               if b["decode_decoded"] else "not decoded")
+    print(f"payload: bit accuracy {100 * b['bit_accuracy_mean']:.1f}% over {b['n_images']} "
+          f"images, bit p-value {b['p_value']:.3g}; message {message}")
+  if args.json == "-":
+    print(json.dumps(result, indent=1, default=_jsonable))
+  elif args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=1, default=_jsonable)
   return 0 if v.detected else 1
+
+
+def cmd_kit_info(args, overrides):
+  from deepwm_jax import kit as kit_lib
+  _no_overrides(overrides, "kit-info")
+  rec = kit_lib.provenance(args.kit)
+  if args.json:
+    print(json.dumps(rec, indent=1, default=_jsonable))
+    return 0
+  c = rec["config"]
+  lines = [f"kit       {rec['path']} ({rec['kind'] or 'image'} kit, format {rec['format']})",
+           f"owner     {rec['owner']}", f"created   {rec['created']}",
+           f"version   deepwm_jax {rec['package_version']}",
+           f"config    watermark {c['watermark']}, {c['data']['image_size']} px x "
+           f"{c['data']['channels']} ch, task {c['data']['task']}, seed {c['seed']}, "
+           f"sha256 {c['config_sha256'][:16]}...",
+           f"decision  alpha {rec['alpha']}, min success rate {rec['min_success_rate']}"]
+  cal = rec["calibration"]
+  lines.append("calib.    none (an older kit: verify refuses it)" if not cal else
+               f"calib.    threshold {cal['threshold']:.4g}, p0 {cal['p0']:.3g} from "
+               f"{cal['n_negatives']} negatives (max {cal['max_negative']:.3g})")
+  pay = rec.get("payload")
+  if pay:
+    bound = {True: ", owner binding verified", False: ", owner binding BROKEN",
+             None: ""}[pay["owner_binding_ok"]]
+    bc = pay.get("calibration") or {}
+    lines.append(f"payload   {pay['bits']} bits '{pay['message']}' = {pay['data_hex']}, "
+                 f"RS +{pay['ecc_bytes']} bytes, {pay['n_coded']} coded bits in "
+                 f"{pay['cell']}px cells, key {pay['key']}{bound}")
+    if bc:
+      lines.append(f"bit cal.  threshold {bc['threshold']:.3g} confident bits, p0 {bc['p0']:.3g}")
+  lines.append(f"manifest  {len(rec['manifest'])} files, SHA-256 checked:")
+  lines += [f"  {digest}  {name}" for name, digest in sorted(rec["manifest"].items())]
+  print("\n".join(lines))
+  return 0
 
 
 def cmd_describe(args, overrides):
@@ -163,6 +212,7 @@ def cmd_attack(args, overrides):
 
 
 COMMANDS = {"run": cmd_run, "embed": cmd_embed, "verify": cmd_verify, "describe": cmd_describe,
+            "kit-info": cmd_kit_info,
             "classify": cmd_classify, "attack": cmd_attack}
 
 

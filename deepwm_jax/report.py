@@ -235,6 +235,70 @@ def histogram_figure(groups: dict[str, np.ndarray], line: float | None, line_lab
   return fig
 
 
+def qq_figure(groups: dict[str, np.ndarray], title: str) -> Figure:
+  """Sorted p-values against uniform quantiles, log-log; points above the diagonal are
+  conservative (less small than uniform), points below it would be anti-conservative."""
+  fig = _new_figure(4.5, 4.5)
+  ax = fig.subplots()
+  lo = 1.0
+  for name, p in groups.items():
+    p = np.sort(np.clip(np.asarray(p, np.float64).ravel(), 1e-300, 1.0))
+    if not p.size:
+      continue
+    q = (np.arange(1, p.size + 1) - 0.5) / p.size
+    lo = min(lo, float(q[0]), float(p[0]))
+    ax.plot(q, p, ".", markersize=3, label=f"{name} (n={p.size})")
+  lo = max(lo, 1e-12)
+  ax.plot([lo, 1], [lo, 1], "k--", linewidth=1, label="uniform")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("uniform quantile")
+  ax.set_ylabel("p-value")
+  ax.set_title(title, fontsize=9)
+  ax.legend(fontsize=6)
+  fig.tight_layout()
+  return fig
+
+
+def attack_figure(rows: list[dict]) -> Figure:
+  """Bit accuracy (payload kits) or the mean statistic against each removal attack's strength,
+  one panel per attack kind (rows from deepwm_jax.studies.false_claims.attack_curves)."""
+  kinds = list(dict.fromkeys(r["attack"] for r in rows))
+  key = "bit_accuracy" if any("bit_accuracy" in r for r in rows) else "stat_mean"
+  fig = _new_figure(2.6 * len(kinds), 2.8)
+  axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+  for ax, kind in zip(axes, kinds):
+    pts = [(r["value"], r.get(key)) for r in rows if r["attack"] == kind]
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-")
+    ax.set_title(kind, fontsize=9)
+    ax.set_ylim(0.4 if key == "bit_accuracy" else 0.0, 1.02)
+    if key == "bit_accuracy":
+      ax.axhline(0.5, color="gray", linestyle=":", linewidth=1)
+    ax.set_xlabel("strength")
+  axes[0].set_ylabel("bit accuracy" if key == "bit_accuracy" else "mean statistic")
+  fig.tight_layout()
+  return fig
+
+
+def _payload_section(report: dict) -> str:
+  """Bits of a payload run: accuracy, p-value and decoded message per group."""
+  pay = report.get("payload")
+  if not isinstance(pay, dict) or not isinstance(pay.get("groups"), dict):
+    return ""
+  rows = [{"group": k, "bit accuracy": _pct(g.get("bit_accuracy_mean")),
+           "bit p-value": _pvalue(g.get("p_value")), "detected": g.get("detected"),
+           "message (all images)": g.get("decode_message") if g.get("decode_matches")
+           else ("wrong" if g.get("decode_decoded") else "not decoded"),
+           f"first {g.get('first_n_images')}: matches": g.get("first_decode_matches")}
+          for k, g in pay["groups"].items()]
+  cal = pay.get("calibration") or {}
+  return (f"## Payload ({pay.get('bits')} bits, '{pay.get('message')}', Reed-Solomon "
+          f"+{pay.get('ecc_bytes')} bytes, {pay.get('n_coded')} coded bits)\n\n"
+          + markdown_table(rows, list(rows[0])) if rows else "") + (
+          f"\nPer-image threshold {cal.get('threshold', float('nan')):.3g} of confident bits, "
+          f"p0 {cal.get('p0', float('nan')):.3g}.\n")
+
+
 # ----------------------------------------------------------------------------- report.md
 
 
@@ -302,6 +366,7 @@ def render_markdown(report: dict, figures: dict[str, str], threshold: float | No
     columns += [c for c in ("p-value", "detected") if any(r[c] is not None for r in rows)]
     parts.append(markdown_table(rows, columns))
     parts.append(_calibration_line(report, threshold))
+  parts.append(_payload_section(report))
   timing = report.get("timing") if isinstance(report.get("timing"), dict) else {}
   if timing:
     parts.append("## Timing\n")

@@ -174,6 +174,11 @@ class Verdict:
   p0: float | None = None
   nc_mean: float | None = None
   paper_success_rate: float | None = None
+  # Payload kits: the image statistic's own decision, and the bits' verdict and decoded message
+  # (deepwm_jax/payload.py); `detected` and `p_value` above then combine both, conservatively.
+  image_detected: bool | None = None
+  image_p_value: float | None = None
+  payload: dict[str, Any] | None = None
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

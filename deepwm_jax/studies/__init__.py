@@ -1,0 +1,1 @@
+"""Studies that measure the method (each a module with run_study() and main())."""

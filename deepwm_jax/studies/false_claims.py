@@ -1,0 +1,291 @@
+"""False-claim study: does `verify` stay silent on innocent images and models, and speak up on
+the protected ones? (issue 9; results in docs/verdicts.md)
+
+  python -m deepwm_jax.studies.false_claims --kit runs/qs_payload/kit --workdir runs/fc
+
+Given a kit, with the kit's own data source and task:
+  - clean images: >= 1000 fresh crops of the validation photos, inputs A and targets B,
+    verified in sets of `set_size` images;
+  - null models: `n_nulls` image-to-image models trained on clean pairs (A, B) only, with other
+    seeds and architectures (unet / resnet / cnn in turn), verified on their outputs;
+  - protected outputs: the kit's embedder applied to clean targets, and `n_surrogates` surrogates
+    trained on (A, H(B)), as an attacker would;
+  - post-processing attacks (deepwm_jax/removal.py) on the protected outputs: bit accuracy and
+    the statistic against attack strength.
+It writes study.json, study.md and figures: a QQ plot of p-values against the uniform, and the
+per-image statistic histogram with the calibrated threshold.
+
+Which p-values should be uniform: a set's decision p-value is deliberately conservative (it is 1
+whenever no image is over the threshold), so under the null P(p <= x) <= x and most values are
+exactly 1; the study reports that fraction against x. For payload kits it also tests the
+assumption behind the fair-bit binomial: per image, the randomized binomial p-value of the raw
+bit matches (sign only) must be uniform if innocent bits are independent and fair; the KS
+statistic and the QQ plot say how far they are.
+
+Null models are trained with checkpoints in `workdir`, so an interrupted study resumes.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import ml_collections
+import numpy as np
+from scipy import stats as scipy_stats
+
+from deepwm_jax import kit as kit_lib
+from deepwm_jax import payload as payload_lib
+from deepwm_jax import pipeline, report, verdict
+from deepwm_jax.errors import DeepwmError
+from deepwm_jax.train import imitation
+
+NULL_ARCHS = ("unet", "resnet", "cnn")
+ATTACKS = {"jpeg": (90, 70, 50, 30), "blur": (0.5, 1.0, 1.5), "noise": (0.01, 0.02, 0.05),
+           "rescale": (0.75, 0.5), "crop": (0.9, 0.8)}
+
+
+def _spec(cfg, arch: str, seed: int, steps: int, ngf: int):
+  spec = ml_collections.ConfigDict(cfg.evaluate.null.to_dict())
+  spec.update(arch=arch, seed=seed, steps=steps, ngf=ngf, batch=16, loss="l2" if seed % 2 else "l1")
+  spec.n_blocks = min(int(spec.get("n_blocks", 3)), 3)
+  spec.depth = min(int(spec.get("depth", 8)), 6)
+  return spec
+
+
+def _sets(x: np.ndarray, size: int) -> list[np.ndarray]:
+  """Disjoint sets of `size` images (a shorter remainder is dropped)."""
+  return [x[i:i + size] for i in range(0, len(x) - size + 1, size)]
+
+
+def fair_bit_pvalues(kit, images, rng) -> np.ndarray | None:
+  """Per image: randomized P-value of its raw bit matches under independent fair bits (exactly
+  uniform when that null holds); None for kits without a payload."""
+  if "payload" not in kit.info:
+    return None
+  pay, _ = payload_lib.from_kit_info(kit.info)
+  soft = pay.soft_bits(kit.extract(images))
+  k = np.sum(soft * (2.0 * pay.channel_bits - 1.0) > 0, axis=1)
+  n = pay.n_coded
+  return scipy_stats.binom.sf(k, n, 0.5) + rng.uniform(size=k.shape) * scipy_stats.binom.pmf(k, n, 0.5)
+
+
+def _verdicts(kit, images, set_size, alpha):
+  out = []
+  for s in _sets(images, set_size):
+    v = kit.verify(s, alpha=alpha)
+    row = {"detected": v.detected, "p_value": v.p_value, "n_hits": v.n_hits,
+           "stat_mean": v.stat_mean}
+    if v.payload is not None:
+      row.update(bit_accuracy=v.payload["bit_accuracy_mean"], bit_p_value=v.payload["p_value"],
+                 decoded=v.payload["decode_decoded"], matches=v.payload["decode_matches"])
+    out.append(row)
+  return out
+
+
+def _group(name, kit, images, set_size, alpha, rng) -> dict:
+  rows = _verdicts(kit, images, set_size, alpha)
+  stats = kit.statistic(images)
+  g = {"name": name, "n_images": int(len(images)), "n_sets": len(rows),
+       "false_or_true_detections": int(sum(r["detected"] for r in rows)),
+       "detected_fraction": float(np.mean([r["detected"] for r in rows])) if rows else None,
+       "p_values": [r["p_value"] for r in rows],
+       "image_hits": int(np.sum(stats >= kit.calibration.threshold)),
+       "stat_max": float(np.max(stats)), "_stats": stats}
+  if rows and "bit_accuracy" in rows[0]:
+    g.update(bit_accuracy_mean=float(np.mean([r["bit_accuracy"] for r in rows])),
+             messages_matched=int(sum(r["matches"] for r in rows)),
+             messages_decoded=int(sum(r["decoded"] for r in rows)))
+  fair = fair_bit_pvalues(kit, images, rng)
+  if fair is not None:
+    g["_fair"] = fair
+  return g
+
+
+def run_study(kit_path: str, workdir: str, n_clean: int = 1000, n_nulls: int = 10,
+              n_surrogates: int = 2, null_steps: int = 300, null_ngf: int = 8,
+              null_images: int = 64, set_size: int = 16, n_protected: int = 64,
+              alpha: float | None = None, attacks: dict | None = None,
+              archs: tuple[str, ...] = NULL_ARCHS, log=print) -> dict:
+  """Runs the study; returns the summary dict (also written to workdir/study.json)."""
+  if n_clean < set_size or null_images < set_size or n_protected < set_size:
+    raise DeepwmError(f"every group needs at least set_size={set_size} images")
+  kit = kit_lib.load_kit(kit_path)
+  cfg = ml_collections.ConfigDict(kit.config.to_dict())
+  cfg.log_every = max(25, null_steps // 4)
+  cfg.ckpt_every = max(50, null_steps // 2)
+  alpha = kit.info["alpha"] if alpha is None else alpha
+  os.makedirs(workdir, exist_ok=True)
+  rng = np.random.default_rng(0)
+  t0 = time.time()
+
+  # Fresh crops of the validation photos (other offsets than the run's).
+  clean = pipeline.make_pairs(cfg, "val", (n_clean + 1) // 2, seed_offset=101)
+  clean_images = np.concatenate([clean.a, clean.b])[:n_clean]
+  train = pipeline.make_pairs(cfg, "attack", max(256, 4 * null_images), seed_offset=102)
+  held = pipeline.make_pairs(cfg, "val", max(null_images, n_protected), seed_offset=103)
+  groups = [_group("clean images", kit, clean_images, set_size, alpha, rng)]
+  log(f"clean: {groups[0]['false_or_true_detections']} detections in {groups[0]['n_sets']} sets")
+
+  runner = pipeline.Run(cfg, workdir, log=lambda *_: None)
+  for i in range(n_nulls):
+    spec = _spec(cfg, archs[i % len(archs)], 1000 + i, null_steps, null_ngf)
+    variables = runner.imitate(f"study_null_{i}", spec, train.a, train.b)
+    out = pipeline.predict(imitation.make_predict_fn(spec, cfg), variables, held.a[:null_images])
+    g = _group(f"null {i} ({spec.arch}, {spec.loss})", kit, out, set_size, alpha, rng)
+    g["kind"] = "null"
+    groups.append(g)
+    log(f"null {i} ({spec.arch}): {g['false_or_true_detections']}/{g['n_sets']} sets detected, "
+        f"{g['image_hits']}/{g['n_images']} images over the threshold")
+
+  protected = kit.embed(held.b[:n_protected])
+  g = _group("protected outputs H(B)", kit, protected, set_size, alpha, rng)
+  g["kind"] = "protected"
+  groups.append(g)
+  wm_train = kit.embed(train.b)
+  for i in range(n_surrogates):
+    spec = _spec(cfg, archs[i % len(archs)], 2000 + i, null_steps, null_ngf)
+    variables = runner.imitate(f"study_surrogate_{i}", spec, train.a, wm_train)
+    out = pipeline.predict(imitation.make_predict_fn(spec, cfg), variables, held.a[:null_images])
+    g = _group(f"surrogate {i} ({spec.arch}, {spec.loss})", kit, out, set_size, alpha, rng)
+    g["kind"] = "surrogate"
+    groups.append(g)
+    log(f"surrogate {i} ({spec.arch}): {g['false_or_true_detections']}/{g['n_sets']} sets "
+        f"detected")
+  groups[0]["kind"] = "clean"
+
+  curves = attack_curves(kit, protected, ATTACKS if attacks is None else attacks, alpha,
+                         set_size)
+  summary = _summarize(groups, alpha, set_size, curves, time.time() - t0, kit_path)
+  _write(workdir, summary, groups, kit, curves)
+  log(f"wrote {os.path.join(workdir, 'study.md')}")
+  return summary
+
+
+def attack_curves(kit, protected, attacks: dict, alpha: float, set_size: int) -> list[dict]:
+  """Bit accuracy / statistic / detection of the protected outputs after each removal attack."""
+  from deepwm_jax import removal
+  rows = []
+  for kind, values in attacks.items():
+    for value in values:
+      attacked = removal.apply(removal.spec(kind, value), protected, seed=0)
+      v = kit.verify(attacked[:set_size], alpha=alpha)
+      row = {"attack": kind, "value": value, "stat_mean": float(np.mean(kit.statistic(attacked))),
+             "detected_16": v.detected, "p_value_16": v.p_value}
+      if v.payload is not None:
+        pay, _ = payload_lib.from_kit_info(kit.info)
+        pi = payload_lib.per_image(pay, pay.soft_bits(kit.extract(attacked)))
+        row.update(bit_accuracy=float(np.mean(pi["bit_accuracy"])),
+                   matches_16=v.payload["decode_matches"])
+      rows.append(row)
+  return rows
+
+
+def _summarize(groups, alpha, set_size, curves, seconds, kit_path) -> dict:
+  negatives = [g for g in groups if g["kind"] in ("clean", "null")]
+  set_p = np.concatenate([g["p_values"] for g in negatives])
+  out = {"kit": os.path.abspath(kit_path), "alpha": alpha, "set_size": set_size,
+         "seconds": round(seconds, 1),
+         "groups": [{k: v for k, v in g.items() if not k.startswith("_")} for g in groups],
+         "false_detections": {
+             "clean_sets": int(groups[0]["false_or_true_detections"]),
+             "clean_images": int(groups[0]["n_images"]),
+             "null_models_detected": int(sum(g["false_or_true_detections"] > 0
+                                             for g in negatives if g["kind"] == "null")),
+             "null_models": int(sum(g["kind"] == "null" for g in negatives)),
+             "null_images_over_threshold": int(sum(g["image_hits"] for g in negatives
+                                                   if g["kind"] == "null"))},
+         # A valid (conservative) p-value has P(p <= x) <= x under the null.
+         "set_p_value_cdf": {str(x): float(np.mean(set_p <= x)) for x in (1e-3, 0.01, 0.05, 0.5)},
+         "set_p_value_min": float(np.min(set_p)), "n_negative_sets": int(set_p.size),
+         "attacks": curves}
+  fair = [g["_fair"] for g in negatives if "_fair" in g]
+  if fair:
+    per_group = {g["name"]: float(scipy_stats.kstest(g["_fair"], "uniform").statistic)
+                 for g in negatives if "_fair" in g}
+    allp = np.concatenate(fair)
+    ks = scipy_stats.kstest(allp, "uniform")
+    out["fair_bits"] = {"ks_statistic": float(ks.statistic), "ks_pvalue": float(ks.pvalue),
+                        "n_images": int(allp.size), "ks_by_group": per_group,
+                        "fraction_below_0.01": float(np.mean(allp <= 0.01))}
+  protected = [g for g in groups if g["kind"] in ("protected", "surrogate")]
+  out["protected"] = [{k: g.get(k) for k in ("name", "detected_fraction", "bit_accuracy_mean",
+                                             "messages_matched", "n_sets")}
+                      | {"p_value_max": float(np.max(g["p_values"]))} for g in protected]
+  return out
+
+
+def _write(workdir, summary, groups, kit, curves) -> None:
+  report.write_text_atomic(os.path.join(workdir, "study.json"),
+                           json.dumps(report.to_jsonable(summary), indent=1) + "\n")
+  fig_dir = os.path.join(workdir, "figures")
+  os.makedirs(fig_dir, exist_ok=True)
+  report.save_figure(report.qq_figure(
+      {g["name"]: g["_fair"] for g in groups if "_fair" in g and g["kind"] in ("clean", "null")}
+      or {"decision p-values (clean and null sets)":
+          np.concatenate([g["p_values"] for g in groups if g["kind"] in ("clean", "null")])},
+      "p-values of innocent images against the uniform"), os.path.join(fig_dir, "qq.png"))
+  hist = {g["name"] if g["kind"] != "null" else "null models": g["_stats"] for g in groups}
+  hist["null models"] = np.concatenate([g["_stats"] for g in groups if g["kind"] == "null"]
+                                       or [np.zeros(0)])
+  report.save_figure(report.histogram_figure(hist, kit.calibration.threshold, "threshold",
+                                             "watermark statistic"),
+                     os.path.join(fig_dir, "stats_hist.png"))
+  if curves:
+    report.save_figure(report.attack_figure(curves), os.path.join(fig_dir, "attacks.png"))
+  fd = summary["false_detections"]
+  lines = ["# False-claim study\n", f"Kit `{summary['kit']}`, alpha {summary['alpha']:g}, sets of "
+           f"{summary['set_size']} images, {summary['seconds']:.0f} s.\n",
+           f"- clean: {fd['clean_sets']} detections in {groups[0]['n_sets']} sets of "
+           f"{fd['clean_images']} images",
+           f"- null models: {fd['null_models_detected']} of {fd['null_models']} detected; "
+           f"{fd['null_images_over_threshold']} of their images over the threshold",
+           f"- negative sets' p-values: P(p <= x) = {summary['set_p_value_cdf']} (min "
+           f"{summary['set_p_value_min']:.3g})"]
+  if "fair_bits" in summary:
+    fb = summary["fair_bits"]
+    lines.append(f"- fair-bit p-values of {fb['n_images']} innocent images: KS statistic "
+                 f"{fb['ks_statistic']:.3f} (p {fb['ks_pvalue']:.3g})")
+  rows = [{"group": g["name"], "images": g["n_images"], "sets": g["n_sets"],
+           "detected sets": g["false_or_true_detections"], "images over threshold": g["image_hits"],
+           "max p-value": float(np.max(g["p_values"])), "min p-value": float(np.min(g["p_values"])),
+           "bit accuracy": g.get("bit_accuracy_mean"), "messages matched": g.get("messages_matched")}
+          for g in groups]
+  cols = list(rows[0])
+  lines += ["", report.markdown_table(rows, cols)]
+  if curves:
+    lines += ["## Post-processing attacks on the protected outputs\n",
+              report.markdown_table(curves, list(dict.fromkeys(k for r in curves for k in r)))]
+  lines += ["![QQ](figures/qq.png)\n", "![statistic](figures/stats_hist.png)\n"]
+  if curves:
+    lines.append("![attacks](figures/attacks.png)\n")
+  report.write_text_atomic(os.path.join(workdir, "study.md"), "\n".join(lines))
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="false_claims", description=__doc__.splitlines()[0])
+  p.add_argument("--kit", required=True)
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--n-clean", type=int, default=1000)
+  p.add_argument("--n-nulls", type=int, default=10)
+  p.add_argument("--n-surrogates", type=int, default=2)
+  p.add_argument("--null-steps", type=int, default=300)
+  p.add_argument("--null-ngf", type=int, default=8)
+  p.add_argument("--set-size", type=int, default=16)
+  p.add_argument("--alpha", type=float)
+  args = p.parse_args(argv)
+  try:
+    s = run_study(args.kit, args.workdir, n_clean=args.n_clean, n_nulls=args.n_nulls,
+                  n_surrogates=args.n_surrogates, null_steps=args.null_steps,
+                  null_ngf=args.null_ngf, set_size=args.set_size, alpha=args.alpha,
+                  log=lambda m: print(m, file=sys.stderr, flush=True))
+  except DeepwmError as e:
+    print(f"false_claims: error: {e}", file=sys.stderr)
+    return 2
+  print(json.dumps(report.to_jsonable({k: s[k] for k in ("false_detections", "set_p_value_cdf",
+                                                          "protected")}), indent=1))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
