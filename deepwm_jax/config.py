@@ -43,7 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
       n_protect=2048, n_attack=2048, n_val=64,
       tfds_dir="",               # tfds data_dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
       tfds_max_images=512)       # tfds photos read per split, evenly spread (0 = all)
-  c.watermark = dict(spec="logo")  # 'logo', 'text:ABC' or an image file
+  # spec: 'logo', 'text:ABC', an image file, or 'payload': an owner message drawn as bits
+  # (deepwm_jax/payload.py documents message formats, the layout and the error correction).
+  c.watermark = dict(spec="logo", message="owner", bits=64, ecc_bytes=8, key=0, owner="")
 
   # The target model M: trained on (A, B) here unless `source` names a callable.
   c.task = surrogate("unet", ngf=16, loss="l1", steps=300, batch=16, lr=1e-3)
@@ -232,6 +234,9 @@ def validate(cfg) -> None:
   need(len(cfg.attack.null_archs) >= 1 and all(a in ("unet", "resnet", "cnn")
                                                for a in cfg.attack.null_archs),
        f"attack.null_archs={cfg.attack.null_archs}; use one or more of unet, resnet, cnn")
+  if cfg.watermark.spec == "payload":  # a bad message or a too-long payload fails here, early
+    from deepwm_jax import payload
+    payload.from_config(cfg, owner=cfg.watermark.get("owner") or "owner")
   need(cfg.compute_dtype in ("float32", "bfloat16"),
        f"compute_dtype={cfg.compute_dtype!r}; use float32 or bfloat16")
   need(cfg.log_every >= 1 and cfg.ckpt_every >= 1, "log_every and ckpt_every must be >= 1")

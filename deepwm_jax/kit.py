@@ -32,8 +32,12 @@ _WRITTEN_BY = {"image": "deepwm run", "classify": "deepwm classify run"}
 
 
 def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
-              calibration: "verdict.Calibration", owner: str | None = None) -> str:
-  """Writes the kit atomically: a failed write never leaves a half kit at `path`."""
+              calibration: "verdict.Calibration", owner: str | None = None,
+              payload: dict | None = None) -> str:
+  """Writes the kit atomically: a failed write never leaves a half kit at `path`.
+
+  `payload`: the bit payload's record and its calibration (deepwm_jax/payload.py), if any.
+  """
   path = os.path.abspath(path)
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
@@ -57,6 +61,8 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
                        "extractor": models.count_params(extractor_vars)},
         "config": json.loads(cfg.to_json_best_effort()),
     }
+    if payload is not None:
+      info["payload"] = payload
     with open(os.path.join(tmp, "kit.json"), "w") as f:
       json.dump(info, f, indent=1)
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
@@ -142,6 +148,44 @@ def read_info(path: str, kind: str, kit_format: int) -> dict:
   return info
 
 
+def provenance(path: str) -> dict:
+  """`deepwm kit-info`: the kit's record (owner, time, version, config summary, SHA-256
+  manifest, calibration, payload) after checking the manifest; loads no networks."""
+  path = os.path.abspath(path)
+  check_manifest(path)
+  with open(os.path.join(path, "manifest.json")) as f:
+    manifest = json.load(f)
+  try:
+    with open(os.path.join(path, "kit.json")) as f:
+      info = json.load(f)
+  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise DeepwmError(f"kit '{path}': kit.json is unreadable ({type(e).__name__}); re-create "
+                      f"the kit") from None
+  cfg = info.get("config") or {}
+  section = lambda k: cfg.get(k) if isinstance(cfg.get(k), dict) else {}
+  out = {k: info.get(k) for k in ("kind", "format", "owner", "created", "package_version",
+                                  "image_size", "channels", "alpha", "min_success_rate",
+                                  "parameters")}
+  out["package_version"] = out["package_version"] or "unknown (kit predates the field)"
+  out["config"] = {
+      "seed": cfg.get("seed"), "watermark": section("watermark").get("spec"),
+      "data": {k: section("data").get(k) for k in ("source", "task", "image_size", "channels")},
+      "steps": {k: section(k).get("steps") for k in ("task", "stage1", "stage2")},
+      "config_sha256": hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+                                      .encode()).hexdigest()}
+  out["calibration"] = info.get("calibration")  # None: an older kit, verify refuses it
+  record = info.get("payload")
+  if isinstance(record, dict):
+    from deepwm_jax import payload as payload_lib
+    out["payload"] = {k: record.get(k) for k in ("message", "bits", "ecc_bytes", "n_coded",
+                                                 "cell", "key", "data_hex")}
+    out["payload"]["owner_binding_ok"] = payload_lib.binding(info)
+    out["payload"]["calibration"] = record.get("calibration")
+  out["manifest"] = manifest
+  out["path"] = path
+  return out
+
+
 @dataclasses.dataclass
 class Kit:
   """A loaded kit: embed, extract and verify images (float32 NHWC in [0, 1])."""
@@ -199,15 +243,31 @@ class Kit:
                                                   jnp.asarray(self.blank)))
 
   def verify(self, images, alpha: float | None = None) -> "verdict.Verdict":
-    """Decides whether the images come from a model that carries this kit's watermark."""
-    rj = jnp.asarray(self.extract(images))
+    """Decides whether the images come from a model that carries this kit's watermark.
+
+    A payload kit also decodes its message; it detects only when the image statistic and the
+    bits both do, and reports the larger of their p-values (deepwm_jax/payload.py).
+    """
+    r = self.extract(images)
+    rj = jnp.asarray(r)
     stats = self._statistic(rj)
-    v = verdict.decide(stats, self.calibration, self.info["alpha"] if alpha is None else alpha,
+    alpha = self.info["alpha"] if alpha is None else alpha
+    v = verdict.decide(stats, self.calibration, alpha,
                        min_success_rate=self.info["min_success_rate"])
     nc = np.asarray(metrics.nc(rj, jnp.asarray(self.watermark)))
     v.nc_mean = float(np.mean(nc))
     v.paper_success_rate = float(metrics.paper_success_rate(nc, self.info["nc_threshold"]))
+    if "payload" in self.info:
+      from deepwm_jax import payload as payload_lib
+      pay, bit_cal = payload_lib.from_kit_info(self.info)
+      bits = payload_lib.decide(pay, pay.soft_bits(r), bit_cal, alpha,
+                                self.info["min_success_rate"])
+      v.image_detected, v.image_p_value = v.detected, v.p_value
+      v.detected = bool(v.detected and bits["detected"])
+      v.p_value = max(v.p_value, bits["p_value"])
+      v.payload = bits
     return v
+
 
 
 def load_kit(path: str) -> Kit:
@@ -216,6 +276,9 @@ def load_kit(path: str) -> Kit:
   if info.get("method", "deep") == "traditional":  # spread spectrum, no networks (issue 6)
     from deepwm_jax import traditional
     return traditional.load_kit(path, info)
+  if "calibration" not in info:
+    raise DeepwmError(f"kit '{path}' has no calibration (written by an older deepwm_jax), so "
+                      f"no p-value can be given; re-create it with `deepwm run`")
   try:
     cfg = ml_collections.ConfigDict(info["config"])
     calibration = verdict.Calibration.from_dict(info["calibration"])

@@ -19,7 +19,7 @@ import numpy as np
 
 from deepwm_jax import config as config_lib
 from deepwm_jax import kit as kit_lib
-from deepwm_jax import metrics, report, verdict
+from deepwm_jax import metrics, payload, report, verdict
 from deepwm_jax.data import degrade, sources, watermarks
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.train import imitation, loop, stage1, stage2
@@ -148,7 +148,10 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   protect = make_pairs(cfg, "protect", d.n_protect, 1)
   attack = make_pairs(cfg, "attack", d.n_attack, 2)
   val = make_pairs(cfg, "val", d.n_val, 3)
-  w = watermarks.watermark_image(cfg.watermark.spec, d.image_size, d.channels)
+  owner = payload.owner_of(cfg)
+  pay = payload.from_config(cfg, owner)  # None unless watermark.spec == 'payload'
+  w = (pay.render(d.channels) if pay is not None
+       else watermarks.watermark_image(cfg.watermark.spec, d.image_size, d.channels))
   blank = watermarks.blank_image(d.image_size, d.channels)
   r.timing["data"] = round(time.time() - t0, 2)
 
@@ -197,11 +200,14 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
 
   # ---- calibration on images the evaluation never uses (attack split)
   extract = stage1.make_extract_fn(cfg)
-  stat = lambda imgs: np.asarray(verdict.watermark_statistic(
-      jnp.asarray(predict(extract, ext_vars, imgs)), jnp.asarray(w), jnp.asarray(blank)))
-  neg_stats = stat(negatives)
-  pos_stats = stat(np.concatenate([wm_attack, sur_attack]))
-  calibration = verdict.calibrate(neg_stats, pos_stats, margin=ev.margin)
+  r_neg = predict(extract, ext_vars, negatives)
+  r_pos = predict(extract, ext_vars, np.concatenate([wm_attack, sur_attack]))
+  stat = lambda r: np.asarray(verdict.watermark_statistic(
+      jnp.asarray(r), jnp.asarray(w), jnp.asarray(blank)))
+  calibration = verdict.calibrate(stat(r_neg), stat(r_pos), margin=ev.margin)
+  bit_calibration = None if pay is None else payload.calibrate_bits(
+      pay, pay.soft_bits(r_neg), pay.soft_bits(r_pos), margin=ev.margin)
+  del r_neg, r_pos
 
   # ---- evaluation on held-out validation images
   t = time.time()
@@ -252,9 +258,17 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
       "n_val": int(d.n_val),
       "image_size": int(d.image_size), "channels": int(d.channels),
   }
+  if pay is not None:  # the bit payload's verdict and decoded message per group
+    rep["payload"] = {
+        "message": pay.message, "bits": pay.bits, "ecc_bytes": pay.ecc_bytes,
+        "n_coded": pay.n_coded, "cell": pay.cell, "calibration": bit_calibration.to_dict(),
+        "groups": {k: payload.group_summary(pay, pay.soft_bits(extractions[k]), bit_calibration,
+                                            ev.alpha, ev.min_success_rate) for k in groups}}
 
   # ---- the verification kit and the report
-  kit_lib.write_kit(os.path.join(workdir, "kit"), cfg, emb_vars, ext_vars, w, blank, calibration)
+  kit_lib.write_kit(os.path.join(workdir, "kit"), cfg, emb_vars, ext_vars, w, blank, calibration,
+                    owner=owner, payload=None if pay is None else
+                    {**pay.record(), "calibration": bit_calibration.to_dict()})
   n = min(6, d.n_val)
   grid = {"A": val.a[:n], "B": m_val[:n], "B'": wm_val[:n],
           "|B'-B| x10": np.clip(10 * np.abs(wm_val[:n] - m_val[:n]), 0, 1),
@@ -325,6 +339,16 @@ def _check_workdir_config(cfg, workdir: str) -> None:
     for k in ("tfds_dir", "tfds_max_images"):  # added with tfds input: older runs had the default
       if k in current.get("data", {}):
         saved.setdefault("data", {}).setdefault(k, config_lib.base_config().data[k])
+    if isinstance(saved.get("watermark"), dict) and saved["watermark"].get("spec") != "payload":
+      # written before the payload keys existed: they change nothing for other watermarks
+      saved["watermark"] = {**current.get("watermark", {}), "spec": saved["watermark"]["spec"]}
+    for k in ("tfds_dir", "tfds_max_images"):  # added with tfds input: older runs had the default
+      if k in current.get("data", {}):
+        saved.setdefault("data", {}).setdefault(k, config_lib.base_config().data[k])
+    for k in ("mesh", "distributed"):  # the topology may change between runs (resume anywhere)
+      saved.pop(k, None)
+      if k in current:
+        saved[k] = current[k]
     if saved != current:
       diff = sorted(_diff_keys(saved, current))[:5]
       raise DeepwmError(f"workdir '{workdir}' holds a run with a different config (differs at "
