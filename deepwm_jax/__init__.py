@@ -9,3 +9,11 @@ def load_kit(path):
   """Loads a verification kit (see `deepwm_jax.kit.Kit`)."""
   from deepwm_jax import kit
   return kit.load_kit(path)
+
+
+def __getattr__(name):
+  # `deepwm_jax.api` (a notebook's helpers) without importing JAX at `import deepwm_jax`.
+  if name == "api":
+    import importlib
+    return importlib.import_module("deepwm_jax.api")
+  raise AttributeError(f"module 'deepwm_jax' has no attribute {name!r}")
