@@ -1,8 +1,13 @@
-"""Paper scale, deraining (Zhang et al., TPAMI 2022): RGB 256 px, reference widths, for
+"""Paper scale, deraining (Zhang et al., TPAMI 2022): RGB 256 px, the reference widths, for
 accelerators. The paper used 6000 / 6000 / 100 PASCAL VOC images with synthetic rain.
 
   deepwm run --config configs/paper_derain.py --workdir runs/derain \
-      --config.data.source=folder:/data/voc_jpegs
+      --config.data.source=folder:/data/voc_jpegs [--config.compute_dtype=bfloat16]
+
+Same networks, losses and optimizers as configs/paper_debone.py (read its docstring for the
+schedules and the device settings), with RGB images, the rain degradation, and 200 epochs of
+6000 images at batch 16 (75,000 steps; the learning-rate plateau is measured per epoch of 375
+steps).
 """
 import importlib.util
 import os
@@ -12,12 +17,11 @@ _spec = importlib.util.spec_from_file_location(
 _debone = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_debone)
 
+IMAGES = 6000
+
 
 def get_config():
   c = _debone.get_config()
-  c.data.update(channels=3, task="rain", n_protect=6000, n_attack=6000, n_val=100)
-  steps = 200 * 6000 // 16
-  c.stage1.steps, c.stage2.steps = steps, steps // 4
-  for spec in (c.task, c.attack.surrogate, c.attack.null, c.evaluate.surrogate, c.evaluate.null):
-    spec.steps = steps
+  c.data.update(channels=3, task="rain", n_protect=IMAGES, n_attack=IMAGES, n_val=100)
+  _debone.set_scale(c, IMAGES)
   return c

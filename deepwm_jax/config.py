@@ -240,5 +240,10 @@ def validate(cfg) -> None:
   need(cfg.compute_dtype in ("float32", "bfloat16"),
        f"compute_dtype={cfg.compute_dtype!r}; use float32 or bfloat16")
   need(cfg.log_every >= 1 and cfg.ckpt_every >= 1, "log_every and ckpt_every must be >= 1")
+  if "mesh" in cfg:
+    need(cfg.mesh.data >= 0, f"mesh.data={cfg.mesh.data}; use 0 (all devices) or a count")
+  if "distributed" in cfg:
+    need(cfg.distributed.mode in ("auto", "on", "off"),
+         f"distributed.mode={cfg.distributed.mode!r}; use auto, on or off")
   _validate_protect(cfg, need)
 

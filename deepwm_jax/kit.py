@@ -39,13 +39,15 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
   `payload`: the bit payload's record and its calibration (deepwm_jax/payload.py), if any.
   """
   path = os.path.abspath(path)
+  if jax.process_index() != 0:  # multi-process run: process 0 writes the one kit
+    return path
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".kit-", dir=parent)
   try:
     state = {"embedder": embedder_vars, "extractor": extractor_vars,
              "watermark": np.asarray(watermark, np.float32), "blank": np.asarray(blank, np.float32)}
-    ckptr = ocp.StandardCheckpointer()
+    ckptr = _checkpointer()
     ckptr.save(os.path.join(tmp, "state"), jax.device_get(state))
     ckptr.wait_until_finished()
     info = {
@@ -79,6 +81,16 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return path
+
+
+def _checkpointer() -> ocp.StandardCheckpointer:
+  """A kit is one process's business: in a multi-process run only process 0 writes it, and
+  any process may read one, so orbax must not wait for the other processes."""
+  if jax.process_count() == 1:
+    return ocp.StandardCheckpointer()
+  me = jax.process_index()
+  return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+      primary_host=me, active_processes={me}))
 
 
 def _user():
@@ -286,7 +298,7 @@ def load_kit(path: str) -> Kit:
     raise DeepwmError(f"kit '{path}': kit.json is invalid ({e}); re-create the kit") from None
   like = _abstract_state(cfg)
   try:
-    state = ocp.StandardCheckpointer().restore(os.path.join(path, "state"), like)
+    state = _checkpointer().restore(os.path.join(path, "state"), like)
   except Exception as e:
     raise DeepwmError(f"kit '{path}': its networks do not match its config ({type(e).__name__}); "
                       f"re-create the kit") from None
@@ -305,5 +317,5 @@ def _abstract_state(cfg):
   emb = jax.eval_shape(lambda k, x, w: H.init(k, x, w, train=False), key, x, w)
   ext = jax.eval_shape(lambda k, x: R.init(k, x), key, x)
   tree = {"embedder": emb, "extractor": ext, "watermark": w, "blank": w}
-  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)

@@ -28,8 +28,9 @@ import numpy as np
 from deepwm_jax.errors import DeepwmError
 
 
-def _stage1(cfg, mesh):
-  """(jitted sharded step, placed state, shardings, batch_fn) of stage 1 on `mesh`."""
+def _stage1(cfg, mesh, n_images: int | None = None):
+  """(jitted step, state, shardings, batch_fn) of stage 1 on `mesh`; `n_images` patches to
+  draw batches from (default the config's n_protect; speed does not depend on it)."""
   import jax
   from deepwm_jax import parallel, pipeline
   from deepwm_jax.data import watermarks
@@ -39,7 +40,7 @@ def _stage1(cfg, mesh):
   blank = watermarks.blank_image(d.image_size, d.channels)
   state = stage1.init_state(cfg, jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1), w)
   shardings = parallel.state_shardings(mesh, state, cfg)
-  pairs = pipeline.make_pairs(cfg, "protect", d.n_protect, 1)
+  pairs = pipeline.make_pairs(cfg, "protect", n_images or d.n_protect, 1)
   # The task model's outputs do not matter for speed or equality: B stands in for M(A).
   batch_fn = pipeline.sampler({"a": pairs.a, "b": pairs.b}, cfg.stage1.batch, (cfg.seed, 21),
                               mesh)
@@ -95,7 +96,7 @@ def time_steps(cfg, n_devices: int, steps: int = 5, warmup: int = 2) -> dict:
   from deepwm_jax import parallel
   mesh = parallel.make_mesh(cfg, data=n_devices)
   parallel.check_batch(cfg.stage1.batch, mesh, "stage1.batch")
-  step, state, shardings, batch_fn = _stage1(cfg, mesh)
+  step, state, shardings, batch_fn = _stage1(cfg, mesh, n_images=4 * cfg.stage1.batch)
   step = parallel.shard_step(step, mesh, shardings)
   state = parallel.place(state, shardings)
   key = np.asarray(jax.random.PRNGKey(0))
@@ -117,6 +118,16 @@ def time_steps(cfg, n_devices: int, steps: int = 5, warmup: int = 2) -> dict:
           "device_kind": jax.devices()[0].device_kind, "global_batch": int(cfg.stage1.batch),
           "compile_s": round(compile_s, 2), "step_s": s, "steps_per_s": 1.0 / s,
           "images_per_s": cfg.stage1.batch / s}
+
+
+def parse_counts(text: str) -> tuple[int, ...]:
+  try:
+    counts = tuple(int(c) for c in text.split(",") if c.strip())
+  except ValueError:
+    counts = ()
+  if not counts or min(counts) < 1:
+    raise DeepwmError(f"device counts {text!r}: give positive numbers, comma separated (1,2,4)")
+  return counts
 
 
 def scaling(cfg, device_counts=(1, 2, 4), steps: int = 5, log=print) -> list[dict]:
@@ -207,7 +218,7 @@ def main(argv=None) -> int:
   try:
     cfg = _config(args, overrides)
     if args.command == "scaling":
-      counts = tuple(int(c) for c in args.devices.split(","))
+      counts = parse_counts(args.devices)
       records = scaling(cfg, counts, args.steps)
       if args.json:
         with open(args.json, "w") as f:

@@ -19,7 +19,7 @@ import numpy as np
 
 from deepwm_jax import config as config_lib
 from deepwm_jax import kit as kit_lib
-from deepwm_jax import metrics, payload, report, verdict
+from deepwm_jax import metrics, parallel, payload, report, verdict
 from deepwm_jax.data import degrade, sources, watermarks
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.train import imitation, loop, stage1, stage2
@@ -52,10 +52,12 @@ def flat_images(n: int, size: int, channels: int, seed: int) -> np.ndarray:
   return np.clip(base + ramp, 0, 1).astype(np.float32) * np.ones((1, size, size, 1), np.float32)
 
 
-def sampler(arrays: dict[str, np.ndarray], batch: int, seed: tuple):
+def sampler(arrays: dict[str, np.ndarray], batch: int, seed: tuple, mesh=None):
   """batch_fn(step): a deterministic random batch, so a resumed stage sees the same data.
 
-  The arrays are paired (x[i] goes with y[i]), so one index draw serves them all.
+  The arrays are paired (x[i] goes with y[i]), so one index draw serves them all. With a
+  `mesh` the batch is global arrays split over its data axis, of which this process builds only
+  its own rows (the draw is the same in every process and on any number of devices).
   """
   n = {len(x) for x in arrays.values()}
   if len(n) != 1:
@@ -64,6 +66,9 @@ def sampler(arrays: dict[str, np.ndarray], batch: int, seed: tuple):
 
   def batch_fn(step):
     idx = np.random.default_rng([*seed, step]).integers(0, n, batch)
+    if mesh is not None:
+      rows = idx[parallel.process_rows(mesh, batch)]
+      return parallel.global_batch(mesh, {k: x[rows] for k, x in arrays.items()}, batch)
     return {k: jnp.asarray(x[idx]) for k, x in arrays.items()}
   return batch_fn
 
@@ -78,26 +83,29 @@ def predict(fn, variables, x: np.ndarray, batch: int = 64) -> np.ndarray:
 class Run:
   """One protection run in `workdir`; each method is a stage of the method."""
 
-  def __init__(self, cfg, workdir: str, log=print):
+  def __init__(self, cfg, workdir: str, log=print, mesh=None):
     self.cfg, self.workdir, self.log = cfg, workdir, log
     self.timing: dict[str, float] = {}
     self.key = jax.random.PRNGKey(cfg.seed)
+    self.mesh = parallel.make_mesh(cfg) if mesh is None else mesh
 
   def _train(self, name, step_fn, state, batch_fn, steps, guard=None):
     t = time.time()
     state = loop.run(name, step_fn, state, batch_fn, steps, self.workdir,
                      jax.random.fold_in(self.key, zlib.crc32(name.encode())),
                      log_every=self.cfg.log_every, ckpt_every=self.cfg.ckpt_every, guard=guard,
-                     log=self.log)
+                     log=self.log, mesh=self.mesh,
+                     shardings=parallel.state_shardings(self.mesh, state, self.cfg))
     self.timing[name] = round(time.time() - t, 2)
-    return state
+    # Inference between stages runs in every process on its first device (parallel.local_copy).
+    return parallel.local_copy(state)
 
   def imitate(self, name: str, spec, x: np.ndarray, y: np.ndarray):
     """Trains an image-to-image model x -> y (task model or surrogate); returns its variables."""
     key = jax.random.PRNGKey(self.cfg.seed * 7919 + spec.seed)
     state = imitation.init_state(spec, self.cfg, key, spec.steps)
     step = imitation.make_step(spec, self.cfg, spec.steps)
-    batches = sampler({"x": x, "y": y}, spec.batch, (self.cfg.seed, spec.seed, 11))
+    batches = sampler({"x": x, "y": y}, spec.batch, (self.cfg.seed, spec.seed, 11), self.mesh)
     return self._train(name, step, state, batches, spec.steps)["model"]
 
   def task_outputs(self, pairs_list):
@@ -137,11 +145,22 @@ def _checked(y, shape, src):
 
 def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   config_lib.validate(cfg)
-  _check_workdir_config(cfg, workdir)
+  parallel.initialize(cfg)  # a no-op unless this is one process of several
+  mesh = parallel.make_mesh(cfg)
+  parallel.check_config_batches(cfg, mesh)
+  if not parallel.is_primary():
+    log = lambda *_: None
+  if parallel.data_shards(mesh) > 1 or jax.process_count() > 1:
+    log(f"training on {parallel.describe(mesh)}")
+  if parallel.is_primary():  # process 0 writes config.json, the others then check against it
+    _check_workdir_config(cfg, workdir)
+  parallel.barrier("workdir-config")
+  if not parallel.is_primary():
+    _check_workdir_config(cfg, workdir)
   if _protect(cfg).method == "traditional":  # classical barrier, no H/R (issue 6)
     from deepwm_jax import traditional
     return traditional.run_pipeline(cfg, workdir, log)
-  r = Run(cfg, workdir, log)
+  r = Run(cfg, workdir, log, mesh)
   d, t0 = cfg.data, time.time()
 
   # ---- data: three disjoint splits by image (protect / attack / val)
@@ -161,7 +180,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   # ---- stage 1: the barrier
   state = stage1.init_state(cfg, jax.random.fold_in(r.key, 1), w)
   step = stage1.make_step(cfg, w, blank)
-  batches = sampler({"a": protect.a, "b": m_protect}, cfg.stage1.batch, (cfg.seed, 21))
+  batches = sampler({"a": protect.a, "b": m_protect}, cfg.stage1.batch, (cfg.seed, 21), mesh)
   state = r._train("stage1", step, state, batches, cfg.stage1.steps,
                    guard=loop.Guard(metric="psnr", drop=10.0, warmup=cfg.stage1.steps // 10))
   emb_vars, ext_vars = state["embedder"], {"params": state["extractor"]["params"]}
@@ -187,8 +206,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   state2 = stage2.init_state(cfg, ext_vars)
   step2 = stage2.make_step(cfg, w, blank)
   b2 = cfg.stage2.batch
-  batches = sampler({"surrogate": sur_attack, "watermarked": wm_attack}, b2, (cfg.seed, 31))
-  neg_batches = sampler({"negative": negatives}, 2 * b2, (cfg.seed, 32))
+  batches = sampler({"surrogate": sur_attack, "watermarked": wm_attack}, b2, (cfg.seed, 31), mesh)
+  neg_batches = sampler({"negative": negatives}, 2 * b2, (cfg.seed, 32), mesh)
   state2 = r._train("stage2", step2, state2, lambda s: {**batches(s), **neg_batches(s)},
                     cfg.stage2.steps)
   ext_vars = state2["extractor"]
@@ -279,8 +298,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
             for name in ("task", "stage1", "surrogate", "stage2", "eval_surrogate")}
   stats = {k: v["_stats"] for k, v in summary.items()}
   stats.update({f"nc:{k}": v["_nc"] for k, v in summary.items()})
-  report.write_report(workdir, rep, grid=grid, curves={k: v for k, v in curves.items() if v},
-                      stats=stats, threshold=calibration.threshold)
+  if parallel.is_primary():  # one writer; every process computed the same report
+    report.write_report(workdir, rep, grid=grid, curves={k: v for k, v in curves.items() if v},
+                        stats=stats, threshold=calibration.threshold)
   log(f"wrote {os.path.join(workdir, 'report.md')} and the kit {os.path.join(workdir, 'kit')}")
   if _protect(cfg).strategy == "specific":  # H absorbed into M' (issue 6, train/absorb.py)
     from deepwm_jax.train import absorb

@@ -198,6 +198,11 @@ def split_images(source: str, split: str, channels: int, tfds_dir: str = "",
   ds = open_split(source, tfds_dir)
   positions = sources.split_images(list(range(len(ds))), split)
   picked = thin(positions, max_images)
+  if split != "val":
+    # Multi-host (deepwm_jax/parallel.py): each process reads only its share of the training
+    # photos; all read the whole val split, so the report that process 0 writes covers it.
+    import jax
+    picked = picked[jax.process_index()::jax.process_count()]
   key = image_key(ds[0]) if len(ds) else "image"
   images = read(ds, picked, (key,), desc=f"{source} {split}")[key]
   return [to_float_image(img, channels) for img in images]

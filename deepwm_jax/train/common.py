@@ -18,9 +18,13 @@ def with_params(variables, params):
   return {**variables, "params": params}
 
 
-def update(optimizer, grads, opt_state, params, lr_scale):
-  """One optimizer step; `lr_scale` < 1 after the guard rolled back a divergence."""
-  updates, opt_state = optimizer.update(grads, opt_state, params)
+def update(optimizer, grads, opt_state, params, lr_scale, value=None):
+  """One optimizer step; `lr_scale` < 1 after the guard rolled back a divergence. `value`
+  (the loss) feeds optimizers that need it (the 'plateau' schedule)."""
+  extra = {}
+  if value is not None and isinstance(optimizer, optax.GradientTransformationExtraArgs):
+    extra = {"value": value}
+  updates, opt_state = optimizer.update(grads, opt_state, params, **extra)
   updates = jax.tree.map(lambda u: u * lr_scale, updates)
   return optax.apply_updates(params, updates), opt_state
 

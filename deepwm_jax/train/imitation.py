@@ -9,7 +9,9 @@ from deepwm_jax.train.optim import make_optimizer
 
 
 def model_for(spec, cfg):
-  return models.image_model(spec, cfg.data.channels, cfg.data.image_size, cfg.conv_impl)
+  dtype = jnp.bfloat16 if cfg.get("compute_dtype", "float32") == "bfloat16" else None
+  return models.image_model(spec, cfg.data.channels, cfg.data.image_size, cfg.conv_impl,
+                            dtype=dtype)
 
 
 def init_state(spec, cfg, key, num_steps):
@@ -38,7 +40,7 @@ def make_step(spec, cfg, num_steps):
     grads, (variables, metrics) = jax.grad(loss_fn, has_aux=True)(
         variables["params"], variables, batch["x"], batch["y"])
     params, opt_state = common.update(opt, grads, state["opt"], variables["params"],
-                                      state["lr_scale"])
+                                      state["lr_scale"], value=metrics["loss"])
     return {**state, "model": common.with_params(variables, params), "opt": opt_state,
             "step": state["step"] + 1}, metrics
 

@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
+from deepwm_jax import parallel
 from deepwm_jax.errors import DeepwmError
 
 
@@ -71,6 +72,9 @@ class MetricsLog:
   """Metrics as JSON lines (for the report) and TensorBoard events (for people)."""
 
   def __init__(self, path: str, tb_dir: str | None, resume_step: int):
+    self._f = self._tb = None
+    if not parallel.is_primary():  # one writer in a multi-process run: process 0
+      return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     kept = []
     if os.path.exists(path):  # drop what was logged after the checkpoint we resume from
@@ -85,6 +89,8 @@ class MetricsLog:
       self._tb = SummaryWriter(tb_dir)
 
   def write(self, step: int, metrics: dict[str, float]):
+    if self._f is None:
+      return
     self._f.write(json.dumps({"step": step, **metrics}) + "\n")
     self._f.flush()
     if self._tb is not None:
@@ -92,7 +98,8 @@ class MetricsLog:
         self._tb.add_scalar(k, v, step)
 
   def close(self):
-    self._f.close()
+    if self._f is not None:
+      self._f.close()
     if self._tb is not None:
       self._tb.close()
 
@@ -106,8 +113,20 @@ def read_log(path: str) -> list[dict]:
 
 def run(name: str, step_fn: Callable, state: Any, batch_fn: Callable[[int], Any],
         num_steps: int, workdir: str, key, *, log_every: int = 50, ckpt_every: int = 500,
-        guard: Guard | None = None, log=print) -> Any:
-  """Trains `state` for `num_steps` steps of `step_fn`, resuming from workdir's checkpoints."""
+        guard: Guard | None = None, log=print, mesh=None, shardings=None) -> Any:
+  """Trains `state` for `num_steps` steps of `step_fn`, resuming from workdir's checkpoints.
+
+  With a `mesh` the state is placed as `shardings` (default: replicated), `batch_fn` returns
+  global arrays split over the data axis, and the step is re-jitted with those shardings
+  (deepwm_jax.parallel). Checkpoints restore into the current shardings, so a run may resume on
+  another number of devices or processes.
+  """
+  if mesh is not None:
+    shardings = shardings or parallel.state_shardings(mesh, state, fsdp=False)
+    state = parallel.place(state, shardings)
+    step_fn = parallel.shard_step(step_fn, mesh, shardings)
+  if not parallel.is_primary():
+    log = lambda *_: None
   ckpt_dir = os.path.join(workdir, "checkpoints", name)
   mngr = checkpoint_manager(ckpt_dir)
   start = mngr.latest_step()
@@ -127,11 +146,17 @@ def run(name: str, step_fn: Callable, state: Any, batch_fn: Callable[[int], Any]
   rollbacks = 0
   step = start
   bar = tqdm(total=num_steps, initial=start, desc=name, dynamic_ncols=True,
-             disable=not sys.stderr.isatty(), leave=False)
+             disable=not sys.stderr.isatty() or not parallel.is_primary(), leave=False)
   t0, last_print = time.time(), time.time()
   try:
     while step < num_steps:
-      state, metrics = step_fn(state, batch_fn(step), jax.random.fold_in(key, step))
+      step_key = jax.random.fold_in(key, step)
+      if mesh is not None:  # a host value is the same global (replicated) key in every process
+        step_key = np.asarray(step_key)
+      batch = batch_fn(step)
+      if mesh is not None:
+        batch = parallel.as_global_batch(mesh, batch)
+      state, metrics = step_fn(state, batch, step_key)
       step += 1
       bar.update(1)
       if step % log_every and step != num_steps and step % ckpt_every:

@@ -79,7 +79,7 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
     grads, (metrics, emb_vars, b_wm) = jax.grad(generator_loss, has_aux=True)(
         _gen_params(state), state, a, b)
     params, opt_g_state = common.update(opt_g, grads, state["opt_g"], _gen_params(state),
-                                        state["lr_scale"])
+                                        state["lr_scale"], value=metrics["loss"])
 
     def d_loss(d_params):
       d_vars = {"params": d_params}
@@ -88,7 +88,8 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
 
     dl, d_grads = jax.value_and_grad(d_loss)(state["discriminator"]["params"])
     d_params, opt_d_state = common.update(opt_d, d_grads, state["opt_d"],
-                                          state["discriminator"]["params"], state["lr_scale"])
+                                          state["discriminator"]["params"], state["lr_scale"],
+                                          value=dl)
     new_state = {
         **state,
         "embedder": common.with_params(emb_vars, params["embedder"]),

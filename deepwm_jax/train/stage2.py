@@ -42,7 +42,8 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
     del key
     params = state["extractor"]["params"]
     grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch)
-    params, opt_state = common.update(opt, grads, state["opt"], params, state["lr_scale"])
+    params, opt_state = common.update(opt, grads, state["opt"], params, state["lr_scale"],
+                                      value=metrics["loss"])
     return {**state, "extractor": {"params": params}, "opt": opt_state,
             "step": state["step"] + 1}, metrics
 
