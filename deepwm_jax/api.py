@@ -37,7 +37,7 @@ def pairs(cfg, split: str, n: int | None = None) -> pipeline.Pairs:
   """The (A, B) pairs of one split, exactly as `pipeline.run(cfg, ...)` made them.
 
   `n` (default: the config's count for the split) draws that many instead; the first images
-  then differ from the run's, so keep the default when comparing with the report.
+  may then differ from the run's, so keep the default when comparing with the report.
   """
   if split not in SPLITS:
     raise DeepwmError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
