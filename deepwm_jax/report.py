@@ -372,9 +372,11 @@ def render_markdown(report: dict, figures: dict[str, str], threshold: float | No
     parts.append("## Timing\n")
     numeric = {k: float(v) for k, v in timing.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    # The pipeline records its own wall-clock "total"; summing the stages would count it twice.
+    total = numeric.pop("total", sum(numeric.values()))
     trows = [{"stage": k, "seconds": f"{numeric[k]:.1f}" if k in numeric else v}
-             for k, v in timing.items()]
-    trows.append({"stage": "**total**", "seconds": f"{sum(numeric.values()):.1f}"})
+             for k, v in timing.items() if k != "total"]
+    trows.append({"stage": "**total**", "seconds": f"{total:.1f}"})
     parts.append(markdown_table(trows, ["stage", "seconds"]))
   if figures:
     parts.append("## Figures\n")

@@ -54,3 +54,10 @@ def test_markdown_table_escapes_pipes():
   lines = table.strip().split("\n")
   assert lines[0] == "| a | b\\|c |"
   assert lines[2] == "| 0.1235 | - |"
+
+
+def test_timing_total_is_not_counted_twice(tmp_path):
+  report.write_report(str(tmp_path), {"timing": {"stage1": 10.0, "stage2": 5.0, "total": 16.0}})
+  md = (tmp_path / "report.md").read_text()
+  assert "| **total** | 16.0 |" in md
+  assert md.count("total") == 1
