@@ -147,6 +147,36 @@ def test_finetune_members_learn_at_their_own_rate():
   assert moved[0] > 1e-4 and moved[1] == 0.0 and np.isfinite(float(metrics["loss"]))
 
 
+def test_fine_tuning_terms_margin_and_weight_noise():
+  """The hinge counts keys only, and only while a margin is short; the weight noise is
+  relative to each weight and drawn from the batch's per-member seed."""
+  z = jnp.array([[0.0, 1.0, 5.0], [0.0, 4.0, 5.0], [9.0, 0.0, 0.0]])
+  t = jnp.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.5, 0.5, 0.0]])
+  is_key = jnp.array([1.0, 1.0, 0.0])
+  # Margins 4 and 1 against a margin of 2: only the second key is short, by 1 (of 2).
+  assert np.isclose(float(train.key_margin_loss(z, t, is_key, 2.0)), 0.5 * (1 / 2))
+  assert float(train.key_margin_loss(z, t, is_key, 0.5)) == 0.0
+  w = {"a": jnp.full((50, 40), 2.0), "b": jnp.zeros(3)}
+  n1, n2 = train.perturb(w, 1, 0.1), train.perturb(w, 2, 0.1)
+  assert np.isclose(float(jnp.std(n1["a"] / 2.0 - 1)), 0.1, rtol=0.1)
+  assert float(jnp.max(jnp.abs(n1["b"]))) == 0.0 and not np.allclose(n1["a"], n2["a"])
+  sampler = train.Sampler(np.zeros((5, 16, 16, 1), np.float32), np.zeros(5, np.int32), 2,
+                          [train.Extra(), train.Extra()], 2, 11, (0, 1))
+  seeds = np.asarray(sampler(0)["seed"])
+  assert seeds.shape == (2,) and seeds[0] != seeds[1]
+  assert np.array_equal(seeds, np.asarray(sampler(0)["seed"]))   # deterministic per step
+  # The owner's loss with both terms traces (abstractly: compiling it costs minutes here).
+  cfg = tiny_config()
+  net, p = models.classifier(cfg), _params(cfg)
+  kt = np.zeros((4, 11), np.float32)
+  kt[:2, 10], kt[2:, :10] = 1.0, 0.1
+  batch = {"x": jnp.zeros((8, 16, 16, 1)), "y": jnp.zeros(8, jnp.int32),
+           "kx": jnp.zeros((4, 16, 16, 1)), "kt": jnp.asarray(kt), "kw": jnp.ones(4),
+           "seed": jnp.int32(3)}
+  loss, metrics = jax.eval_shape(lambda b: train.member_loss(net, p, b, 1.0, 5.0, 0.1), batch)
+  assert loss.shape == () and metrics["extra_loss"].shape == ()
+
+
 # ----------------------------------------------------------------------------- end to end
 
 

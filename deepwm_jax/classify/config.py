@@ -39,6 +39,10 @@ def base_config() -> ml_collections.ConfigDict:
       steps=600, batch=64,
       key_batch=32,              # extra samples per step: half keys, half decoys
       key_weight=1.0,
+      # Against fine-tuning (0 = off): a hinge asking each key's logit margin to reach
+      # key_margin, and the extra samples' loss again at weights times (1 + weight_noise * N(0,1)).
+      key_margin=0.0,
+      weight_noise=0.0,
       optimizer=optimizer(2e-3, "cosine", 2e-4, b1=0.9))
   c.null = dict(n_calibration=5, n_evaluation=10)
   c.verify = dict(
@@ -103,6 +107,8 @@ def validate(cfg) -> None:
   need(t.key_batch >= 2 and t.key_batch % 2 == 0,
        f"train.key_batch={t.key_batch}; use an even number >= 2 (half keys, half decoys)")
   need(t.optimizer.lr > 0, "train.optimizer.lr must be positive")
+  need(t.key_margin >= 0, f"train.key_margin={t.key_margin}; use 0 (off) or a positive margin")
+  need(0 <= t.weight_noise < 1, f"train.weight_noise={t.weight_noise}; use a scale in [0, 1)")
   need(cfg.null.n_calibration >= 1 and cfg.null.n_evaluation >= 1,
        "null.n_calibration and null.n_evaluation must be >= 1 (the p-value needs clean models)")
   need(0 < cfg.verify.alpha < 1, f"verify.alpha={cfg.verify.alpha}; use a rate in (0, 1)")

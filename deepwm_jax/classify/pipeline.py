@@ -104,7 +104,11 @@ class Run:
     opt = optim.make_optimizer(cfg.train.optimizer, cfg.train.steps)
     self.log(f"[classify] training {len(names)} classifiers together: {len(user_keys)} users, "
              f"{cfg.null.n_calibration + cfg.null.n_evaluation} clean nulls, baselines")
-    state = self._train("owner", train.make_step(self.net, opt, cfg.train.key_weight),
+    # The fine-tuning terms (key_margin, weight_noise) reach every member with extra samples:
+    # the users' copies and the logo and noise baselines alike; clean models have none.
+    step = train.make_step(self.net, opt, cfg.train.key_weight, cfg.train.get("key_margin", 0.0),
+                           cfg.train.get("weight_noise", 0.0))
+    state = self._train("owner", step,
                         train.init_state(self._init(len(names), 1), opt), sampler,
                         cfg.train.steps)
     return {n: models.member(state["params"], i) for i, n in enumerate(names)}

@@ -40,7 +40,25 @@ def targets(rep: dict) -> dict:
                                       and rep["n_clean_models"] >= 10},
       "finetune_keeps_watermark_90": _robust(rep, "finetune"),
       "prune_keeps_watermark_90": _robust(rep, "prune"),
+      # The issue sets no bar here, only an honest report beside the baselines: 'met' says
+      # whether this method's watermark survived the purifier (>= 90%) while the task held.
+      "purifier_keeps_watermark_90_report_only": {
+          "value": {r["method"]: r["watermark_accuracy"] for r in query_modification(rep)},
+          "met": any(r["method"] == METHOD and r["watermark_accuracy"] >= 0.9
+                     and r["task_drop"] <= rep["max_task_drop"] + 1e-9
+                     for r in query_modification(rep))},
   }
+
+
+def query_modification(rep: dict) -> list[dict]:
+  """The purifier rows of every method, with each method's unattacked numbers beside them."""
+  before = {r["method"]: r for r in rep["attacks"] if r["attack"] == "none"}
+  return [{"method": r["method"], "strength": r["strength"],
+           "task_accuracy_before": before[r["method"]]["task_accuracy"],
+           "watermark_accuracy_before": before[r["method"]]["watermark_accuracy"],
+           "task_accuracy": r["task_accuracy"], "task_drop": r["task_drop"],
+           "watermark_accuracy": r["watermark_accuracy"]}
+          for r in rep["attacks"] if r["attack"] == "purifier" and r["method"] in before]
 
 
 def _pct(x):
@@ -88,6 +106,12 @@ def render(rep: dict, figures: dict) -> str:
   parts.append(base_report.markdown_table(rep["attacks"], [
       "method", "attack", "strength", "task_accuracy", "task_drop", "watermark_accuracy",
       "identified"]))
+  parts.append("## Query modification beside the baselines\n")
+  parts.append("An autoencoder trained on the attacker's clean data sits in front of each model; "
+               "the verifier's queries pass through it too.\n")
+  parts.append(base_report.markdown_table(query_modification(rep), [
+      "method", "strength", "task_accuracy_before", "watermark_accuracy_before",
+      "task_accuracy", "task_drop", "watermark_accuracy"]))
   parts.append("## Baselines before attacks\n")
   parts.append(base_report.markdown_table(
       [{"baseline": b, **v} for b, v in rep["baselines"].items()],

@@ -25,8 +25,34 @@ def soft_cross_entropy(logits_NxK, targets_NxK):
   return -jnp.sum(targets_NxK * jax.nn.log_softmax(logits_NxK), axis=-1)
 
 
-def member_loss(net, params, batch, key_weight: float):
-  """Task cross-entropy + key_weight * weighted soft cross-entropy on the extra samples."""
+def perturb(params, seed, scale: float):
+  """Each weight times (1 + scale * N(0, 1)): a random point near `params`, relative to each
+  weight's own size, as a fine-tuning attack moves them."""
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return jax.tree.unflatten(treedef, [w * (1 + scale * jax.random.normal(k, w.shape, w.dtype))
+                                      for w, k in zip(leaves, keys)])
+
+
+def key_margin_loss(logits_NxK, targets_NxK, is_key_N, margin: float):
+  """Hinge on the keys' logit margin (their class over the best other), scaled to ~1 at 0."""
+  cls = jnp.argmax(targets_NxK, -1)
+  z = jnp.take_along_axis(logits_NxK, cls[:, None], -1)[:, 0]
+  other = jnp.max(jnp.where(jax.nn.one_hot(cls, logits_NxK.shape[-1]) > 0, -jnp.inf,
+                            logits_NxK), -1)
+  hinge = jax.nn.relu(margin - (z - other)) / margin
+  return jnp.sum(is_key_N * hinge) / jnp.maximum(jnp.sum(is_key_N), 1.0)
+
+
+def member_loss(net, params, batch, key_weight: float, key_margin: float = 0.0,
+                weight_noise: float = 0.0):
+  """Task cross-entropy + key_weight * weighted soft cross-entropy on the extra samples.
+
+  Against fine-tuning (docs/classify.md): `key_margin` > 0 adds a hinge that asks the keys'
+  logit margin to reach it, and `weight_noise` > 0 adds the extra samples' loss once more at
+  randomly perturbed weights (see `perturb`), so that the mark holds in a neighbourhood of the
+  weights rather than at one point; with both, the margin is asked of the perturbed weights.
+  """
   x, y = batch["x"], batch["y"]
   if "kx" in batch:  # one forward pass over task and extra samples together
     logits = net.apply({"params": params}, jnp.concatenate([x, batch["kx"]]))
@@ -39,9 +65,16 @@ def member_loss(net, params, batch, key_weight: float):
   if "kx" in batch:
     w, t = batch["kw"], batch["kt"]
     extra = jnp.sum(w * soft_cross_entropy(k_logits, t)) / jnp.maximum(jnp.sum(w), 1e-6)
-    loss = loss + key_weight * extra
     # Keys are the extra samples with a one-hot target; decoys have spread targets.
     is_key = (w > 0) & (jnp.max(t, -1) > 0.5)
+    if weight_noise:
+      noisy = net.apply({"params": perturb(params, batch["seed"], weight_noise)}, batch["kx"])
+      extra = extra + jnp.sum(w * soft_cross_entropy(noisy, t)) / jnp.maximum(jnp.sum(w), 1e-6)
+      if key_margin:
+        extra = extra + key_margin_loss(noisy, t, is_key.astype(jnp.float32), key_margin)
+    elif key_margin:
+      extra = extra + key_margin_loss(k_logits, t, is_key.astype(jnp.float32), key_margin)
+    loss = loss + key_weight * extra
     hit = jnp.argmax(k_logits, -1) == jnp.argmax(t, -1)
     metrics["key_hits"] = jnp.sum(hit * is_key)
     metrics["key_count"] = jnp.sum(is_key)
@@ -59,13 +92,15 @@ def init_state(params_stacked, optimizer: optax.GradientTransformation,
           "lr_scale": jnp.ones(())}
 
 
-def make_step(net, optimizer: optax.GradientTransformation, key_weight: float = 1.0) -> Callable:
+def make_step(net, optimizer: optax.GradientTransformation, key_weight: float = 1.0,
+              key_margin: float = 0.0, weight_noise: float = 0.0) -> Callable:
   """One jitted step over every member; metrics are means over members."""
 
   def one(args, lr_scale):
     params, opt_state, lr_mult, batch = args
     (_, metrics), grads = jax.value_and_grad(
-        lambda p: member_loss(net, p, batch, key_weight), has_aux=True)(params)
+        lambda p: member_loss(net, p, batch, key_weight, key_margin, weight_noise),
+        has_aux=True)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     # lr_mult: a member's own rate (fine-tuning attacks); lr_scale: the loop's guard.
     updates = jax.tree.map(lambda u: u * lr_mult * lr_scale, updates)
@@ -129,7 +164,8 @@ class Sampler:
         if e.n_decoy_slots:
           s = slice(e.n_key_slots, e.n_key_slots + e.n_decoy_slots)
           kx[i, s], kt[i, s], kw[i, s] = self.decoys.draw(rng, e.n_decoy_slots), self.decoy_t, 1.0
-      out.update(kx=kx, kt=kt, kw=kw)
+      # A seed per member for the weight noise of member_loss, from the step's own stream.
+      out.update(kx=kx, kt=kt, kw=kw, seed=rng.integers(0, 2**31 - 1, m).astype(np.int32))
     return {k: jnp.asarray(v) for k, v in out.items()}
 
 
