@@ -59,8 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.stage1 = dict(
       steps=1500, batch=16, loss_scale=1e4,
-      weights=dict(fidelity=50.0, fidelity_l1=0.0, gan=0.01, watermark=1.0, clean=1.0,
-                   consistency=1.0, discriminator=1.0),
+      # fidelity on the s-scaled MSE; fidelity_l1 and fidelity_ssim (on 1 - SSIM) unscaled.
+      weights=dict(fidelity=50.0, fidelity_l1=0.0, fidelity_ssim=0.0, gan=0.01, watermark=1.0,
+                   clean=1.0, consistency=1.0, discriminator=1.0),
       optimizer=optimizer(1e-3, "cosine", 1e-4, agc=0.01),
       discriminator_optimizer=optimizer(2e-4))
 

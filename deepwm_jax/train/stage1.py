@@ -1,6 +1,7 @@
 """Stage 1: train the barrier - embedder H, extractor R and discriminator D together.
 
 L_H = s * fidelity * MSE(B', B) + gan * LSGAN_G(D(B'))
+      [+ fidelity_l1 * L1(B', B) + fidelity_ssim * (1 - SSIM(B', B))]
 L_R = s * [watermark * MSE(R(B'), w) + clean * (MSE(R(A), blank) + MSE(R(B), blank))
            + consistency * MSE(R(B'_first half), R(B'_second half))]
 H and R step together on L_H + L_R; D steps on s * d * LSGAN_D(D(B), D(B')). s = loss_scale
@@ -68,6 +69,10 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
     gan = losses.lsgan_generator(D.apply(state["discriminator"], b_wm))
     loss = (s * (wt.fidelity * fid + wt.watermark * wm + wt.clean * clean
                  + wt.consistency * cons) + wt.gan * gan + wt.fidelity_l1 * losses.l1(b_wm, b))
+    if wt.get("fidelity_ssim", 0.0):
+      # SSIM minds changes in flat areas more than in texture: this term moves the watermark
+      # energy into textures at the same MSE.
+      loss = loss + wt.fidelity_ssim * losses.pixel_loss("ssim", b_wm, b)
     metrics = {"loss": loss, "fid_mse": fid, "psnr": jnp.mean(_psnr(b_wm, b)), "wm_mse": wm,
                "clean_mse": clean, "cons_mse": cons, "gan_g": gan}
     return loss, (metrics, emb_vars, b_wm)
