@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 
 # OpenMP's default spin-waiting collapses when another process shares the cores (a 64 px step
@@ -42,14 +43,14 @@ class UnetBlock(nn.Module):
   outermost transposed conv)."""
 
   def __init__(self, outer_nc, inner_nc, input_nc=None, submodule=None, outermost=False,
-               innermost=False):
+               innermost=False, activation=True):
     super().__init__()
     self.outermost = outermost
     input_nc = outer_nc if input_nc is None else input_nc
     down = nn.Conv2d(input_nc, inner_nc, 4, 2, 1, bias=False)
     if outermost:
       up = nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, 2, 1)
-      layers = [down, submodule, nn.ReLU(True), up, nn.Sigmoid()]
+      layers = [down, submodule, nn.ReLU(True), up] + ([nn.Sigmoid()] if activation else [])
     elif innermost:
       up = nn.ConvTranspose2d(inner_nc, outer_nc, 4, 2, 1, bias=False)
       layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True), up, nn.BatchNorm2d(outer_nc)]
@@ -65,16 +66,59 @@ class UnetBlock(nn.Module):
     return torch.cat([x, self.model(x)], 1)
 
 
-def embedder(channels, image_size, ngf):
-  """H: U-Net with num_downs = log2(size) - 1; input (image, watermark), output image."""
-  num_downs = int(math.log2(image_size)) - 1
-  block = UnetBlock(ngf * 8, ngf * 8, innermost=True)
-  for _ in range(num_downs - 5):
-    block = UnetBlock(ngf * 8, ngf * 8, submodule=block)
-  block = UnetBlock(ngf * 4, ngf * 8, submodule=block)
-  block = UnetBlock(ngf * 2, ngf * 4, submodule=block)
-  block = UnetBlock(ngf, ngf * 2, submodule=block)
-  return UnetBlock(channels, ngf, input_nc=2 * channels, submodule=block, outermost=True)
+def level_features(ngf, num_downs):
+  return [ngf * min(2**i, 8) for i in range(num_downs)]
+
+
+def unet(channels, image_size, ngf, num_downs=0, in_channels=None):
+  """pix2pix U-Net body (pre-activation output); num_downs 0 means log2(size) - 1 levels,
+  level i has ngf * min(2**i, 8) channels (deepwm_jax.models.unet)."""
+  feats = level_features(ngf, num_downs or int(math.log2(image_size)) - 1)
+  block = UnetBlock(feats[-2], feats[-1], innermost=True)
+  for i in range(len(feats) - 2, 0, -1):
+    block = UnetBlock(feats[i - 1], feats[i], submodule=block)
+  return UnetBlock(channels, feats[0], input_nc=in_channels or 2 * channels, submodule=block,
+                   outermost=True, activation=False)
+
+
+class Generator(nn.Module):
+  """Image -> image in [0, 1] (deepwm_jax.models.Generator): 'sigmoid' (the reference),
+  'residual' (x + scale * tanh(h), clipped), 'tanh01', 'linear'; `cond` is concatenated."""
+
+  def __init__(self, body, output="sigmoid", residual_scale=0.1):
+    super().__init__()
+    self.body, self.output, self.residual_scale = body, output, residual_scale
+
+  def forward(self, x, cond=None):
+    inp = x if cond is None else torch.cat([x, cond.expand_as(x)], 1)
+    h = self.body(inp)
+    if self.output == "sigmoid":
+      return torch.sigmoid(h)
+    if self.output == "residual":
+      return torch.clamp(x + self.residual_scale * torch.tanh(h), 0.0, 1.0)
+    if self.output == "tanh01":
+      return 0.5 * (torch.tanh(h) + 1.0)
+    return h
+
+
+def embedder(channels, image_size, ngf, num_downs=0, output="sigmoid", residual_scale=0.1):
+  """H: U-Net on (image, watermark); the reference: num_downs = log2(size) - 1, sigmoid."""
+  return Generator(unet(channels, image_size, ngf, num_downs), output, residual_scale)
+
+
+class PlainCNN(nn.Module):
+  """DnCNN-like surrogate (deepwm_jax.models.cnn): residual output, InstanceNorm inside."""
+
+  def __init__(self, channels, ngf=32, depth=8):
+    super().__init__()
+    layers = [nn.Conv2d(channels, ngf, 3, 1, 1), nn.ReLU(True)]
+    for _ in range(depth - 2):
+      layers += _conv_in_relu(ngf, ngf)
+    layers.append(nn.Conv2d(ngf, channels, 3, 1, 1))
+    self.body = nn.Sequential(*layers)
+
+  def forward(self, x):
+    return x + self.body(x)
 
 
 def _conv_in_relu(cin, cout, k=3, stride=1, dilation=1, bias=False):
@@ -95,19 +139,21 @@ class ResBlock(nn.Module):
     return F.relu(x + self.body(x))
 
 
-def extractor(channels, ch):
-  """R: three stem convs (the third stride 2), nine dilated residual blocks, back up."""
+def extractor(channels, ch, dilations=(2, 2, 2, 2, 4, 4, 4, 4, 1), output="relu"):
+  """R: three stem convs (the third stride 2), dilated residual blocks, back up."""
+  head = [nn.ReLU(True)] if output == "relu" else [nn.Sigmoid()] if output == "sigmoid" else []
   return nn.Sequential(
       *_conv_in_relu(channels, ch), *_conv_in_relu(ch, ch), *_conv_in_relu(ch, ch, stride=2),
-      *[ResBlock(ch, d) for d in (2, 2, 2, 2, 4, 4, 4, 4, 1)],
+      *[ResBlock(ch, d) for d in dilations],
       nn.ConvTranspose2d(ch, ch, 4, 2, 1), nn.InstanceNorm2d(ch, affine=True), nn.ReLU(True),
       *_conv_in_relu(ch, ch, bias=True),
-      nn.Conv2d(ch, channels, 1), nn.ReLU(True))
+      nn.Conv2d(ch, channels, 1), *head)
 
 
-def discriminator(channels, base=64):
-  """D: PatchGAN, four 3x3 stride-2 convs, InstanceNorm (no affine) on the last three."""
-  widths = [base, 2 * base, 4 * base, 8 * base]
+def discriminator(channels, base=64, widths=None):
+  """D: PatchGAN, 3x3 stride-2 convs (64-128-256-512 in the reference), InstanceNorm (no
+  affine) on all but the first."""
+  widths = widths or [base, 2 * base, 4 * base, 8 * base]
   layers, cin = [], channels
   for i, w in enumerate(widths):
     layers.append(nn.Conv2d(cin, w, 3, 2, 1))
@@ -145,12 +191,38 @@ def check_paper_counts():
 # ---------------------------------------------------------------------------------------------
 # Stage-1 step (METHOD.md "Stage-1 losses")
 
-def make_step(h, r, d, opt_hr, opt_d):
+def adaptive_grad_clip(modules, clip, eps=1e-3):
+  """optax.adaptive_grad_clip on torch gradients: each output unit's gradient norm is kept
+  below clip * max(its weight norm, eps) (norms over all axes but the output-channel one;
+  vectors elementwise)."""
+  with torch.no_grad():
+    for m in (m for net in modules for m in net.modules()):
+      for name, p in m.named_parameters(recurse=False):
+        if p.grad is None:
+          continue
+        out_axis = 1 if isinstance(m, nn.ConvTranspose2d) and name == "weight" else 0
+        dims = tuple(i for i in range(p.ndim) if i != out_axis) if p.ndim > 1 else None
+        def unit_norm(x):
+          return x.abs() if dims is None else torch.linalg.vector_norm(x, dim=dims, keepdim=True)
+        max_norm = unit_norm(p).clamp_min(eps) * clip
+        g_norm = unit_norm(p.grad)
+        p.grad.mul_(torch.where(g_norm < max_norm, torch.ones_like(g_norm),
+                                max_norm / g_norm.clamp_min(1e-6)))
+
+
+def _adam(params, opt):
+  return torch.optim.Adam(params, opt.get("lr", 2e-4),
+                          betas=(opt.get("b1", 0.5), opt.get("b2", 0.999)))
+
+
+def make_step(h, r, d, opt_hr, opt_d, agc_hr=0.0, agc_d=0.0):
+  """The stage-1 step (METHOD.md "Stage-1 losses"); agc_* > 0 clips gradients like optax's
+  adaptive_grad_clip before Adam (the small-scale configs use it)."""
   mse = F.mse_loss
 
   def step(a, b, watermark, blank):
     batch = b.shape[0]
-    marked = h(torch.cat([b, watermark.expand_as(b)], 1))
+    marked = h(b, watermark)
     # R sees B', A and B in one batch: InstanceNorm is per image, so this is the same function
     # as three calls, and what a fast implementation would do.
     extracted = r(torch.cat([marked, a, b], 0))
@@ -163,14 +235,45 @@ def make_step(h, r, d, opt_hr, opt_d):
                     + mse(r_marked[:half], r_marked[half:]))
     opt_hr.zero_grad(set_to_none=True)
     (loss_h + loss_r).backward()
+    if agc_hr:
+      adaptive_grad_clip((h, r), agc_hr)
     opt_hr.step()
     d_real, d_fake = d(b), d(marked.detach())
     loss_d = 1e4 * 0.5 * (mse(d_real, torch.ones_like(d_real))
                           + mse(d_fake, torch.zeros_like(d_fake)))
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
+    if agc_d:
+      adaptive_grad_clip((d,), agc_d)
     opt_d.step()
     return float(loss_h.detach() + loss_r.detach()), float(loss_d.detach())
+  return step
+
+
+def image_model(spec, channels, image_size):
+  """A surrogate / task model from its spec (deepwm_jax.models.image_model): unet or cnn."""
+  if spec["arch"] == "unet":
+    body = unet(channels, image_size, spec["ngf"], spec.get("num_downs", 0),
+                in_channels=channels)
+    return Generator(body, spec.get("output", "residual"), spec.get("residual_scale", 0.5))
+  if spec["arch"] == "cnn":
+    return PlainCNN(channels, spec["ngf"], spec.get("depth", 8))
+  raise ValueError(f"no PyTorch reference for arch {spec['arch']!r} (unet and cnn are here)")
+
+
+def make_imitation_step(model, opt, loss, agc=0.0):
+  """One supervised step x -> y (deepwm_jax.train.imitation): the surrogate's training."""
+  pixel = F.l1_loss if loss == "l1" else F.mse_loss
+
+  def step(x, y):
+    out = model(x)
+    value = pixel(out, y)
+    opt.zero_grad(set_to_none=True)
+    value.backward()
+    if agc:
+      adaptive_grad_clip((model,), agc)
+    opt.step()
+    return float(value.detach())
   return step
 
 
@@ -208,22 +311,58 @@ def step_flops(step, args):
   return counter.get_total_flops()
 
 
+def reference_case(image_size, ngf, extractor_channels, batch=8, channels=1, disc_channels=64):
+  """A stage-1 case with the reference architectures (what `bench_config` and the table use)."""
+  return {"kind": "stage1", "image_size": image_size, "channels": channels, "batch": batch,
+          "embedder": {"ngf": ngf, "num_downs": 0, "output": "sigmoid"},
+          "extractor": {"channels": extractor_channels,
+                        "dilations": [2, 2, 2, 2, 4, 4, 4, 4, 1], "output": "relu"},
+          "disc_widths": [disc_channels * m for m in (1, 2, 4, 8)]}
+
+
+def build_case(case):
+  """(step, args, params) for a case description (the JSON `deepwm bench` sends): kind
+  'stage1' (H, R, D) or 'imitation' (one surrogate; `members` > 1 runs that many independent
+  models one after the other, as PyTorch would train a zoo)."""
+  torch.manual_seed(0)
+  size, c, batch = case["image_size"], case["channels"], case["batch"]
+  shape = (batch, c, size, size)
+  if case["kind"] == "stage1":
+    e, x = case["embedder"], case["extractor"]
+    h = embedder(c, size, e["ngf"], e.get("num_downs", 0), e.get("output", "sigmoid"),
+                 e.get("residual_scale", 0.1))
+    r = extractor(c, x["channels"], tuple(x["dilations"]), x.get("output", "relu"))
+    d = discriminator(c, widths=list(case["disc_widths"]))
+    for net in (h, r, d):
+      init_reference(net)
+      net.train()
+    opt_g, opt_d = case.get("optimizer", {}), case.get("disc_optimizer", {})
+    step = make_step(h, r, d, _adam(list(h.parameters()) + list(r.parameters()), opt_g),
+                     _adam(d.parameters(), opt_d), opt_g.get("agc", 0.0), opt_d.get("agc", 0.0))
+    a, b = torch.rand(shape), torch.rand(shape)
+    watermark = (torch.rand((1,) + shape[1:]) > 0.5).float()
+    args = (a, b, watermark, torch.ones((1,) + shape[1:]))
+    return step, args, {"embedder": count(h), "extractor": count(r), "discriminator": count(d)}
+  if case["kind"] == "imitation":
+    spec, steps, models = case["model"], [], []
+    for _ in range(case.get("members", 1)):
+      model = image_model(spec, c, size)
+      init_reference(model)
+      model.train()
+      opt = spec.get("optimizer", {})
+      steps.append(make_imitation_step(model, _adam(model.parameters(), opt),
+                                       spec.get("loss", "l2"), opt.get("agc", 0.0)))
+      models.append(model)
+    args = (torch.rand(shape), torch.rand(shape))
+    step = steps[0] if len(steps) == 1 else lambda *a: [s(*a) for s in steps]
+    return step, args, {"model": count(models[0])}
+  raise ValueError(f"unknown case kind {case['kind']!r}; use stage1 or imitation")
+
+
 def bench_config(image_size, ngf, extractor_channels, batch, channels, disc_channels, warmup,
                  steps):
-  torch.manual_seed(0)
-  h, r = embedder(channels, image_size, ngf), extractor(channels, extractor_channels)
-  d = discriminator(channels, disc_channels)
-  for net in (h, r, d):
-    init_reference(net)
-    net.train()
-  opt_hr = torch.optim.Adam(list(h.parameters()) + list(r.parameters()), 2e-4, betas=(0.5, 0.999))
-  opt_d = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
-  step = make_step(h, r, d, opt_hr, opt_d)
-  shape = (batch, channels, image_size, image_size)
-  a, b = torch.rand(shape), torch.rand(shape)
-  watermark = (torch.rand((1,) + shape[1:]) > 0.5).float()
-  blank = torch.ones((1,) + shape[1:])
-  args = (a, b, watermark, blank)
+  case = reference_case(image_size, ngf, extractor_channels, batch, channels, disc_channels)
+  step, args, params = build_case(case)
   flops = step_flops(step, args)
   median_s, min_s = _median_step_seconds(step, args, warmup, steps)
   return {"name": f"stage1 {image_size}px ngf{ngf} R{extractor_channels}",
@@ -233,7 +372,40 @@ def bench_config(image_size, ngf, extractor_channels, batch, channels, disc_chan
           "ngf": ngf, "extractor_channels": extractor_channels, "disc_channels": disc_channels,
           "batch": batch, "s_per_step": median_s, "min_s_per_step": min_s,
           "steps_per_s": 1 / median_s, "images_per_s": batch / median_s, "flops": flops,
-          "params": {"embedder": count(h), "extractor": count(r), "discriminator": count(d)}}
+          "params": params}
+
+
+def serve(inp, out):
+  """Line protocol for `deepwm bench --torch`: the JAX process sends one JSON request per
+  line and reads one JSON reply, so that it can interleave PyTorch steps with its own.
+
+  {"cmd": "info"} -> versions, threads and this framework's matmul peak
+  {"cmd": "setup", "case": {...}} -> parameter counts and FLOPs per step (one step run)
+  {"cmd": "step"} -> {"s": seconds of one step of the last case set up}
+  {"cmd": "quit"}
+  """
+  step = args = None
+  for line in inp:
+    req = json.loads(line)
+    try:
+      if req["cmd"] == "info":
+        reply = {"torch_version": torch.__version__, "threads": torch.get_num_threads(),
+                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                 "peak_flops": matmul_peak_flops()}
+      elif req["cmd"] == "setup":
+        step, args, params = build_case(req["case"])
+        reply = {"params": params, "flops": step_flops(step, args)}
+        step(*args)  # warm-up after the counting pass
+      elif req["cmd"] == "step":
+        reply = {"s": _timed(lambda: step(*args))}
+      elif req["cmd"] == "quit":
+        return
+      else:
+        reply = {"error": f"unknown cmd {req['cmd']!r}"}
+    except Exception as e:  # pylint: disable=broad-except
+      reply = {"error": f"{type(e).__name__}: {e}"}
+    out.write(json.dumps(reply) + "\n")
+    out.flush()
 
 
 def main(argv=None):
@@ -249,8 +421,13 @@ def main(argv=None):
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--json", default=None, help="write the records (a list) here")
+  p.add_argument("--serve", action="store_true",
+                 help="answer `deepwm bench --torch` requests on stdin/stdout (see `serve`)")
   args = p.parse_args(argv)
   torch.set_num_threads(args.threads)
+  if args.serve:
+    serve(sys.stdin, sys.stdout)
+    return
   print("paper-scale parameter counts match the reference:", check_paper_counts())
   peak = matmul_peak_flops()
   print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}; "

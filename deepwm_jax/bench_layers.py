@@ -35,6 +35,17 @@ SHAPES = [
     ("convT4x4 32>64px 128>64", "convT", 4, 2, 1, 1, 128, 64, 32),
     ("convT4x4 64>128px 32>16", "convT", 4, 2, 1, 1, 32, 16, 64),
     ("convT4x4 16>32px 256>128", "convT", 4, 2, 1, 1, 256, 128, 16),
+    # The innermost U-Net levels (2x2 and 4x4 at every image size) and D's last convs.
+    ("tiny conv3x3 2px 128>256", "conv", 3, 1, 1, 1, 128, 256, 2),
+    ("tiny conv3x3 4px 128>256", "conv", 3, 1, 1, 1, 128, 256, 4),
+    ("tiny conv3x3 8px 64>128", "conv", 3, 1, 1, 1, 64, 128, 8),
+    ("tiny conv3x3 16px 32>64", "conv", 3, 1, 1, 1, 32, 64, 16),
+    ("tiny conv4x4 s2 4px 64>128", "conv", 4, 2, 1, 1, 64, 128, 4),
+    ("tiny conv4x4 s2 8px 32>64", "conv", 4, 2, 1, 1, 32, 64, 8),
+    ("tiny conv3x3 s2 4px 64>128", "conv", 3, 2, 1, 1, 64, 128, 4),
+    ("tiny conv3x3 s2 8px 32>64", "conv", 3, 2, 1, 1, 32, 64, 8),
+    ("tiny convT4x4 2>4px 128>64", "convT", 4, 2, 1, 1, 128, 64, 2),
+    ("tiny convT4x4 4>8px 128>32", "convT", 4, 2, 1, 1, 128, 32, 4),
 ]
 
 
@@ -94,7 +105,8 @@ def bench_shape(shape, batch, reps, impls=None):
   resolve = layers.resolve_conv_impl if op == "conv" else layers.resolve_conv_transpose_impl
   return {"name": name, "op": op, "kernel": k, "stride": stride, "dilation": dilation,
           "in_ch": cin, "out_ch": cout, "size": size, "batch": batch,
-          "auto_picks": resolve("auto", k, stride, dilation if op == "conv" else padding),
+          "auto_picks": (layers.resolve_conv_impl("auto", k, stride, dilation, size * size)
+                         if op == "conv" else resolve("auto", k, stride, padding)),
           "jax_version": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "seconds": secs, "speedup_vs_xla": {i: secs["xla"] / s for i, s in secs.items()}}
 

@@ -44,7 +44,15 @@ def _parser():
   g.add_argument("--kit")
   _classify_parser(sub)
   _attack_parser(sub)
+  _bench_parser(sub)
   return p
+
+
+def _bench_parser(sub):
+  from deepwm_jax import bench
+  bench.add_arguments(sub.add_parser(
+      "bench", help="steps/s, FLOPs and fraction of peak of the training steps (vs PyTorch "
+                    "with --torch); docs/performance.md"))
 
 
 def _attack_parser(sub):
@@ -206,6 +214,13 @@ def cmd_classify(args, overrides):
   return commands.main(args, overrides, log=_log)
 
 
+def cmd_bench(args, overrides):
+  from deepwm_jax import bench
+  _no_overrides(overrides, "bench")
+  bench.run(args)
+  return 0
+
+
 def cmd_attack(args, overrides):
   from deepwm_jax.zoo import commands
   return commands.main(args, overrides, log=_log)
@@ -213,7 +228,7 @@ def cmd_attack(args, overrides):
 
 COMMANDS = {"run": cmd_run, "embed": cmd_embed, "verify": cmd_verify, "describe": cmd_describe,
             "kit-info": cmd_kit_info,
-            "classify": cmd_classify, "attack": cmd_attack}
+            "classify": cmd_classify, "attack": cmd_attack, "bench": cmd_bench}
 
 
 def main(argv=None) -> int:

@@ -48,6 +48,8 @@ def _rand(shape, seed):
 CONV_CASES = [  # (kernel, stride, padding, dilation, size)
     (3, 1, 1, 1, 8), (3, 2, 1, 1, 8), (3, 1, 2, 2, 9), (3, 1, 4, 4, 12),
     (4, 2, 1, 1, 8), (1, 1, 0, 1, 5), (3, 2, 1, 1, 7),
+    # tiny images, where 'auto' runs im2col + GEMM on CPU
+    (3, 1, 1, 1, 2), (4, 2, 1, 1, 4), (3, 2, 1, 1, 3), (3, 1, 2, 2, 4),
 ]
 
 
@@ -116,8 +118,11 @@ def test_conv_transpose2d_impls_match_xla_with_gradients(impl, size):
 
 
 def test_auto_is_plain_xla_off_cpu(monkeypatch):
+  assert layers.resolve_conv_impl("auto", 3, 1, 1, 4) == "patches"  # the tests run on CPU
+  assert layers.resolve_conv_impl("auto", 3, 1, 1, 64 * 64) == "xla"
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert layers.resolve_conv_impl("auto", 3, 1, 1) == "xla"
+  assert layers.resolve_conv_impl("auto", 3, 1, 1, 4) == "xla"
   assert layers.resolve_conv_transpose_impl("auto", 4, 2, 1) == "xla"
 
 
@@ -152,3 +157,51 @@ def test_cpu_compiler_options_keep_results(monkeypatch):
   _assert_same(tuned(x, w), jax.jit(step)(x, w))
   monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
   assert layers.cpu_compiler_options() == {}
+
+
+def test_add_bias_and_channel_sum_match_plain_add_with_gradients():
+  y, b = jnp.asarray(_rand((3, 5, 4, 6), 14)), jnp.asarray(_rand((6,), 15))
+  probe = jnp.asarray(_rand((3, 5, 4, 6), 16))
+  fast = jax.value_and_grad(lambda y, b: jnp.sum(layers.add_bias(y, b) * probe), (0, 1))
+  plain = jax.value_and_grad(lambda y, b: jnp.sum((y + b) * probe), (0, 1))
+  (v1, g1), (v2, g2) = jax.jit(fast)(y, b), jax.jit(plain)(y, b)
+  np.testing.assert_allclose(v1, v2, rtol=1e-6)
+  _assert_same(g1, g2)
+  np.testing.assert_allclose(layers.channel_sum(probe), np.sum(np.asarray(probe), (0, 1, 2)),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_auto_modules_match_xla_parameter_gradients(size=2):
+  """Whole layers with bias, as training uses them: 'auto' (patches on the 2x2 image, the
+  GEMV bias gradient, the sub-pixel transposed conv) against plain XLA, every gradient."""
+  x = jnp.asarray(_rand((2, size, size, 3), 17))
+  mods = {"conv": layers.Conv(4, 3, 1, 1), "down": layers.Conv(4, 4, 2, 1),
+          "convT": layers.ConvTranspose(4)}
+  for name, mod in mods.items():
+    params = mod.init(jax.random.key(1), x)
+    params = jax.tree.map(lambda p: p + 0.1, params)  # a nonzero bias
+    def loss(impl):
+      return jax.jit(jax.value_and_grad(
+          lambda p, x: jnp.sum(jnp.sin(mod.clone(impl=impl).apply(p, x))), (0, 1)))
+    (v_auto, g_auto), (v_xla, g_xla) = loss("auto")(params, x), loss("xla")(params, x)
+    np.testing.assert_allclose(v_auto, v_xla, rtol=1e-5, err_msg=name)
+    _assert_same(jax.tree.leaves(g_auto), jax.tree.leaves(g_xla))
+
+
+def test_instance_norm_matches_flax_with_gradients():
+  """The CPU InstanceNorm: flax's parameter tree and values, outputs and every gradient."""
+  import flax.linen as nn
+  x = jnp.asarray(_rand((2, 5, 5, 3), 18))
+  ours, flax_norm = layers.InstanceNorm(), nn.InstanceNorm(epsilon=1e-5)
+  params = flax_norm.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == \
+      jax.tree.map(jnp.shape, params)
+  params = {"params": {"scale": params["params"]["scale"] + 0.3,
+                       "bias": params["params"]["bias"] - 0.2}}
+  probe = jnp.asarray(_rand(x.shape, 19))
+  def grads(mod):
+    return jax.jit(jax.value_and_grad(lambda p, x: jnp.sum(mod.apply(p, x) * probe), (0, 1)))(
+        params, x)
+  (v1, g1), (v2, g2) = grads(ours), grads(flax_norm)
+  np.testing.assert_allclose(v1, v2, rtol=1e-5)
+  _assert_same(jax.tree.leaves(g1), jax.tree.leaves(g2))

@@ -59,7 +59,11 @@ def _with_params(module, x, op):
   bias = module.param("bias", nn.initializers.zeros, (module.features,)) if module.use_bias else None
   x, kernel = _cast(module.dtype, x, kernel)
   y = op(x, kernel)
-  return y if bias is None else y + bias.astype(y.dtype)
+  if bias is None:
+    return y
+  if module.impl == "auto" and jax.default_backend() == "cpu":
+    return add_bias(y, bias.astype(y.dtype))
+  return y + bias.astype(y.dtype)
 
 
 def _cast(dtype, x, kernel):
@@ -72,18 +76,27 @@ def _cast(dtype, x, kernel):
 # the sub-pixel transposed convolution ran 4-13x faster than XLA's input-dilated one, forward +
 # backward. Matmul formulations of the plain convolutions (im2col + one GEMM, sums of shifted
 # 1x1 convolutions, XLA forward with a GEMM kernel gradient, space-to-depth for stride 2) all
-# ran 0.3-0.9x as fast as XLA's own convolution, so 'auto' keeps XLA's conv for those and only
-# feeds it a materialized input (see `materialize`).
-CONV_IMPLS = ("xla", "auto")
+# ran 0.3-0.9x as fast as XLA's own convolution at 16-128 px, so 'auto' keeps XLA's conv there
+# and only feeds it a materialized input (see `materialize`). On tiny images (the innermost
+# U-Net levels, 2x2 and 4x4 at every image size) XLA:CPU rewrites the convolution into a
+# batch-last layout that runs on a slow generic loop (a 2x2 conv of 16 MFLOP took 40-70 ms):
+# there 'auto' is im2col + one GEMM ('patches').
+CONV_IMPLS = ("xla", "patches", "auto")
 CONV_TRANSPOSE_IMPLS = ("xla", "subpixel", "auto")
+# 'auto' uses 'patches' when the conv's input has at most this many pixels (H * W).
+PATCHES_MAX_PIXELS = 16
 
 
-def resolve_conv_impl(impl, kernel_size, stride, dilation):
-  """The impl `conv2d` runs for `impl` ('auto' is decided here, at trace time)."""
-  del kernel_size, stride, dilation  # no shape has a faster path than XLA's yet
+def resolve_conv_impl(impl, kernel_size, stride, dilation, pixels=None):
+  """The impl `conv2d` runs for `impl` ('auto' is decided here, at trace time, from the input's
+  pixel count H * W: 'patches' for tiny images on CPU, else XLA's conv)."""
+  del kernel_size, stride, dilation  # measured: only the image size decides (see above)
   if impl not in CONV_IMPLS:
     raise ValueError(f"unknown conv impl {impl!r}; use one of {CONV_IMPLS}")
-  return "xla" if impl == "auto" else impl
+  if impl != "auto":
+    return impl
+  tiny = pixels is not None and pixels <= PATCHES_MAX_PIXELS
+  return "patches" if tiny and jax.default_backend() == "cpu" else "xla"
 
 
 def resolve_conv_transpose_impl(impl, kernel_size, stride, padding):
@@ -123,7 +136,9 @@ def _known_cpu_options():
 
 def conv2d(x, kernel, stride, padding, dilation, impl="xla"):
   """Cross-correlation like torch.nn.functional.conv2d, NHWC / HWIO."""
-  resolve_conv_impl(impl, kernel.shape[0], stride, dilation)
+  resolved = resolve_conv_impl(impl, kernel.shape[0], stride, dilation, x.shape[1] * x.shape[2])
+  if resolved == "patches":
+    return _conv_patches(x, kernel, stride, padding, dilation)
   if impl == "auto" and jax.default_backend() == "cpu":
     x = materialize(x)
   return jax.lax.conv_general_dilated(
@@ -131,6 +146,85 @@ def conv2d(x, kernel, stride, padding, dilation, impl="xla"):
       padding=((padding, padding), (padding, padding)),
       rhs_dilation=(dilation, dilation),
       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _conv_patches(x, kernel, stride, padding, dilation):
+  """im2col + one GEMM: the k*k shifted (strided, dilated) views of the padded input side by
+  side in channels, [B*Ho*Wo, k*k*C] @ [k*k*C, O] (HWIO flattens in the same (a, b, c) order).
+  Its gradients are GEMMs and slices/pads, which XLA:CPU runs well at any size."""
+  k = kernel.shape[0]
+  b, h, w, c = x.shape
+  ho = (h + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+  wo = (w + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  views = [jax.lax.slice(xp, (0, i * dilation, j * dilation, 0),
+                         (b, i * dilation + stride * (ho - 1) + 1,
+                          j * dilation + stride * (wo - 1) + 1, c), (1, stride, stride, 1))
+           for i in range(k) for j in range(k)]
+  patches = jnp.concatenate(views, axis=-1).reshape(b * ho * wo, k * k * c)
+  y = jnp.dot(patches, kernel.reshape(k * k * c, -1))
+  return y.reshape(b, ho, wo, -1)
+
+
+@jax.custom_vjp
+def add_bias(y, bias):
+  """y + bias (over the last axis), whose bias gradient is a GEMV rather than a reduction.
+
+  XLA:CPU rewrites a large reduction to [C] into a reduce-window over strided windows (its
+  tree-reduction pass) that ran 2-3x slower than ones @ g.reshape(-1, C).
+  """
+  return y + bias
+
+
+def _add_bias_fwd(y, bias):
+  return y + bias, None
+
+
+def _add_bias_bwd(_, g):
+  return g, channel_sum(g)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+@jax.custom_vjp
+def scale_and_shift(x, scale, bias):
+  """x * scale + bias over the last axis (a norm's affine part), with `add_bias`'s GEMV
+  gradients for scale and bias instead of XLA:CPU's reduce-window."""
+  return x * scale + bias
+
+
+def _scale_and_shift_fwd(x, scale, bias):
+  return x * scale + bias, (x, scale)
+
+
+def _scale_and_shift_bwd(res, g):
+  x, scale = res
+  return g * scale, channel_sum(g * x), channel_sum(g)
+
+
+scale_and_shift.defvjp(_scale_and_shift_fwd, _scale_and_shift_bwd)
+
+
+class InstanceNorm(nn.Module):
+  """flax's nn.InstanceNorm(use_scale=True, use_bias=True) with the same parameters
+  (`scale`, `bias`; the module is named like flax's, so parameter trees do not change) and
+  the affine part through `scale_and_shift` (used on CPU, where its gradients are faster)."""
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
+    y = nn.InstanceNorm(epsilon=self.epsilon, use_scale=False, use_bias=False)(x)
+    return scale_and_shift(y, scale.astype(y.dtype), bias.astype(y.dtype))
+
+
+def channel_sum(g):
+  """Sum over every axis but the last, as a GEMV (see `add_bias`)."""
+  c = g.shape[-1]
+  return jnp.dot(jnp.ones((g.size // max(c, 1),), g.dtype), g.reshape(-1, c))
 
 
 def materialize(x):
@@ -160,7 +254,8 @@ def conv_transpose2d(x, kernel, stride, padding, impl="xla"):
   multiplications by inserted zeros.
   """
   k = kernel.shape[0]
-  if impl == "auto" and jax.default_backend() == "cpu":
+  auto = impl == "auto"
+  if auto and jax.default_backend() == "cpu":
     x = materialize(x)  # see `materialize`: the sub-pixel conv's kernel gradient reads x too
   impl = resolve_conv_transpose_impl(impl, k, stride, padding)
   if impl == "subpixel":
@@ -169,7 +264,9 @@ def conv_transpose2d(x, kernel, stride, padding, impl="xla"):
                        f"(exact upsampling), got k={k}, stride={stride}, padding={padding}; "
                        "use impl='xla' or 'auto'")
     taps, reach = _subpixel_taps(k, stride, padding)
-    y = conv2d(x, _subpixel_kernel(kernel, taps), 1, reach, 1, "xla")
+    t = 2 * reach + 1
+    inner = resolve_conv_impl("auto", t, 1, 1, x.shape[1] * x.shape[2]) if auto else "xla"
+    y = conv2d(x, _subpixel_kernel(kernel, taps), 1, reach, 1, inner)
     return _depth_to_space(y, stride)
   pad = k - 1 - padding
   return jax.lax.conv_general_dilated(

@@ -1,0 +1,59 @@
+"""`deepwm bench`: a tiny case runs and writes its record; bad selections are clear errors."""
+import json
+import os
+
+import pytest
+
+from deepwm_jax import bench, cli
+
+TINY = ["--only", "surrogate-64", "--image-size", "16", "--ngf", "4", "--batch", "2",
+        "--reps", "1"]
+
+
+def test_tiny_case_writes_json_record(tmp_path, capsys):
+  out = tmp_path / "bench.json"
+  assert cli.main(["bench", *TINY, "--json", str(out)]) == 0
+  (rec,) = json.loads(out.read_text())
+  for key in ("name", "image_size", "channels", "ngf", "extractor_channels", "batch",
+              "steps_per_s", "flops", "peak_flops", "compile_s", "images_per_s",
+              "fraction_of_peak", "conv_impl", "load_avg_before"):
+    assert key in rec, key
+  assert (rec["name"], rec["image_size"], rec["ngf"], rec["batch"]) == ("surrogate-64", 16, 4, 2)
+  assert rec["conv_impl"] == "auto" and rec["params"]["model"] > 0
+  assert rec["steps_per_s"] > 0 and rec["flops"] > 0 and rec["peak_flops"] > 1e8
+  assert rec["images_per_s"] == pytest.approx(2 * rec["steps_per_s"])
+  assert 0 < rec["fraction_of_peak"] < 1
+  assert "surrogate-64" in capsys.readouterr().out
+  assert not os.path.exists(str(out) + ".tmp")
+
+
+def test_bad_selection_is_a_clear_error(capsys):
+  assert cli.main(["bench", "--only", "nope"]) == 2
+  assert "no bench case matches" in capsys.readouterr().err
+  assert cli.main(["bench", *TINY, "--conv-impl", "fast"]) == 2
+  assert "--conv-impl" in capsys.readouterr().err
+  assert cli.main(["bench", *TINY, "--batch", "0"]) == 2
+
+
+def test_list_and_overrides_select_cases(capsys):
+  args = bench.add_arguments(__import__("argparse").ArgumentParser()).parse_args(
+      ["--only", "stage1", "--all", "--ngf", "8"])
+  cases = bench.select_cases(args)
+  assert {c.name for c in cases} >= {"stage1-quickstart", "stage1-64", "stage1-128-ref"}
+  assert all(c.ngf == 8 and c.kind == "stage1" for c in cases)
+  assert cli.main(["bench", "--list"]) == 0
+  assert "stage1-64" in capsys.readouterr().out
+
+
+def test_torch_case_describes_the_same_networks():
+  """The PyTorch description carries the JAX config's architecture (what the ratio compares)."""
+  case = next(c for c in bench.CASES if c.name == "stage1-quickstart")
+  cfg = bench.case_config(case, "auto")
+  t = bench.torch_case(case, cfg)
+  assert t["kind"] == "stage1" and t["batch"] == cfg.stage1.batch
+  assert t["extractor"]["dilations"] == list(cfg.extractor.dilations)
+  assert t["disc_widths"] == list(cfg.discriminator.widths)
+  assert t["optimizer"]["agc"] == cfg.stage1.optimizer.agc
+  zoo = next(c for c in bench.CASES if c.name == "zoo-64")
+  z = bench.torch_case(zoo, bench.case_config(zoo, "auto"))
+  assert z["members"] == zoo.members and z["model"]["loss"] == "l2"
