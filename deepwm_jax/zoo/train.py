@@ -231,11 +231,12 @@ def make_member_step(setup: GroupSetup):
   return step
 
 
-def make_group_step(setup: GroupSetup, mesh: Mesh):
+def make_group_step(setup: GroupSetup, mesh: Mesh, jit: bool = True):
   """The zoo's step: jit(vmap(member step)) over the member axis, sharded over `mesh`.
 
   Metrics come back as means over the members (what the loop logs and guards) plus the
   worst member's PSNR. Signature matches deepwm_jax.train.loop: (state, batch, key).
+  jit=False returns the plain function (for jax.eval_shape of paper-scale zoos).
   """
   member_step = jax.vmap(make_member_step(setup), in_axes=(0, 0, None))
 
@@ -245,6 +246,8 @@ def make_group_step(setup: GroupSetup, mesh: Mesh):
     out["psnr_min"] = jnp.min(m["psnr"])
     return {**state, "members": members}, out
 
+  if not jit:
+    return step
   sh = group_shardings(mesh)
   jitted = jax.jit(step, in_shardings=(sh, member_sharding(mesh)),
                    out_shardings=(sh, replicated(mesh)),

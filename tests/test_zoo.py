@@ -1,0 +1,341 @@
+"""Tests for the surrogate zoo (`deepwm attack`), removal and augmentation attacks."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deepwm_jax import augment, cli, removal
+from deepwm_jax.errors import DeepwmError
+from deepwm_jax.zoo import bench, config as zoo_config, grid, perceptual, run as zoo_run, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cfg(name):
+  return zoo_config.load(os.path.join(REPO, "configs", name))
+
+
+def _smooth(n=2, size=32, channels=3, seed=0):
+  """Smooth random images (JPEG's home ground)."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:size, 0:size] / size
+  out = []
+  for _ in range(n):
+    a, b, c = rng.uniform(0.5, 3, 3)
+    img = 0.5 + 0.3 * np.sin(a * xx * 3 + b * yy * 2 + c)
+    out.append(np.repeat(img[..., None], channels, -1) * rng.uniform(0.8, 1, channels))
+  return np.clip(np.asarray(out, np.float32), 0, 1)
+
+
+def _psnr(a, b):
+  return float(10 * np.log10(1 / np.mean((a - b) ** 2)))
+
+
+# ----------------------------------------------------------------------------- grid
+
+def test_grid_expansion():
+  cfg = _cfg("zoo_quick.py")
+  members = grid.expand(cfg)
+  names = [m.name for m in members]
+  assert len(names) == len(set(names)) == 19
+  assert "unet-l2" in names and names.count("unet-l2") == 1   # default member once
+  assert {zoo_config.base_config().archs["unet"]["arch"]} <= {cfg.archs[m.arch]["arch"]
+                                                              for m in members}
+  assert len({cfg.archs[m.arch]["arch"] for m in members}) >= 4
+  assert len({m.pixel_loss for m in members}) >= 4
+  nulls = [m for m in members if m.null]
+  assert {m.arch for m in nulls} == {"unet", "resnet6"}
+  aug = [m for m in members if m.augmentation != "none"]
+  assert all(m.arch == "unet" and m.loss == "l2" for m in aug) and len(aug) == 4
+  gs = grid.groups(members)
+  assert sum(len(g.members) for g in gs) == len(members)
+  for g in gs:   # a group shares arch, steps, batch and whether it has a discriminator
+    assert len({m.group_key for m in g.members}) == 1
+  assert [g.name for g in grid.groups(members, "a")] != [g.name for g in gs]
+  rows = grid.removal_rows(cfg, members)
+  assert len(rows) == 7 * 3   # unet-l2 and the two nulls
+  cfg.sweeps = [dict(arch=("nope",))]
+  with pytest.raises(DeepwmError, match="not in config.archs"):
+    grid.expand(cfg)
+  cfg.sweeps = [dict(loss=("l3",))]
+  with pytest.raises(DeepwmError, match="zoo loss"):
+    grid.expand(cfg)
+  cfg.sweeps = [dict(colour=("red",))]
+  with pytest.raises(DeepwmError, match="unknown axes"):
+    grid.expand(cfg)
+
+
+# ----------------------------------------------------------------------------- removal
+
+def test_removal_attacks_on_known_inputs():
+  x = _smooth()
+  assert np.array_equal(removal.apply("none", x), x)
+  j90, j10 = removal.apply("jpeg:90", x), removal.apply("jpeg:10", x)
+  assert not np.array_equal(j90, x) and _psnr(j90, x) > 35 and _psnr(j10, x) < _psnr(j90, x)
+  const = np.full((2, 32, 32, 1), 0.37, np.float32)
+  for spec in ("rescale:0.5", "crop:0.6", "blur:2.0"):
+    np.testing.assert_allclose(removal.apply(spec, const), const, atol=1e-6)
+  assert removal.apply("crop:0.5", x).shape == x.shape
+  # crop: a centred square of side 8 becomes one of side ~16
+  sq = np.zeros((1, 32, 32, 1), np.float32)
+  sq[:, 12:20, 12:20] = 1
+  assert abs(float(np.sum(removal.apply("crop:0.5", sq) > 0.5)) - 256) < 40
+  noisy = removal.apply("noise:0.02", np.full((4, 32, 32, 3), 0.5, np.float32), seed=3)
+  assert abs(float(np.std(noisy - 0.5)) - 0.02) < 0.002
+  np.testing.assert_array_equal(noisy, removal.apply("noise:0.02", np.full_like(noisy, 0.5), 3))
+  blurred = removal.apply("blur:1.0", noisy)
+  assert np.std(blurred) < 0.5 * np.std(noisy)
+  np.testing.assert_allclose(removal.apply("jpeg:50+blur:1.0", x),
+                             removal.apply("blur:1.0", removal.apply("jpeg:50", x)), atol=1e-6)
+  assert removal.spec("jpeg", 50) == "jpeg:50" and removal.STRONGER["jpeg"] == -1
+  for bad in ("jpeg:0", "jpeg:50.5", "blur", "crop:1.5", "foo:1", "", "none:1"):
+    with pytest.raises(DeepwmError):
+      removal.parse(bad)
+  with pytest.raises(DeepwmError, match="NHWC"):
+    removal.apply("jpeg:50", x[0])
+
+
+def test_augmentation_is_identical_on_both_sides():
+  x = _smooth(4)
+  for spec in ("flip", "rot90", "rotate:20", "crop:0.6", "rescale:0.6", "flip+crop:0.8"):
+    a, b = augment.augment(spec, x, x.copy(), np.random.default_rng(1))
+    assert a.shape == x.shape and np.array_equal(a, b) and not np.array_equal(a, x), spec
+  a, _ = augment.augment("none", x, x, np.random.default_rng(1))
+  assert np.array_equal(a, x)
+  with pytest.raises(DeepwmError):
+    augment.parse("rotate:0")
+
+
+# ----------------------------------------------------------------------------- training
+
+def _tiny_setup(adversarial=False, arch=None, terms=("l1", "l2", "ssim", "lsgan", "gan")):
+  return train.GroupSetup(arch_spec=arch or dict(arch="unet", ngf=4, num_downs=2),
+                          image_size=16, channels=3, steps=5, adversarial=adversarial,
+                          terms=terms, disc_widths=(4, 8))
+
+
+def _tiny_members(losses, lrs):
+  return [grid.Member(name=f"m{k}", arch="x", loss=l, augmentation="none", n_attack=8, lr=lr,
+                      steps=5, batch=4, seed=k, null=False, overwrite=False)
+          for k, (l, lr) in enumerate(zip(losses, lrs))]
+
+
+@pytest.mark.slow
+def test_vmapped_step_equals_per_member_steps():
+  """One vmapped step over stacked members == each member's own step (BatchNorm, GAN, own
+  loss and lr included)."""
+  setup = _tiny_setup(adversarial=True)
+  members = _tiny_members(["l1+lsgan", "ssim+gan"], [1e-3, 3e-3])
+  mesh = train.make_mesh(1)
+  state = train.init_group(setup, members, 0, mesh)
+  rng = np.random.default_rng(0)
+  x = rng.uniform(0, 1, (2, 4, 16, 16, 3)).astype(np.float32)
+  batch = {"x": x, "y": np.clip(x + 0.1, 0, 1)}
+  group_step = train.make_group_step(setup, mesh)
+  member_step = jax.jit(train.make_member_step(setup))
+  singles = [train.unstack(state["members"], k) for k in range(2)]
+  for _ in range(2):
+    state, _ = group_step(state, jax.device_put(batch, train.member_sharding(mesh)))
+    singles = [member_step(s, {"x": batch["x"][k], "y": batch["y"][k]})[0]
+               for k, s in enumerate(singles)]
+  def check(path, a, b):
+    names = [str(getattr(p, "key", p)) for p in path]
+    # The PatchGAN's conv biases before InstanceNorm have a gradient of exactly 0 in theory and
+    # float noise in practice, which Adam's first steps blow up to +-lr: not comparable.
+    if names[0] in ("disc", "opt_d") and "bias" in names and "conv0" not in names:
+      return
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg="/".join(names))
+
+  for k in range(2):
+    jax.tree_util.tree_map_with_path(check, train.unstack(state["members"], k), singles[k])
+  # the members really differ (own init, loss, lr)
+  p0, p1 = (jax.tree.leaves(train.unstack(state["members"], k)["model"]["params"])[0]
+            for k in range(2))
+  assert not np.allclose(p0, p1)
+
+
+_SHARDED = textwrap.dedent("""
+  import jax, numpy as np
+  from deepwm_jax.zoo import grid, train
+  assert jax.device_count() == 4, jax.devices()
+  setup = train.GroupSetup(arch_spec=dict(arch="cnn", ngf=4, depth=3), image_size=16,
+                           channels=3, steps=3, adversarial=False, terms=("l1", "l2"))
+  members = [grid.Member(name=f"m{k}", arch="x", loss=("l1", "l2")[k % 2],
+                         augmentation="none", n_attack=8, lr=1e-3 * (k + 1), steps=3, batch=4,
+                         seed=k, null=False, overwrite=False) for k in range(4)]
+  assert len(train.padded(members[:3], train.make_mesh(4))) == 4   # padded with a copy
+  rng = np.random.default_rng(0)
+  x = rng.uniform(0, 1, (4, 4, 16, 16, 3)).astype(np.float32)
+  out = {}
+  for n in (4, 1):
+    mesh = train.make_mesh(n)
+    ms = train.padded(members, mesh)
+    assert len(ms) == 4
+    state = train.init_group(setup, ms, 0, mesh)
+    step = train.make_group_step(setup, mesh)
+    for _ in range(2):
+      b = jax.device_put({"x": x, "y": x[:, ::-1]}, train.member_sharding(mesh))
+      state, m = step(state, b)
+      jax.block_until_ready(m)
+    leaf = jax.tree.leaves(state["members"]["model"])[0]
+    assert len(leaf.sharding.device_set) == n, leaf.sharding
+    out[n] = jax.device_get(state["members"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), out[4], out[1])
+  print("SHARDED_OK")
+""")
+
+
+@pytest.mark.slow
+def test_sharded_equals_unsharded_on_4_devices():
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+         "JAX_PLATFORMS": "cpu"}
+  r = subprocess.run([sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True,
+                     timeout=300, cwd=REPO)
+  assert "SHARDED_OK" in r.stdout, r.stderr[-3000:]
+
+
+def test_paper_zoo_builds_with_eval_shape():
+  """configs/zoo_paper.py: 256 px, >= 64 members; every group's state and step shapes and the
+  member-axis sharding are built abstractly (jax.eval_shape), nothing is trained."""
+  cfg = _cfg("zoo_paper.py")
+  assert cfg.bench.image_size == 256
+  members = grid.expand(cfg)
+  assert len(members) >= 64
+  assert len({cfg.archs[m.arch]["arch"] for m in members}) == 4
+  assert {cfg.archs[a]["n_blocks"] for a in cfg.archs if cfg.archs[a]["arch"] == "resnet"} == {
+      0, 1, 6, 9, 16}
+  mesh = train.make_mesh(1)
+  vgg = [(jnp.zeros((3, 3, i, o)), jnp.zeros((o,))) for i, o in
+         ((3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256))]
+  params = {}
+  groups = grid.groups(members)
+  full = max(groups, key=lambda g: (g.adversarial, len({m.pixel_loss for m in g.members}),
+                                    len(g.members)))
+  for g in groups:
+    setup = train.setup_for(g, cfg, 256, 3, vgg)
+    state = train.abstract_group(setup, list(g.members), mesh)
+    k = len(g.members)
+    # Tracing a whole 256-px training step takes seconds per group on a busy CPU: the full
+    # step is traced for the largest group (every loss term, the GAN and the VGG included).
+    if g is full:
+      batch = {v: jax.ShapeDtypeStruct((k, g.batch, 256, 256, 3), jnp.float32,
+                                       sharding=train.member_sharding(mesh)) for v in "xy"}
+      new, metrics = jax.eval_shape(train.make_group_step(setup, mesh, jit=False), state,
+                                    batch)
+      assert jax.tree.map(lambda a: (a.shape, a.dtype), new) == jax.tree.map(
+          lambda a: (a.shape, a.dtype), state)
+      assert metrics["loss"].shape == () and "d_loss" in metrics and k >= 4
+    leaf = jax.tree.leaves(state["members"])[0]
+    assert leaf.shape[0] == k and leaf.sharding.spec == jax.sharding.PartitionSpec("zoo")
+    params[g.arch] = sum(np.prod(a.shape[1:]) for a in
+                         jax.tree.leaves(state["members"]["model"]["params"]))
+  assert params["resnet0"] < params["resnet1"] < params["resnet6"] < params["resnet9"] < params[
+      "resnet16"], params
+
+
+def test_perceptual_weights_file(tmp_path):
+  rng = np.random.default_rng(0)
+  shapes = {0: (64, 3), 2: (64, 64), 5: (128, 64), 7: (128, 128), 10: (256, 128),
+            12: (256, 256), 14: (256, 256)}
+  arrays = {}
+  for idx, (o, i) in shapes.items():
+    arrays[f"features.{idx}.weight"] = rng.normal(0, 0.05, (o, i, 3, 3)).astype(np.float32)
+    arrays[f"features.{idx}.bias"] = np.zeros(o, np.float32)
+  path = str(tmp_path / "vgg.npz")
+  np.savez(path, **arrays)
+  w = perceptual.load_weights(path)
+  f = perceptual.features(w, jnp.zeros((1, 16, 16, 1)))
+  assert f.shape == (1, 4, 4, 256)
+  with pytest.raises(DeepwmError, match="not found"):
+    perceptual.load_weights(str(tmp_path / "missing.npz"))
+  del arrays["features.14.bias"]
+  np.savez(path, **arrays)
+  with pytest.raises(DeepwmError, match="features.14.bias"):
+    perceptual.load_weights(path)
+
+
+def test_bench_reports_both_rates():
+  out = bench.member_steps_per_s(dict(arch="cnn", ngf=2, depth=2), members=2, steps=1,
+                                 batch=2, image_size=16, channels=1, conv_impl="xla", repeats=1)
+  assert out["vmapped_member_steps_per_s"] > 0 and out["sequential_member_steps_per_s"] > 0
+  assert out["speedup"] == pytest.approx(out["vmapped_member_steps_per_s"]
+                                         / out["sequential_member_steps_per_s"], rel=1e-2)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+_ZOO = """
+from deepwm_jax.zoo.config import base_config
+
+def get_config():
+  c = base_config()
+  c.conv_impl = "xla"
+  c.data.n_eval = 8
+  c.archs = dict(unet=dict(arch="unet", ngf=4, num_downs=3))
+  c.defaults.update(n_attack=32, steps=2, batch=4)
+  c.sweeps = [dict(loss=("l2", "l1", "perceptual")), dict(augmentation=("rot90",)),
+              dict(overwrite=(True,)), dict(null=(True,))]
+  c.removal.update(attacks=("jpeg:50", "rescale:0.5"), members=("unet-l2",))
+  c.overwrite.update(steps=2, embedder_ngf=4, extractor_channels=4)
+  c.log_every = 1
+  c.ckpt_every = 1
+  return c
+"""
+
+
+@pytest.mark.slow
+def test_tiny_zoo_end_to_end_and_resume(tiny_run, tmp_path, capsys):
+  workdir, _, _ = tiny_run
+  kit = os.path.join(workdir, "kit")
+  cfg = tmp_path / "zoo.py"
+  cfg.write_text(_ZOO)
+  w = str(tmp_path / "zoo")
+  argv = ["attack", "--kit", kit, "--config", str(cfg), "--workdir", w]
+  assert cli.main(argv) == 0
+  err = capsys.readouterr().err
+  assert "skipping 1 perceptual-loss member" in err
+  with open(os.path.join(w, "report.json")) as f:
+    rep = json.load(f)
+  rows = {r["name"]: r for r in rep["members"]}
+  assert {"unet-l2", "unet-l1", "unet-l2-aug=rot90", "unet-l2-overwrite", "unet-l2-null",
+          "unet-l2@jpeg:50", "unet-l2-null@rescale:0.5"} <= set(rows)
+  assert len(rows) == 5 + 2 * 2
+  for r in rows.values():
+    for key in ("name", "arch", "loss", "augmentation", "removal", "null", "success_rate",
+                "nc_mean", "centered_nc_mean", "task_psnr"):
+      assert key in r, key
+    assert r["n_images"] == 8
+  assert rows["unet-l2-null"]["null"] and rows["unet-l2-null"]["success_rate"] == 0
+  assert rows["unet-l2@jpeg:50"]["removal"] == "jpeg:50"
+  assert rep["skipped"][0]["name"] == "unet-perceptual"
+  assert rep["timing"]["total"] > 0 and rep["summary"]
+  assert os.path.exists(os.path.join(w, "report.md"))
+  assert os.path.exists(os.path.join(w, "figures", "zoo_heatmap.png"))
+
+  # Re-running skips the finished group: no checkpoint is rewritten.
+  ckpts = os.path.join(w, "checkpoints")
+  before = {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+            for d, _, fs in os.walk(ckpts) for f in fs}
+  assert cli.main(argv) == 0
+  assert "finished earlier: skipped" in capsys.readouterr().err
+  after = {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+           for d, _, fs in os.walk(ckpts) for f in fs}
+  assert before == after
+  with open(os.path.join(w, "report.json")) as f:
+    assert [r["success_rate"] for r in json.load(f)["members"]] == [
+        r["success_rate"] for r in rep["members"]]
+
+  # The same workdir against another kit is refused, nothing is overwritten.
+  with open(os.path.join(w, "zoo.json")) as f:
+    saved = json.load(f)
+  saved["kit_manifest_sha256"] = "0" * 64
+  with open(os.path.join(w, "zoo.json"), "w") as f:
+    json.dump(saved, f)
+  assert cli.main(argv) == 2
+  assert "another kit" in capsys.readouterr().err
