@@ -199,3 +199,19 @@ def test_older_kits_are_refused_clearly(tiny_run, tmp_path, capsys):
     assert "calibration" in capsys.readouterr().err
   assert cli.main(["kit-info", path]) == 0  # the record still shows
   shutil.rmtree(tmp_path / "in")
+
+
+def test_report_has_a_payload_section():
+  from deepwm_jax import report
+  p = _payload()
+  cal = _calibrated(p)
+  groups = {"watermarked": payload.group_summary(p, p.soft_bits(_noisy(p, 20, 0.9, 0.1, 9)), cal,
+                                                 1e-6, 0.5),
+            "clean A": payload.group_summary(p, p.soft_bits(_noisy(p, 20, 0.0, 0.05, 10)), cal,
+                                             1e-6, 0.5)}
+  assert groups["watermarked"]["first_n_images"] == 16 and groups["watermarked"]["first_detected"]
+  md = report.render_markdown({"payload": {"message": "text:ACME", "bits": 64, "ecc_bytes": 8,
+                                           "n_coded": 128, "calibration": cal.to_dict(),
+                                           "groups": groups}}, {})
+  assert "## Payload (64 bits, 'text:ACME'" in md and "| watermarked | 100.0% |" in md
+  assert "not decoded" in md  # the clean row
