@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from deepwm_jax import report as report_lib
 
-TABLE = ["name", "family", "loss", "augmentation", "removal", "null", "task_psnr",
+TABLE = ["name", "family", "loss", "augmentation", "removal", "overwrite", "null", "task_psnr",
          "success_rate", "paper_success_rate", "nc_mean", "centered_nc_mean", "residual_corr",
          "detected"]
 # The target: members with no augmentation or removal attack reach this success rate.
