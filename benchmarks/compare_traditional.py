@@ -26,12 +26,13 @@ ATTACKS = ("none", "jpeg:90", "jpeg:50", "blur:0.5", "blur:1.0", "noise:0.02", "
 
 
 def _restore(cfg, workdir, name, spec):
-  from deepwm_jax.errors import DeepwmError
+  """A finished model's predict function, or None (that group is left out, and said so)."""
   from deepwm_jax.train import imitation, loop
   like = imitation.init_state(spec, cfg, jax.random.PRNGKey(0), spec.steps)
   state = loop.finished_state(os.path.join(workdir, "checkpoints", name), spec.steps, like)
   if state is None:
-    raise DeepwmError(f"{workdir}: stage '{name}' is not finished; finish the run first")
+    print(f"{workdir}: stage '{name}' is not finished: left out", file=sys.stderr)
+    return None
   fn = imitation.make_predict_fn(spec, cfg)
   return lambda x: np.asarray(jnp.concatenate([fn(state["model"], jnp.asarray(x[i:i + 64]))
                                                for i in range(0, len(x), 64)]))
@@ -48,24 +49,25 @@ def method_outputs(workdir: str) -> dict:
   m_val = pipeline.Run(cfg, workdir, log=lambda *_: None).task_outputs([val])[0]
   trad = cfg.protect.method == "traditional"
   prefix = "traditional_" if trad else ""
-  null = _restore(cfg, workdir, "eval_null", cfg.evaluate.null)(val.a)
-  common = {"clean M(A)": m_val, "null (independent)": null}
+  run = lambda name, spec: (lambda f: None if f is None else f(val.a))(
+      _restore(cfg, workdir, name, spec))
+  common = {"clean M(A)": m_val,
+            "null (independent)": run("eval_null", cfg.evaluate.null)}
   out = {}
   name = "traditional (spread spectrum)" if trad else "deep, agnostic (H after M)"
   out[name] = {"protected outputs": kit.embed(m_val),
-               "surrogate (stage-2 spec)": _restore(cfg, workdir, f"{prefix}surrogate",
-                                                    cfg.attack.surrogate)(val.a),
-               "surrogate (unseen spec)": _restore(cfg, workdir, f"{prefix}eval_surrogate",
-                                                   cfg.evaluate.surrogate)(val.a), **common}
+               "surrogate (stage-2 spec)": run(f"{prefix}surrogate", cfg.attack.surrogate),
+               "surrogate (unseen spec)": run(f"{prefix}eval_surrogate", cfg.evaluate.surrogate),
+               **common}
   if not trad and cfg.protect.strategy == "specific":
     from deepwm_jax.train import absorb
     fn, variables = absorb.deployed_model(cfg, workdir)
     out["deep, specific (M')"] = {
         "protected outputs": pipeline.predict(fn, variables, val.a),
-        "surrogate (stage-2 spec)": _restore(cfg, workdir, "specific_surrogate-stage2-spec",
-                                             cfg.attack.surrogate)(val.a),
-        "surrogate (unseen spec)": _restore(cfg, workdir, "specific_surrogate-unseen-spec",
-                                            cfg.evaluate.surrogate)(val.a), **common}
+        "surrogate (stage-2 spec)": run("specific_surrogate-stage2-spec", cfg.attack.surrogate),
+        "surrogate (unseen spec)": run("specific_surrogate-unseen-spec", cfg.evaluate.surrogate),
+        **common}
+  out = {n: {g: x for g, x in groups.items() if x is not None} for n, groups in out.items()}
   return {"kit": kit, "m_val": m_val, "b_val": val.b, "methods": out}
 
 
@@ -89,6 +91,10 @@ def evaluate(runs: list[str], attacks=ATTACKS, seed: int = 0, log=print) -> dict
                        else f"a {kit.image_size}x{kit.image_size}x{kit.channels} watermark image "
                             f"(the logo)"),
           "groups": {}}
+      if name.startswith("deep, specific"):  # how close M' is to the barrier it absorbed
+        hm = kit.embed(m["m_val"])
+        entry["fidelity_psnr_vs_HM"] = float(np.mean(metrics.psnr(jnp.asarray(wm),
+                                                                  jnp.asarray(hm))))
       for group, images in groups.items():
         rows = {}
         for spec in attacks:
@@ -107,19 +113,23 @@ def markdown(result: dict) -> str:
   lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
   for key, label in (("fidelity_psnr_vs_M", "fidelity PSNR vs M(A) (dB)"),
                      ("fidelity_ssim_vs_M", "fidelity SSIM vs M(A)"),
+                     ("fidelity_psnr_vs_HM", "PSNR of M'(A) vs H(M(A)) (dB)"),
                      ("task_psnr_vs_B", "task PSNR vs B (dB)"), ("capacity", "capacity")):
-    cells = [result["methods"][n][key] for n in names]
+    cells = [result["methods"][n].get(key, "-") for n in names]
     lines.append(f"| {label} | " + " | ".join(f"{c:.4g}" if isinstance(c, float) else str(c)
                                               for c in cells) + " |")
   out = ["\n".join(lines) + "\n"]
-  groups = list(next(iter(result["methods"].values()))["groups"])
+  groups = list(dict.fromkeys(g for n in names for g in result["methods"][n]["groups"]))
   for group in groups:
     out.append(f"**{group}**: success rate (per-image hits), D = detected by the verdict\n")
     t = ["| attack | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for spec in result["attacks"]:
       cells = []
       for n in names:
-        r = result["methods"][n]["groups"][group][spec]
+        r = result["methods"][n]["groups"].get(group, {}).get(spec)
+        if r is None:  # that model was not trained (finished) in this run
+          cells.append("not run")
+          continue
         cells.append(f"{100 * r['success_rate']:.0f}%" + (" D" if r["detected"] else ""))
       t.append(f"| {spec} | " + " | ".join(cells) + " |")
     out.append("\n".join(t) + "\n")

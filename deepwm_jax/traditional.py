@@ -268,7 +268,6 @@ def run_pipeline(cfg, workdir: str, log=print) -> dict:
     return lambda inp: pipeline.predict(imitation.make_predict_fn(spec, cfg), v, inp)
 
   sur = trained("traditional_surrogate", cfg.attack.surrogate, attack.a, wm_attack)
-  eval_sur = trained("traditional_eval_surrogate", ev.surrogate, attack.a, wm_attack)
   nulls = {}
   for arch in cfg.attack.null_archs:
     spec = ml_collections.ConfigDict(cfg.attack.null.to_dict())
@@ -284,6 +283,12 @@ def run_pipeline(cfg, workdir: str, log=print) -> dict:
   calibration = verdict.calibrate(ss.statistic(negatives),
                                   ss.statistic(np.concatenate([wm_attack, sur_attack])),
                                   margin=cfg.protect.traditional.margin)
+  # verdict.calibrate's note about a statistic capped at 1 does not apply to z-scores.
+  calibration = dataclasses.replace(calibration, method=calibration.method.replace(
+      "; threshold above the statistic's maximum 1, so nothing can be detected", ""))
+  # The kit needs nothing from the evaluation models: write it before they train.
+  write_kit(os.path.join(workdir, "kit"), cfg, ss, calibration)
+  eval_sur = trained("traditional_eval_surrogate", ev.surrogate, attack.a, wm_attack)
 
   t = time.time()
   groups = {"watermarked": wm_val, "clean A": val.a, "clean B": val.b, "clean M(A)": m_val,
@@ -326,7 +331,6 @@ def run_pipeline(cfg, workdir: str, log=print) -> dict:
       "timing": {**r.timing, "total": round(time.time() - t0, 2)},
       "n_val": int(d.n_val), "image_size": int(d.image_size), "channels": int(d.channels),
   }
-  write_kit(os.path.join(workdir, "kit"), cfg, ss, calibration)
   n = min(6, d.n_val)
   res = ss.residual()
   grid = {"A": val.a[:n], "B": m_val[:n], "B'": wm_val[:n],
