@@ -92,6 +92,8 @@ def add_arguments(p):
   p.add_argument("--scaling", default=None, metavar="COUNTS",
                  help="also time the stage-1 cases data-parallel on these device counts, e.g. "
                       "1,2,4 (deepwm_jax/parallel_bench.py; forced CPU devices on a CPU)")
+  p.add_argument("--peak-size", type=int, default=2048,
+                 help="side of the square matmul that measures the peak (tests use a small one)")
   return p
 
 
@@ -389,7 +391,7 @@ def run(args, log=print):
   if args.json and os.path.isdir(args.json):
     raise DeepwmError(f"--json {args.json} is a folder; give a file name")
   import jax
-  peak = matmul_peak_flops()
+  peak = matmul_peak_flops(args.peak_size)
   log(f"backend {jax.default_backend()}, jax {jax.__version__}, {os.cpu_count()} CPUs, "
       f"matmul peak {peak / 1e9:.0f} GFLOP/s (float32), median of {args.reps} steps, "
       f"load {os.getloadavg()[0]:.1f}")

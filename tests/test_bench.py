@@ -7,7 +7,7 @@ import pytest
 from deepwm_jax import bench, cli
 
 TINY = ["--only", "surrogate-64", "--image-size", "16", "--ngf", "4", "--batch", "2",
-        "--reps", "1"]
+        "--reps", "1", "--peak-size", "256"]
 
 
 def test_tiny_case_writes_json_record(tmp_path, capsys):
