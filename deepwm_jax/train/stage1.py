@@ -70,8 +70,8 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
     loss = (s * (wt.fidelity * fid + wt.watermark * wm + wt.clean * clean
                  + wt.consistency * cons) + wt.gan * gan + wt.fidelity_l1 * losses.l1(b_wm, b))
     if wt.get("fidelity_ssim", 0.0):
-      # SSIM minds changes in flat areas more than in texture: this term moves the watermark
-      # energy into textures at the same MSE.
+      # SSIM minds high-frequency change in flat areas most and smooth shifts least: with this
+      # term the quickstart's watermark moved into smooth shapes (docs/quickstart_study.md).
       loss = loss + wt.fidelity_ssim * losses.pixel_loss("ssim", b_wm, b)
     metrics = {"loss": loss, "fid_mse": fid, "psnr": jnp.mean(_psnr(b_wm, b)), "wm_mse": wm,
                "clean_mse": clean, "cons_mse": cons, "gan_g": gan}
