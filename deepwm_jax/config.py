@@ -248,3 +248,27 @@ def validate(cfg) -> None:
          f"distributed.mode={cfg.distributed.mode!r}; use auto, on or off")
   _validate_protect(cfg, need)
 
+
+def _validate_protect(cfg, need) -> None:
+  """protect.*: the method and strategy of issue 6 (docs/strategies.md)."""
+  p = cfg.get("protect")
+  if p is None:  # configs written before protect existed: the deep agnostic barrier
+    return
+  need(p.method in ("deep", "traditional"),
+       f"protect.method={p.method!r}; use deep or traditional")
+  need(p.strategy in ("agnostic", "specific"),
+       f"protect.strategy={p.strategy!r}; use agnostic or specific")
+  need(not (p.strategy == "specific" and p.method == "traditional"),
+       "protect.strategy='specific' absorbs the deep barrier H into M; use protect.method=deep")
+  need(not (p.strategy == "specific" and cfg.task.source != "train"),
+       f"protect.strategy='specific' fine-tunes the task network, but task.source="
+       f"{cfg.task.source!r} is not one; use task.source=train or strategy=agnostic")
+  a = p.absorb
+  need(a.steps >= 0 and a.batch >= 2, "protect.absorb: steps >= 0 and batch >= 2")
+  need(a.optimizer.lr > 0, "protect.absorb.optimizer.lr must be positive")
+  t = p.traditional
+  need(t.psnr > 0, f"protect.traditional.psnr={t.psnr}; use a positive PSNR in dB (e.g. 40)")
+  lo, hi = t.band
+  need(0 <= lo < hi <= 1, f"protect.traditional.band={tuple(t.band)}; use 0 <= lo < hi <= 1")
+  need(t.margin >= 0, f"protect.traditional.margin={t.margin}; use 0 or more")
+  need(t.whiten >= 0, f"protect.traditional.whiten={t.whiten}; use 0 (plain) or more")
