@@ -281,7 +281,6 @@ class Kit:
     return v
 
 
-
 def load_kit(path: str) -> Kit:
   path = os.path.abspath(path)
   info = read_info(path, KIT_KIND, KIT_FORMAT)
