@@ -65,23 +65,28 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
     }
     if payload is not None:
       info["payload"] = payload
-    with open(os.path.join(tmp, "kit.json"), "w") as f:
-      json.dump(info, f, indent=1)
-    with open(os.path.join(tmp, "manifest.json"), "w") as f:
-      json.dump(digests(tmp), f, indent=1, sort_keys=True)
-    if os.path.exists(path):
-      old = path + ".old"
-      shutil.rmtree(old, ignore_errors=True)
-      os.replace(path, old)
-      os.replace(tmp, path)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.replace(tmp, path)
+    publish(tmp, path, info)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return path
 
+
+def publish(tmp: str, path: str, info: dict) -> None:
+  """Write kit.json and its SHA-256 manifest into the staging folder `tmp`, then move it to
+  `path` in one rename, so a reader never sees a half-written kit (shared by every kit kind)."""
+  with open(os.path.join(tmp, "kit.json"), "w") as f:
+    json.dump(info, f, indent=1)
+  with open(os.path.join(tmp, "manifest.json"), "w") as f:
+    json.dump(digests(tmp), f, indent=1, sort_keys=True)
+  if os.path.exists(path):
+    old = path + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    os.replace(tmp, path)
 
 def _checkpointer() -> ocp.StandardCheckpointer:
   """A kit is one process's business: in a multi-process run only process 0 writes it, and

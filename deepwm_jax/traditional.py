@@ -194,18 +194,7 @@ def write_kit(path: str, cfg, watermark: SpreadSpectrum, calibration: verdict.Ca
         "min_success_rate": float(cfg.evaluate.min_success_rate),
         "config": json.loads(cfg.to_json_best_effort()),
     }
-    with open(os.path.join(tmp, "kit.json"), "w") as f:
-      json.dump(info, f, indent=1)
-    with open(os.path.join(tmp, "manifest.json"), "w") as f:
-      json.dump(kit_lib.digests(tmp), f, indent=1, sort_keys=True)
-    if os.path.exists(path):
-      old = path + ".old"
-      shutil.rmtree(old, ignore_errors=True)
-      os.replace(path, old)
-      os.replace(tmp, path)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.replace(tmp, path)
+    kit_lib.publish(tmp, path, info)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
