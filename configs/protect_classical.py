@@ -10,16 +10,14 @@ images -> images works: see deepwm_jax/examples/classical.py. Everything else is
 quickstart's (configs/quickstart.py); add --config.protect.method=traditional for the
 spread-spectrum baseline instead of H/R. docs/strategies.md has the measured numbers.
 """
-import importlib.util
 import os
+
+from deepwm_jax import config as config_lib
 
 
 def _quickstart():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py")
-  spec = importlib.util.spec_from_file_location("deepwm_quickstart_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  here = os.path.dirname(os.path.abspath(__file__))
+  return config_lib.load(os.path.join(here, "quickstart.py"))
 
 
 def get_config():

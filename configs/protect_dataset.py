@@ -12,16 +12,14 @@ To watermark an existing folder of images with a kit instead (`deepwm embed`), t
 model on it and verify it, see deepwm_jax/examples/dataset.py. docs/strategies.md has the
 measured numbers. Everything else is configs/quickstart.py.
 """
-import importlib.util
 import os
+
+from deepwm_jax import config as config_lib
 
 
 def _quickstart():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py")
-  spec = importlib.util.spec_from_file_location("deepwm_quickstart_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  here = os.path.dirname(os.path.abspath(__file__))
+  return config_lib.load(os.path.join(here, "quickstart.py"))
 
 
 def get_config():

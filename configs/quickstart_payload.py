@@ -6,16 +6,14 @@ Everything else is configs/quickstart.py. The message binds the owner id and the
 config ('owner'; see deepwm_jax/payload.py for 'text:', 'hex:', 'int:'), protected by 8
 Reed-Solomon parity bytes: 128 coded bits drawn as 256 cells of 2x2 pixels at 32 px.
 """
-import importlib.util
 import os
+
+from deepwm_jax import config as config_lib
 
 
 def _quickstart():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py")
-  spec = importlib.util.spec_from_file_location("deepwm_quickstart_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  here = os.path.dirname(os.path.abspath(__file__))
+  return config_lib.load(os.path.join(here, "quickstart.py"))
 
 
 def get_config():

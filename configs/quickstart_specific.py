@@ -8,16 +8,14 @@ quickstart's stage-2 and unseen surrogate specs are trained on M' outputs. repor
 side-by-side table; the kit (same R, same calibration) verifies M' outputs. See
 docs/strategies.md.
 """
-import importlib.util
 import os
+
+from deepwm_jax import config as config_lib
 
 
 def _quickstart():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py")
-  spec = importlib.util.spec_from_file_location("deepwm_quickstart_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  here = os.path.dirname(os.path.abspath(__file__))
+  return config_lib.load(os.path.join(here, "quickstart.py"))
 
 
 def get_config():

@@ -7,16 +7,14 @@ watermarked with a key-seeded spread-spectrum pattern in the DCT domain at the d
 fidelity (about 40 dB) and detected by correlation (deepwm_jax/traditional.py). No stage 1 or
 2. `deepwm verify --kit runs/qs_traditional/kit` reads the kit. See docs/strategies.md.
 """
-import importlib.util
 import os
+
+from deepwm_jax import config as config_lib
 
 
 def _quickstart():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py")
-  spec = importlib.util.spec_from_file_location("deepwm_quickstart_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  here = os.path.dirname(os.path.abspath(__file__))
+  return config_lib.load(os.path.join(here, "quickstart.py"))
 
 
 def get_config():
