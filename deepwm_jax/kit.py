@@ -146,15 +146,18 @@ def check_manifest(path: str) -> None:
                       f"manifest.json; use the original kit")
 
 
-def read_info(path: str, kind: str, kit_format: int) -> dict:
-  """kit.json of an intact kit of this kind and format (every kind of kit shares this layout)."""
-  check_manifest(path)
+def _kit_json(path: str) -> dict:
   try:
     with open(os.path.join(path, "kit.json")) as f:
-      info = json.load(f)
+      return json.load(f)
   except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
     raise DeepwmError(f"kit '{path}': kit.json is unreadable ({type(e).__name__}); re-create "
                       f"the kit") from None
+
+def read_info(path: str, kind: str, kit_format: int) -> dict:
+  """kit.json of an intact kit of this kind and format (every kind of kit shares this layout)."""
+  check_manifest(path)
+  info = _kit_json(path)
   found = info.get("kind", KIT_KIND)  # kits written before kinds existed were image kits
   if found != kind:
     raise DeepwmError(f"kit '{path}' is a {found!r} kit, not a {kind!r} kit; use the kit/ "
@@ -172,12 +175,7 @@ def provenance(path: str) -> dict:
   check_manifest(path)
   with open(os.path.join(path, "manifest.json")) as f:
     manifest = json.load(f)
-  try:
-    with open(os.path.join(path, "kit.json")) as f:
-      info = json.load(f)
-  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise DeepwmError(f"kit '{path}': kit.json is unreadable ({type(e).__name__}); re-create "
-                      f"the kit") from None
+  info = _kit_json(path)
   cfg = info.get("config") or {}
   section = lambda k: cfg.get(k) if isinstance(cfg.get(k), dict) else {}
   out = {k: info.get(k) for k in ("kind", "format", "owner", "created", "package_version",
