@@ -117,12 +117,41 @@ def test_conv_transpose2d_impls_match_xla_with_gradients(impl, size):
   _assert_same(_value_and_grads(conv(impl), x, w), _value_and_grads(conv("xla"), x, w))
 
 
+@pytest.mark.parametrize("op", ["conv", "conv_transpose"])
+@pytest.mark.parametrize("in_axes", [(0, 0), (None, 0), (0, None)])
+def test_auto_vmapped_over_members_matches_xla_without_grouped_convs(op, in_axes):
+  """The zoo vmaps whole training steps over members: 'auto' then runs one conv per member
+  (no grouped conv); values and both gradients equal vmapped 'xla'."""
+  k_members, c = 3, 8  # 8 channels: above PATCHES_MAX_CHANNELS, so XLA's conv per member
+  x = jnp.asarray(_rand((k_members, 2, 6, 6, c), 12))
+  k = 3 if op == "conv" else 4
+  w = jnp.asarray(_rand((k_members, k, k, c, 5), 13))
+  x, w = (x if in_axes[0] == 0 else x[0]), (w if in_axes[1] == 0 else w[0])
+  probe = jnp.asarray(_rand((k_members, 2, 6, 6, 5) if op == "conv" else
+                            (k_members, 2, 12, 12, 5), 14))
+
+  def member(impl):
+    def loss(x, w, p):
+      y = (layers.conv2d(x, w, 1, 1, 1, impl) if op == "conv" else
+           layers.conv_transpose2d(x, w, 2, 1, impl))
+      return jnp.sum(y * p)
+    return jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(0, 1)), in_axes=(*in_axes, 0)))
+
+  _assert_same(jax.tree.leaves(member("auto")(x, w, probe)),
+               jax.tree.leaves(member("xla")(x, w, probe)))
+  hlo = member("auto").lower(x, w, probe).compile().as_text()
+  assert "convolution(" in hlo and "feature_group_count=3" not in hlo
+
+
 def test_auto_is_plain_xla_off_cpu(monkeypatch):
   assert layers.resolve_conv_impl("auto", 3, 1, 1, 4) == "patches"  # the tests run on CPU
   assert layers.resolve_conv_impl("auto", 3, 1, 1, 64 * 64) == "xla"
+  assert layers.resolve_conv_impl("auto", 3, 1, 1, 64 * 64, 3) == "patches"  # a first layer
+  assert layers.resolve_conv_impl("auto", 3, 1, 1, 64 * 64, 16) == "xla"
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert layers.resolve_conv_impl("auto", 3, 1, 1) == "xla"
   assert layers.resolve_conv_impl("auto", 3, 1, 1, 4) == "xla"
+  assert layers.resolve_conv_impl("auto", 3, 1, 1, 64 * 64, 3) == "xla"
   assert layers.resolve_conv_transpose_impl("auto", 4, 2, 1) == "xla"
 
 

@@ -80,23 +80,30 @@ def _cast(dtype, x, kernel):
 # and only feeds it a materialized input (see `materialize`). On tiny images (the innermost
 # U-Net levels, 2x2 and 4x4 at every image size) XLA:CPU rewrites the convolution into a
 # batch-last layout that runs on a slow generic loop (a 2x2 conv of 16 MFLOP took 40-70 ms):
-# there 'auto' is im2col + one GEMM ('patches').
+# there 'auto' is im2col + one GEMM ('patches'). The same holds for convs that read very few
+# channels (a network's first layer, on the RGB image or RGB + watermark): XLA's conv ran
+# 1.5-2x slower than 'patches' there, forward + backward, at 32-128 px (3x3 and 4x4, stride
+# 1 and 2; 16 and more input channels went the other way, 0.2-0.9x).
 CONV_IMPLS = ("xla", "patches", "auto")
 CONV_TRANSPOSE_IMPLS = ("xla", "subpixel", "auto")
-# 'auto' uses 'patches' when the conv's input has at most this many pixels (H * W).
+# 'auto' uses 'patches' when the conv's input has at most this many pixels (H * W) ...
 PATCHES_MAX_PIXELS = 16
+# ... or at most this many channels.
+PATCHES_MAX_CHANNELS = 6
 
 
-def resolve_conv_impl(impl, kernel_size, stride, dilation, pixels=None):
+def resolve_conv_impl(impl, kernel_size, stride, dilation, pixels=None, in_channels=None):
   """The impl `conv2d` runs for `impl` ('auto' is decided here, at trace time, from the input's
-  pixel count H * W: 'patches' for tiny images on CPU, else XLA's conv)."""
-  del kernel_size, stride, dilation  # measured: only the image size decides (see above)
+  pixel count H * W and channel count: 'patches' for tiny images or few channels on CPU,
+  else XLA's conv)."""
+  del kernel_size, stride, dilation  # measured: only the input's size decides (see above)
   if impl not in CONV_IMPLS:
     raise ValueError(f"unknown conv impl {impl!r}; use one of {CONV_IMPLS}")
   if impl != "auto":
     return impl
   tiny = pixels is not None and pixels <= PATCHES_MAX_PIXELS
-  return "patches" if tiny and jax.default_backend() == "cpu" else "xla"
+  thin = in_channels is not None and in_channels <= PATCHES_MAX_CHANNELS
+  return "patches" if (tiny or thin) and jax.default_backend() == "cpu" else "xla"
 
 
 def resolve_conv_transpose_impl(impl, kernel_size, stride, padding):
@@ -136,16 +143,64 @@ def _known_cpu_options():
 
 def conv2d(x, kernel, stride, padding, dilation, impl="xla"):
   """Cross-correlation like torch.nn.functional.conv2d, NHWC / HWIO."""
-  resolved = resolve_conv_impl(impl, kernel.shape[0], stride, dilation, x.shape[1] * x.shape[2])
+  resolved = resolve_conv_impl(impl, kernel.shape[0], stride, dilation, x.shape[1] * x.shape[2],
+                               x.shape[3])
   if resolved == "patches":
     return _conv_patches(x, kernel, stride, padding, dilation)
   if impl == "auto" and jax.default_backend() == "cpu":
-    x = materialize(x)
+    return _conv_per_member(stride, padding, dilation)(materialize(x), kernel)
+  return _conv_xla(x, kernel, stride, padding, dilation)
+
+
+def _conv_xla(x, kernel, stride, padding, dilation):
   return jax.lax.conv_general_dilated(
       x, kernel, window_strides=(stride, stride),
       padding=((padding, padding), (padding, padding)),
       rhs_dilation=(dilation, dilation),
       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.cache
+def _conv_per_member(stride, padding, dilation):
+  """XLA's conv, whose vmap over kernels (the zoo's stacked members) runs one conv per member.
+
+  vmap turns a conv with batched kernels into one grouped conv (feature_group_count = K),
+  which XLA:CPU ran 1.7-3.7x slower than the K convs one after another, forward + backward
+  (32 px, 3-64 channels, K = 4). The forward and both gradients are therefore each given a
+  vmap rule that unrolls the member axis; results are the per-member convs exactly.
+  """
+  conv = functools.partial(_conv_xla, stride=stride, padding=padding, dilation=dilation)
+  # Grouped convs appear where kernels are batched, and in the kernel gradient (a conv of x
+  # with g) wherever x and g both are.
+  fwd = _unrolled_over_members(conv, lambda x, kernel: kernel)
+  bwd = _unrolled_over_members(lambda x, kernel, g: jax.vjp(conv, x, kernel)[1](g),
+                               lambda x, kernel, g: kernel or (x and g))
+
+  @jax.custom_vjp
+  def f(x, kernel):
+    return fwd(x, kernel)
+
+  f.defvjp(lambda x, kernel: (fwd(x, kernel), (x, kernel)), lambda res, g: bwd(*res, g))
+  return f
+
+
+def _unrolled_over_members(fn, grouped):
+  """fn(*args) with a vmap rule: where grouped(*which args are batched) says vmap would make
+  a grouped conv, fn per member, stacked; otherwise the usual vmap (the members fold into the
+  conv's batch)."""
+  f = jax.custom_batching.custom_vmap(fn)
+
+  @f.def_vmap
+  def rule(axis_size, in_batched, *args):
+    if not grouped(*in_batched):
+      out = jax.vmap(fn, in_axes=[0 if b else None for b in in_batched])(*args)
+    else:
+      outs = [fn(*(a[k] if b else a for a, b in zip(args, in_batched)))
+              for k in range(axis_size)]
+      out = jax.tree.map(lambda *o: jnp.stack(o), *outs)
+    return out, jax.tree.map(lambda _: True, out)
+
+  return f
 
 
 def _conv_patches(x, kernel, stride, padding, dilation):
@@ -265,8 +320,15 @@ def conv_transpose2d(x, kernel, stride, padding, impl="xla"):
                        "use impl='xla' or 'auto'")
     taps, reach = _subpixel_taps(k, stride, padding)
     t = 2 * reach + 1
-    inner = resolve_conv_impl("auto", t, 1, 1, x.shape[1] * x.shape[2]) if auto else "xla"
-    y = conv2d(x, _subpixel_kernel(kernel, taps), 1, reach, 1, inner)
+    sub = _subpixel_kernel(kernel, taps)
+    inner = (resolve_conv_impl("auto", t, 1, 1, x.shape[1] * x.shape[2], x.shape[3]) if auto
+             else "xla")
+    if inner == "patches":
+      y = _conv_patches(x, sub, 1, reach, 1)
+    elif auto:  # on CPU (subpixel is only auto's choice there); x is materialized above
+      y = _conv_per_member(1, reach, 1)(x, sub)
+    else:
+      y = _conv_xla(x, sub, 1, reach, 1)
     return _depth_to_space(y, stride)
   pad = k - 1 - padding
   return jax.lax.conv_general_dilated(
