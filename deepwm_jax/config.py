@@ -53,7 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
   # data set, docs/strategies.md) or 'python:module:function'
   c.task.source = "train"
 
-  c.embedder = dict(ngf=16, num_downs=0, norm="batch", output="residual", residual_scale=0.1)
+  # arch 'unet' (the reference) or 'cnn' (depth 3x3 convs, no condition: models.embedder)
+  c.embedder = dict(arch="unet", ngf=16, num_downs=0, depth=8, norm="batch", output="residual",
+                    residual_scale=0.1)
   c.extractor = dict(channels=16, dilations=(2, 2, 4, 1), output="linear")
   c.discriminator = dict(widths=(16, 32, 64, 128))
 
@@ -222,6 +224,9 @@ def validate(cfg) -> None:
     need(spec.optimizer.lr > 0, f"{name}.optimizer.lr must be positive")
   need(cfg.embedder.num_downs <= levels, f"embedder.num_downs={cfg.embedder.num_downs} is too "
                                          f"deep for {d.image_size} px; use at most {levels}")
+  need(cfg.embedder.arch in ("unet", "cnn"),
+       f"embedder.arch={cfg.embedder.arch!r}; use unet or cnn")
+  need(cfg.embedder.depth >= 2, f"embedder.depth={cfg.embedder.depth}; use at least 2")
   need(cfg.embedder.output in ("sigmoid", "residual", "tanh01"),
        f"embedder.output={cfg.embedder.output!r}; use sigmoid, residual or tanh01")
   need(cfg.extractor.output in ("relu", "linear", "sigmoid"),

@@ -26,11 +26,12 @@ class Generator(nn.Module):
   body: nn.Module
   output: str = "sigmoid"
   residual_scale: float = 0.1
+  use_cond: bool = True   # False: cond is ignored (a translation-equivariant embedder)
 
   @nn.compact
   def __call__(self, x_BxHxWxC, cond_HxWxC=None, train: bool = False):
     inp = x_BxHxWxC
-    if cond_HxWxC is not None:
+    if cond_HxWxC is not None and self.use_cond:
       cond = jnp.broadcast_to(cond_HxWxC, x_BxHxWxC.shape[:3] + cond_HxWxC.shape[-1:])
       inp = jnp.concatenate([x_BxHxWxC, cond.astype(x_BxHxWxC.dtype)], axis=-1)
     h = self.body(inp, train).astype(jnp.float32)
@@ -51,10 +52,24 @@ def auto_num_downs(num_downs: int, image_size: int) -> int:
 
 
 def embedder(cfg) -> Generator:
+  """H. 'unet' (the reference): sees the whole image and the watermark, so it can add one
+  fixed, position-dependent pattern. 'cnn': a plain CNN of `depth` 3x3 convs that sees neither
+  the watermark nor where it is (no down-sampling, no condition): its residual is a function
+  of the local content only, which any convolutional imitator can learn to copy."""
   e = cfg.embedder
+  if e.get("arch", "unet") == "cnn":
+    body = PlainCNN(cfg.data.channels, e.ngf, e.get("depth", 8), cfg.conv_impl, _dtype(cfg),
+                    residual=False)
+    return Generator(body, e.output, e.residual_scale, use_cond=False)
   body = UNet(cfg.data.channels, auto_num_downs(e.num_downs, cfg.data.image_size), e.ngf,
               e.norm, cfg.conv_impl, dtype=_dtype(cfg))
   return Generator(body, e.output, e.residual_scale)
+
+
+def embedder_last_layer(cfg) -> str:
+  """The name of H's last conv (started at zero for a residual embedder: B' = B at step 0)."""
+  e = cfg.embedder
+  return f"conv{e.get('depth', 8) - 1}" if e.get("arch", "unet") == "cnn" else "up0"
 
 
 def extractor(cfg) -> Extractor:

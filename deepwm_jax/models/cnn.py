@@ -14,6 +14,7 @@ class PlainCNN(nn.Module):
   depth: int = 8
   impl: str = "xla"
   dtype: Any = None
+  residual: bool = True   # add the input (DnCNN); False: return the last conv (an embedder body)
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool = False):
@@ -23,5 +24,7 @@ class PlainCNN(nn.Module):
       x = Conv(self.ngf, 3, 1, 1, use_bias=False, name=f"conv{i}", **kw)(x)
       x = nn.relu(make_norm("instance")(x))
     x = Conv(self.out_channels, 3, 1, 1, name=f"conv{self.depth - 1}", **kw)(x)
+    if not self.residual:
+      return x
     # DnCNN predicts the residual; the output stays an image.
     return x_BxHxWxC + x.astype(jnp.float32)

@@ -26,7 +26,7 @@ def init_state(cfg, key, w_HxWxC):
   s, c = cfg.data.image_size, cfg.data.channels
   x = jnp.zeros((2, s, s, c), jnp.float32)
   kh, kr, kd = jax.random.split(key, 3)
-  zero_last = "up0" if cfg.embedder.output == "residual" else None
+  zero_last = models.embedder_last_layer(cfg) if cfg.embedder.output == "residual" else None
   state = {
       "embedder": models.init_variables(H, kh, x, jnp.asarray(w_HxWxC), zero_last=zero_last),
       "extractor": models.init_variables(R, kr, x),
