@@ -3,6 +3,8 @@
 Layout of a kit directory:
   state/          orbax checkpoint: embedder and extractor variables, watermark, blank
   kit.json        image size, channels, calibration, config, package version, provenance
+  null.npy        the calibration null (every negative's watermark score, sorted; kits written
+                  before it existed have none and verify falls back to the binomial bound)
   manifest.json   SHA-256 of every other file; checked on load, so a truncated or altered kit
                   is refused instead of silently giving wrong verdicts.
 """
@@ -29,6 +31,7 @@ KIT_FORMAT = 1
 KIT_KIND = "image"
 # Which command writes each kind of kit, for the error that names the right one.
 _WRITTEN_BY = {"image": "deepwm run", "classify": "deepwm classify run"}
+NULL_FILE = "null.npy"
 
 
 def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
@@ -50,6 +53,8 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
     ckptr = _checkpointer()
     ckptr.save(os.path.join(tmp, "state"), jax.device_get(state))
     ckptr.wait_until_finished()
+    if calibration.null is not None:
+      np.save(os.path.join(tmp, NULL_FILE), np.asarray(calibration.null, np.float64))
     info = {
         "kind": KIT_KIND, "format": KIT_FORMAT,
         "package_version": deepwm_jax.__version__,
@@ -65,11 +70,35 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
     }
     if payload is not None:
       info["payload"] = payload
+    if calibration.null is not None:
+      info["calibration_null"] = null_record(len(calibration.null))
     publish(tmp, path, info)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return path
+
+
+def null_record(n: int, how: str = "written with the kit") -> dict:
+  """kit.json's pointer to the stored calibration null (deepwm_jax/verdict.py, `decide`)."""
+  return {"file": NULL_FILE, "n": int(n), "how": how,
+          "what": "verdict.watermark_score of every calibration negative, sorted (float64)"}
+
+
+def load_null(path: str, info: dict) -> np.ndarray | None:
+  """The kit's calibration null, or None for kits written before it existed."""
+  record = info.get("calibration_null")
+  if not record:
+    return None
+  try:
+    null = np.load(os.path.join(path, record["file"]), allow_pickle=False)
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise DeepwmError(f"kit '{path}': its calibration null is unreadable ({type(e).__name__}); "
+                      f"copy the whole kit folder again") from None
+  if null.ndim != 1 or null.size != int(record.get("n", -1)) or not np.all(np.isfinite(null)):
+    raise DeepwmError(f"kit '{path}': its calibration null does not match kit.json; re-create "
+                      f"the kit")
+  return np.sort(null)
 
 
 def publish(tmp: str, path: str, info: dict) -> None:
@@ -189,6 +218,7 @@ def provenance(path: str) -> dict:
       "config_sha256": hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":"))
                                       .encode()).hexdigest()}
   out["calibration"] = info.get("calibration")  # None: an older kit, verify refuses it
+  out["calibration_null"] = info.get("calibration_null")  # None: p-values are the bound only
   record = info.get("payload")
   if isinstance(record, dict):
     from deepwm_jax import payload as payload_lib
@@ -257,18 +287,22 @@ class Kit:
     return np.asarray(verdict.watermark_statistic(r, jnp.asarray(self.watermark),
                                                   jnp.asarray(self.blank)))
 
-  def verify(self, images, alpha: float | None = None) -> "verdict.Verdict":
+  def verify(self, images, alpha: float | None = None,
+             message_evidence: bool = False) -> "verdict.Verdict":
     """Decides whether the images come from a model that carries this kit's watermark.
 
-    A payload kit also decodes its message; it detects only when the image statistic and the
-    bits both do, and reports the larger of their p-values (deepwm_jax/payload.py).
+    A payload kit also decodes its message and detects when the image statistic and the bits
+    both do; with `message_evidence` also when the decoded message is the kit's
+    (payload.combine: Bonferroni over the two; off by default, see there why).
     """
     r = self.extract(images)
     rj = jnp.asarray(r)
     stats = self._statistic(rj)
+    scores = None if self.calibration.null is None else np.asarray(verdict.watermark_score(
+        rj, jnp.asarray(self.watermark), jnp.asarray(self.blank)))
     alpha = self.info["alpha"] if alpha is None else alpha
     v = verdict.decide(stats, self.calibration, alpha,
-                       min_success_rate=self.info["min_success_rate"])
+                       min_success_rate=self.info["min_success_rate"], scores=scores)
     nc = np.asarray(metrics.nc(rj, jnp.asarray(self.watermark)))
     v.nc_mean = float(np.mean(nc))
     v.paper_success_rate = float(metrics.paper_success_rate(nc, self.info["nc_threshold"]))
@@ -278,8 +312,9 @@ class Kit:
       bits = payload_lib.decide(pay, pay.soft_bits(r), bit_cal, alpha,
                                 self.info["min_success_rate"])
       v.image_detected, v.image_p_value = v.detected, v.p_value
-      v.detected = bool(v.detected and bits["detected"])
-      v.p_value = max(v.p_value, bits["p_value"])
+      v.detected, v.p_value, bits["decided_by"] = payload_lib.combine(
+          v.p_value, v.success_rate, bits, alpha, self.info["min_success_rate"],
+          message_evidence)
       v.payload = bits
     return v
 
@@ -296,6 +331,9 @@ def load_kit(path: str) -> Kit:
   try:
     cfg = ml_collections.ConfigDict(info["config"])
     calibration = verdict.Calibration.from_dict(info["calibration"])
+    null = load_null(path, info)
+    if null is not None:
+      calibration = calibration.with_null(null)
   except (KeyError, TypeError, ValueError) as e:
     raise DeepwmError(f"kit '{path}': kit.json is invalid ({e}); re-create the kit") from None
   like = _abstract_state(cfg)

@@ -224,6 +224,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   stat = lambda r: np.asarray(verdict.watermark_statistic(
       jnp.asarray(r), jnp.asarray(w), jnp.asarray(blank)))
   calibration = verdict.calibrate(stat(r_neg), stat(r_pos), margin=ev.margin)
+  # The kit keeps the negatives' scores too: verify ranks a suspect's images among them.
+  calibration = calibration.with_null(np.asarray(verdict.watermark_score(
+      jnp.asarray(r_neg), jnp.asarray(w), jnp.asarray(blank))))
   bit_calibration = None if pay is None else payload.calibrate_bits(
       pay, pay.soft_bits(r_neg), pay.soft_bits(r_pos), margin=ev.margin)
   del r_neg, r_pos

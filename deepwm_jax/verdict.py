@@ -6,7 +6,8 @@ usual correlations can decide this: the paper's NC of the blank against a dark-o
 is already ~0.93, and the centered NC of a faint trace of w on a blank extraction is high.
 `watermark_statistic` measures shape and amplitude together; `calibrate` puts the threshold
 above every statistic of images that must not be detected; `decide` turns the number of
-images above it into a binomial p-value.
+images above it, and (for kits that store their calibration null) each image's rank among the
+calibration negatives, into a p-value for the whole suspect set.
 """
 import dataclasses
 from typing import Any
@@ -46,6 +47,30 @@ def watermark_statistic(r_NxHxWxC, w_HxWxC, blank_HxWxC, eps: float = 1e-12) -> 
   Centering also makes the statistic indifferent to a global brightness shift of r.
   r is clipped to [0, 1] first (the extractor's output is linear).
   """
+  return _statistic(*_moments(r_NxHxWxC, w_HxWxC, blank_HxWxC), eps)
+
+
+def watermark_score(r_NxHxWxC, w_HxWxC, blank_HxWxC, eps: float = 1e-12) -> jnp.ndarray:
+  """The statistic with its ties at 0 broken: what the calibrated p-value ranks images by.
+
+  Where the statistic is positive (covariance > 0) the score is the statistic itself; where
+  it is 0 the score is the (negative) amplitude a. So the score orders images exactly as the
+  statistic does wherever it is above 0, but about half of all innocent extractions, whose
+  statistic is exactly 0, are no longer tied: their rank p-values are spread over (0.5, 1]
+  instead of all being 1, which is what makes the set p-value of innocents close to uniform.
+  """
+  cov, var_d, var_r = _moments(r_NxHxWxC, w_HxWxC, blank_HxWxC)
+  return jnp.where(cov > 0, _statistic(cov, var_d, var_r, eps), cov / (var_d + eps))
+
+
+def _statistic(cov, var_d, var_r, eps):
+  amplitude = cov / (var_d + eps)
+  shape = cov / (jnp.sqrt(var_d * var_r) + eps)
+  return jnp.clip(amplitude, 0.0, 1.0) * jnp.maximum(shape, 0.0)
+
+
+def _moments(r_NxHxWxC, w_HxWxC, blank_HxWxC):
+  """cov(r, d), var(d), var(r) per image, of centered images, d = w - blank, r clipped."""
   r = jnp.clip(jnp.asarray(r_NxHxWxC, jnp.float32), 0.0, 1.0)
   w = jnp.asarray(w_HxWxC, jnp.float32)
   blank = jnp.asarray(blank_HxWxC, jnp.float32)
@@ -60,9 +85,7 @@ def watermark_statistic(r_NxHxWxC, w_HxWxC, blank_HxWxC, eps: float = 1e-12) -> 
   cov = jnp.mean(rc * dc, axis=_IMAGE_AXES)
   var_d = jnp.mean(dc * dc, axis=_IMAGE_AXES)
   var_r = jnp.mean(rc * rc, axis=_IMAGE_AXES)
-  amplitude = cov / (var_d + eps)
-  shape = cov / (jnp.sqrt(var_d * var_r) + eps)
-  return jnp.clip(amplitude, 0.0, 1.0) * jnp.maximum(shape, 0.0)
+  return cov, var_d, var_r
 
 
 def _as_finite_vector(values, what: str) -> np.ndarray:
@@ -87,9 +110,22 @@ class Calibration:
   max_negative: float
   min_positive: float | None = None
   method: str = ""
+  # The calibration null: every negative's `watermark_score`, sorted. Kits store it in
+  # null.npz (not in kit.json); None for kits written before it existed, whose p-value is then
+  # the binomial bound alone (see `decide`).
+  null: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
   def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    """The JSON record (kit.json, report.json): everything but the null's values."""
+    d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "null"}
+    if self.null is not None:
+      d["n_null"] = int(self.null.size)
+    return d
+
+  def with_null(self, negative_scores) -> "Calibration":
+    """This calibration with its null: the scores of the same negatives, any order."""
+    null = np.sort(_as_finite_vector(negative_scores, "the calibration null"))
+    return dataclasses.replace(self, null=null)
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "Calibration":
@@ -179,6 +215,12 @@ class Verdict:
   image_detected: bool | None = None
   image_p_value: float | None = None
   payload: dict[str, Any] | None = None
+  # How p_value was computed: 'calibrated' (binomial count and the Cauchy combination of the
+  # images' rank p-values among the calibration null) or 'bound' (binomial count only: a kit
+  # without a stored null). Both parts are kept for the report.
+  p_method: str | None = None
+  p_bound: float | None = None
+  p_combined: float | None = None
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -190,30 +232,94 @@ def per_image_decisions(stats: np.ndarray, calibration: Calibration) -> np.ndarr
   return values >= calibration.threshold
 
 
+def binomial_tail(k: int, n: int, p0: float) -> float:
+  """P(X >= k) for X ~ Binomial(n, p0); exactly 1 for k <= 0 and 0 for k > n."""
+  return 1.0 if k <= 0 else float(scipy_stats.binom.sf(k - 1, n, p0))
+
+
+def rank_pvalues(scores, null_sorted: np.ndarray) -> np.ndarray:
+  """Per image: (1 + #{null >= score}) / (1 + n), the conformal p-value of its score among the
+  n calibration negatives. For an image exchangeable with them, P(p <= x) <= x."""
+  s = _as_finite_vector(scores, "rank_pvalues' scores")
+  n = null_sorted.size
+  above = n - np.searchsorted(null_sorted, s, side="left")
+  return (1.0 + above) / (1.0 + n)
+
+
+def cauchy_pvalue(p_values: np.ndarray, n_null: int) -> float:
+  """The Cauchy combination (Liu and Xie 2020): T = mean tan((1/2 - p_i) pi), p = P(C >= T).
+
+  Exactly uniform for independent uniform p_i, and still approximately valid in the tail under
+  arbitrary dependence: for N identical p_i it returns p_i itself, so a suspect whose images
+  all lean the same way gets no more evidence than one image (Fisher's combination multiplies
+  that evidence; the false-claim study measured it calling a null model's 16 outputs p ~ 1e-4).
+  So it never goes far below the smallest rank p-value, 1 / (n + 1): below that only the
+  binomial bound speaks (`set_pvalue`). Rank p-values of 1 (below every negative) count as
+  1 - 1 / (2 (n + 1)), the middle of their bin, since tan would be -inf.
+  """
+  p = np.minimum(np.asarray(p_values, np.float64), 1.0 - 0.5 / (n_null + 1))
+  return float(scipy_stats.cauchy.sf(np.mean(np.tan((0.5 - p) * np.pi))))
+
+
+def set_pvalue(n_hits: int, n: int, p0: float, p_combined: float | None) -> float:
+  """The suspect set's p-value from its hits and, when there is a null, the combination of the
+  images' rank p-values (`cauchy_pvalue`).
+
+  The test statistic is lexicographic: first the number of images over the threshold H, then,
+  among sets with as many hits, the combination T of the rank p-values. Its exact p-value
+  P(H' > k) + P(H' = k, T' >= T) is at most B(k + 1) + p_combined and at most B(k), with
+  B(j) = P(Binomial(n, p0) >= j); the smaller of the two is returned. So with hits the
+  conservative binomial bound of older kits is kept (p0^16 ~ 5e-65 for 16 of 16 at
+  p0 = 1e-4), and without hits the p-value is p_combined + B(1) (B(1) ~ n p0 ~ 1.5e-3 for
+  16 images): close to uniform for images exchangeable with the calibration negatives instead
+  of always 1. Without a null
+  (p_combined None) it is the binomial bound B(k) alone.
+  """
+  bound = binomial_tail(n_hits, n, p0)
+  if p_combined is None:
+    return bound
+  return float(min(bound, binomial_tail(n_hits + 1, n, p0) + p_combined, 1.0))
+
+
 def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_ALPHA,
            nc_values: np.ndarray | None = None,
-           min_success_rate: float = DEFAULT_MIN_SUCCESS_RATE) -> Verdict:
-  """Detected when the number of hits is implausible for images without the watermark, and
-  the hits are the majority of the images.
+           min_success_rate: float = DEFAULT_MIN_SUCCESS_RATE,
+           scores: np.ndarray | None = None) -> Verdict:
+  """Detected when the suspect set is implausible for images without the watermark (p-value
+  below alpha), and the hits are the majority of the images.
 
-  p-value = P(X >= n_hits) for X ~ Binomial(n_images, p0). This treats the images as
-  independent draws, which outputs of one suspect model need not be: a null model unlike the
-  calibration's (another architecture) can put a few percent of its images over the threshold,
-  which the binomial tail then calls astronomically unlikely. A surrogate that copied the
-  watermark shows it on most of its outputs, so `min_success_rate` (default one half) is the
-  guard against that. Give `nc_values` (the paper's NC) to fill the paper's columns.
+  p-value (`set_pvalue`): with `scores` (`watermark_score` of the same images) and a
+  calibration that carries its null, the lexicographic combination of the binomial count of
+  hits (X ~ Binomial(n_images, p0)) and the Cauchy combination of the images' rank p-values
+  ('calibrated'); otherwise the binomial tail P(X >= n_hits) alone ('bound', 1 without hits).
+  Both treat the images as independent draws exchangeable with the calibration negatives,
+  which outputs of one suspect model need not be: a null model unlike the calibration's
+  (another architecture) can put a few percent of its images over the threshold, which the
+  binomial tail then calls astronomically unlikely. A surrogate that copied the watermark shows
+  it on most of its outputs, so `min_success_rate` (default one half) is the guard against
+  that. Give `nc_values` (the paper's NC) to fill the paper's columns.
   """
   values = _as_finite_vector(stats, "decide's stats")
   if not 0.0 < alpha < 1.0:
     raise DeepwmError(f"alpha must be in (0, 1), got {alpha}.")
   hits = values >= calibration.threshold
   n, n_hits = int(values.size), int(np.sum(hits))
-  # sf(k - 1) = P(X >= k); with no hits it is exactly 1.
-  p_value = 1.0 if n_hits == 0 else float(scipy_stats.binom.sf(n_hits - 1, n, calibration.p0))
+  p_combined = None
+  if scores is not None and calibration.null is not None:
+    score_values = _as_finite_vector(scores, "decide's scores")
+    if score_values.size != n:
+      raise DeepwmError(f"decide got {n} statistics but {score_values.size} scores; give one "
+                        "of each per image.")
+    p_combined = cauchy_pvalue(rank_pvalues(score_values, calibration.null),
+                               calibration.null.size)
+  p_value = set_pvalue(n_hits, n, calibration.p0, p_combined)
   verdict = Verdict(
-      detected=bool(p_value < alpha and n_hits / n >= min_success_rate), n_images=n, n_hits=n_hits, success_rate=n_hits / n,
-      p_value=p_value, threshold=float(calibration.threshold), alpha=float(alpha),
-      stat_mean=float(np.mean(values)), p0=float(calibration.p0))
+      detected=bool(p_value < alpha and n_hits / n >= min_success_rate), n_images=n,
+      n_hits=n_hits, success_rate=n_hits / n, p_value=p_value,
+      threshold=float(calibration.threshold), alpha=float(alpha),
+      stat_mean=float(np.mean(values)), p0=float(calibration.p0),
+      p_method="bound" if p_combined is None else "calibrated",
+      p_bound=binomial_tail(n_hits, n, calibration.p0), p_combined=p_combined)
   if nc_values is not None:
     nc = _as_finite_vector(nc_values, "decide's nc_values")
     verdict.nc_mean = float(np.mean(nc))

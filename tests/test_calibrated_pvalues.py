@@ -1,0 +1,159 @@
+"""Calibrated p-values (rank among the kit's null, Cauchy combination), the message p-value,
+and kits that carry their null (written with it, or given it later by deepwm_jax/recalibrate.py)."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from deepwm_jax import kit as kit_lib
+from deepwm_jax import payload, recalibrate, verdict
+from deepwm_jax.errors import DeepwmError
+
+
+def test_score_orders_like_the_statistic_and_breaks_its_ties():
+  rng = np.random.default_rng(0)
+  w = np.ones((16, 16, 1), np.float32)
+  w[4:12, 6:10] = 0.0
+  blank = np.ones_like(w)
+  r = np.clip(1.0 + rng.uniform(-0.3, 0.3, (200, 1, 1, 1)) * (w - 1.0)
+              + rng.normal(0, 0.05, (200, *w.shape)), 0, 1).astype(np.float32)
+  stat = np.asarray(verdict.watermark_statistic(r, w, blank))
+  score = np.asarray(verdict.watermark_score(r, w, blank))
+  assert np.mean(stat == 0) > 0.3  # the ties the score breaks
+  np.testing.assert_allclose(score[stat > 0], stat[stat > 0], rtol=1e-6)
+  assert np.all(score[stat == 0] <= 0) and np.unique(score[stat == 0]).size == np.sum(stat == 0)
+
+
+def _calibration(null):
+  return verdict.calibrate(null, margin=0.05).with_null(null)
+
+
+def test_innocent_set_pvalues_are_close_to_uniform_and_valid():
+  # Innocent sets exchangeable with a calibration null of 2000: the old bound is always 1,
+  # the calibrated p-value is spread over (0, 1] like a uniform, never more often small.
+  rng = np.random.default_rng(1)
+  cal = _calibration(rng.normal(size=2000))
+  p = np.array([verdict.decide(s, cal, scores=s).p_value for s in rng.normal(size=(400, 16))])
+  assert scipy_stats.kstest(p, "uniform").statistic < 0.08
+  for x in (0.01, 0.05, 0.2, 0.5):
+    assert np.mean(p <= x) <= x + 0.03
+  v = verdict.decide(np.zeros(16), cal)  # no scores given: the bound alone
+  assert v.p_value == 1.0 and v.p_method == "bound"
+  hit = verdict.decide(np.full(16, 5.0), cal, scores=np.full(16, 5.0))
+  assert hit.p_method == "calibrated" and hit.p_value <= hit.p_bound < 1e-40 and hit.detected
+
+
+def test_calibrated_pvalues_stay_valid_with_a_small_shared_calibration():
+  # Rank p-values that share one small calibration set are dependent; the combination must
+  # still not give small p-values more often than nominal (calibration redrawn per trial).
+  rng = np.random.default_rng(2)
+  p = []
+  for _ in range(600):
+    null = rng.normal(size=100)
+    cal = _calibration(null)
+    s = rng.normal(size=8)
+    p.append(verdict.decide(s, cal, scores=s).p_value)
+  p = np.asarray(p)
+  for x in (0.01, 0.05, 0.1):
+    assert np.mean(p <= x) <= x + 0.02, (x, np.mean(p <= x))
+
+
+def test_set_pvalue_keeps_the_bound_when_images_clear_the_threshold():
+  p0 = 1 / 10497
+  assert verdict.set_pvalue(16, 16, p0, 1e-44) == pytest.approx(p0 ** 16)
+  assert verdict.set_pvalue(16, 16, p0, None) == pytest.approx(p0 ** 16)
+  assert verdict.set_pvalue(0, 16, p0, None) == 1.0
+  assert verdict.set_pvalue(0, 16, p0, 0.3) == pytest.approx(0.3 + 1 - (1 - p0) ** 16)
+  # Images that all lean the same way are one piece of evidence, not sixteen.
+  assert verdict.cauchy_pvalue(np.full(16, 0.01), 10000) == pytest.approx(0.01, rel=1e-3)
+  assert verdict.cauchy_pvalue(np.ones(16), 10000) == pytest.approx(1.0, abs=1e-3)
+  with pytest.raises(DeepwmError, match="scores"):
+    verdict.decide(np.zeros(4), _calibration(np.zeros(10)), scores=np.zeros(3))
+
+
+def _message_payload():
+  return payload.make_payload("text:ACME", 64, 8, 7, 32)
+
+
+def test_message_pvalue_is_the_decoding_ball_over_all_words():
+  p = _message_payload()
+  code = bytearray(p.codec.encode(p.data))
+  assert payload.message_pvalue(p, bytes(code), []) == pytest.approx(256.0 ** -16)
+  code[3] ^= 0xFF
+  code[9] ^= 0x01
+  want = (1 + 16 * 255 + 120 * 255 ** 2) / 256.0 ** 16  # radius 2 among 16 bytes
+  assert payload.message_pvalue(p, bytes(code), []) == pytest.approx(want)
+  assert payload.message_pvalue(p, bytes(code), [3]) == pytest.approx(
+      (1 + 15 * 255) / 256.0 ** 15)  # byte 3 erased: radius 1 among the other 15
+  soft = 2.0 * p.channel_bits[None].astype(np.float64) - 1.0
+  d = payload.decode(p, 0.4 * soft)
+  assert d["matches"] and d["p_value"] == pytest.approx(256.0 ** -16)
+  assert payload.decode(p, -soft)["p_value"] == 1.0
+
+
+def _bits(p, soft):
+  cal = verdict.Calibration(threshold=0.5, n_negatives=999, n_negatives_above=0, p0=1e-3,
+                            max_negative=0.0)
+  return payload.decide(p, soft, cal, 1e-6, 0.5)
+
+
+def test_one_image_cannot_make_the_message_evidence():
+  # What the study measured on an innocent null model: one output on which R drew the whole
+  # pattern faintly, the others blank. The vote decodes the message, but only thanks to it.
+  p = _message_payload()
+  sign = 2.0 * p.channel_bits.astype(np.float64) - 1.0
+  soft = np.zeros((16, p.n_coded))
+  soft[0] = 0.25 * sign
+  one = _bits(p, soft)
+  assert one["decode_matches"] and one["decode_single_image"]
+  assert payload.combine(1.0, 0.0, one, 1e-6, 0.5, message_evidence=True) == (False, 1.0, "none")
+  # Four images that each carry it faintly: not one image's doing, the message route decides.
+  rng = np.random.default_rng(3)
+  soft[:4] = 0.1 * sign + rng.normal(0, 0.03, (4, p.n_coded))
+  four = _bits(p, soft)
+  assert four["decode_matches"] and not four["decode_single_image"]
+  detected, p_value, route = payload.combine(1.0, 0.0, four, 1e-6, 0.5, message_evidence=True)
+  assert detected and route == "message" and p_value == pytest.approx(2 * four["decode_p_value"])
+  # Off by default: the decision is the watermark test alone.
+  assert payload.combine(1.0, 0.0, four, 1e-6, 0.5) == (False, 1.0, "none")
+
+
+def _without_null(kit_path, out):
+  """A copy of a kit as written before nulls existed."""
+  tmp = out + ".tmp"
+  shutil.copytree(kit_path, tmp)
+  os.remove(os.path.join(tmp, kit_lib.NULL_FILE))
+  os.remove(os.path.join(tmp, "manifest.json"))
+  with open(os.path.join(tmp, "kit.json")) as f:
+    info = json.load(f)
+  info.pop("calibration_null")
+  info["calibration"].pop("n_null")
+  kit_lib.publish(tmp, out, info)
+
+
+def test_kits_store_their_null_and_older_kits_get_it_back(tiny_run, tmp_path):
+  workdir = tiny_run[0]
+  kit = kit_lib.load_kit(os.path.join(workdir, "kit"))
+  assert kit.calibration.null.size == kit.calibration.n_negatives
+  images = np.random.default_rng(4).uniform(size=(8, 32, 32, kit.channels)).astype(np.float32)
+  new = kit.verify(images)
+  assert new.p_method == "calibrated" and 0 < new.p_value <= 1
+  # An older kit: same decision rule, the bound alone.
+  run = tmp_path / "run"
+  os.makedirs(run)
+  os.symlink(os.path.join(workdir, "checkpoints"), run / "checkpoints")
+  _without_null(os.path.join(workdir, "kit"), str(run / "kit"))
+  old = kit_lib.load_kit(str(run / "kit"))
+  assert old.calibration.null is None and old.verify(images).p_method == "bound"
+  # recalibrate rebuilds the run's negatives from its checkpoints: the very same null.
+  out = recalibrate.recalibrate(str(run), str(tmp_path / "kit2"), log=lambda *_: None)
+  again = kit_lib.load_kit(out)
+  np.testing.assert_allclose(again.calibration.null, kit.calibration.null, rtol=1e-5, atol=1e-6)
+  assert again.verify(images).p_value == pytest.approx(new.p_value, rel=1e-4)
+  with pytest.raises(DeepwmError, match="already exists"):
+    recalibrate.recalibrate(str(run), out)
+  with pytest.raises(DeepwmError, match="not the kit's"):
+    recalibrate.check_reproduced(kit.calibration, np.zeros(3))
