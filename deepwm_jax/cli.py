@@ -32,6 +32,9 @@ def _parser():
   verify.add_argument("--json", help="also write the verdict as JSON to this file ('-': stdout)")
   verify.add_argument("--resize", action="store_true", help="resize inputs to the kit's size")
   verify.add_argument("--alpha", type=float, help="false-positive rate (default: the kit's)")
+  verify.add_argument("--message-evidence", action="store_true",
+                      help="payload kits: also detect on a decoded message equal to the kit's "
+                           "(Bonferroni; see docs/verdicts.md for why it is off by default)")
 
   info = sub.add_parser("kit-info", help="a kit's provenance: owner, time, version, config, "
                                          "SHA-256 manifest, calibration, payload")
@@ -126,7 +129,8 @@ def cmd_verify(args, overrides):
   _no_overrides(overrides, "verify")
   kit = deepwm_jax.load_kit(args.kit)
   images, _ = _read(kit, args)
-  v = kit.verify(images, alpha=args.alpha)
+  v = kit.verify(images, alpha=args.alpha,
+                 **({"message_evidence": True} if args.message_evidence else {}))
   result = {**v.to_dict(), "kit": os.path.abspath(args.kit), "input": os.path.abspath(args.input)}
   word = "DETECTED" if v.detected else "not detected"
   print(f"watermark {word}: {v.n_hits}/{v.n_images} images over the threshold, "
@@ -134,8 +138,10 @@ def cmd_verify(args, overrides):
   if v.payload is not None:
     b = v.payload
     message = (f"decoded {b['decode_message']}, "
-               + ("matches the kit" if b["decode_matches"] else "NOT the kit's message")
+               + (f"matches the kit (message p-value {b['decode_p_value']:.3g})"
+                  if b["decode_matches"] else "NOT the kit's message")
                if b["decode_decoded"] else "not decoded")
+    message += f"; decided by: {b.get('decided_by', 'none')}"
     print(f"payload: bit accuracy {100 * b['bit_accuracy_mean']:.1f}% over {b['n_images']} "
           f"images, bit p-value {b['p_value']:.3g}; message {message}")
   if args.json == "-":

@@ -36,6 +36,7 @@ import dataclasses
 import getpass
 import hashlib
 import json
+import fractions
 import math
 from typing import Any
 
@@ -299,10 +300,74 @@ def decode(p: Payload, soft_NxN: np.ndarray) -> dict[str, Any]:
       break
     except reedsolo.ReedSolomonError:
       continue
-  return {"n_images": int(soft.shape[0]), "vote_bit_accuracy": vote_accuracy, "decoded": data is not None,
-         "erasures": erasures if data is not None else None,
-         "message": show_message(data, p.message) if data is not None else None,
-         "matches": data == p.data}
+  matches = data == p.data
+  return {"n_images": int(soft.shape[0]), "vote_bit_accuracy": vote_accuracy,
+          "decoded": data is not None, "erasures": erasures if data is not None else None,
+          "message": show_message(data, p.message) if data is not None else None,
+          "matches": matches,
+          "p_value": message_pvalue(p, bytes(word), order[:erasures]) if matches else 1.0}
+
+
+def message_pvalue(p: Payload, word: bytes, erased: list[int]) -> float:
+  """P(a random word is as close to the kit's codeword as `word`): the message's p-value.
+
+  With m = the codeword's bytes that were not erased and d = how many of them differ between
+  `word` and the kit's codeword, it is sum_{i <= d} C(m, i) 255^i / 256^m: the volume of the
+  Hamming ball of radius d over all 256^m words. Exact when the non-erased bytes are uniform
+  and independent of the message (what the whitening makes of bits that do not depend on the
+  key); a decoded match has d <= (ecc_bytes - erasures) / 2, so for 64 bits + 8 parity bytes
+  it is at most 2.3e-26 without erasures and 2.1e-21 with 6. The assumption is what an
+  innocent model's outputs cannot be shown to meet by the kit alone (R itself was trained to
+  draw this pattern, and may draw a trace of it on any image), so the false-claim study checks
+  that no innocent set decodes to the kit's message.
+  """
+  code = bytes(p.codec.encode(p.data))
+  gone = set(int(i) for i in erased)
+  keep = [i for i in range(len(code)) if i not in gone]
+  d = sum(word[i] != code[i] for i in keep)
+  m = len(keep)
+  ball = sum(math.comb(m, i) * 255 ** i for i in range(d + 1))
+  return float(fractions.Fraction(ball, 256 ** m))
+
+
+def single_image_carried(p: Payload, soft_NxN: np.ndarray) -> bool:
+  """Whether the soft vote decodes the kit's message only thanks to one image: dropping some
+  single image makes it fail. Measured: R draws the whole pattern faintly on about one output
+  in 64 of some innocent null models, and that one image decodes a 16-image set by itself."""
+  soft = np.asarray(soft_NxN, np.float64)
+  if len(soft) < 2:
+    return True
+  total = soft.sum(axis=0)
+  return any(not decode(p, (total - soft[i])[None])["matches"] for i in range(len(soft)))
+
+
+def combine(image_p: float, image_rate: float, bits: dict[str, Any], alpha: float,
+            min_success_rate: float, message_evidence: bool = False) -> tuple[bool, float, str]:
+  """A payload kit's decision from its tests: (detected, p-value, which test decided).
+
+  Test A, the watermark: the image statistic and the bits must both detect (an
+    intersection-union test: p_A = max(image p, bit p), each with its majority rule). This is
+    the decision unless `message_evidence` is set.
+  Test B, the message (only with `message_evidence`): the soft majority vote decodes to the
+    kit's message without depending on any single image (`single_image_carried`), p_B =
+    `message_pvalue`. Then p = min(1, 2 min(p_A, p_B)) (Bonferroni over the two).
+  Off by default: p_B assumes the decoded bits are independent of the message, and the
+  false-claim study measured an innocent null model whose 16 outputs decoded the kit's message
+  (one output carried it; docs/verdicts.md), so p_B is not a valid p-value for every innocent
+  model; the leave-one-out rule removes that case but is not a proof either.
+  """
+  p_a = max(float(image_p), float(bits["p_value"]))
+  rule_a = image_rate >= min_success_rate and bits["success_rate"] >= min_success_rate
+  if not message_evidence:
+    return bool(rule_a and p_a < alpha), p_a, "watermark" if rule_a and p_a < alpha else "none"
+  ok_b = bool(bits["decode_matches"]) and not bits.get("decode_single_image", True)
+  p_b = float(bits["decode_p_value"]) if ok_b else 1.0
+  p = min(1.0, 2.0 * min(p_a, p_b))
+  detected_a = rule_a and 2.0 * p_a < alpha
+  detected_b = ok_b and 2.0 * p_b < alpha
+  route = ("watermark and message" if detected_a and detected_b else "watermark" if detected_a
+           else "message" if detected_b else "none")
+  return bool(detected_a or detected_b), p, route
 
 
 def fair_tail(k: int, n: int) -> float:
@@ -357,7 +422,7 @@ def decide(p: Payload, soft_NxN: np.ndarray, calibration: verdict.Calibration,
   image_verdict = verdict.decide(fraction, calibration, alpha, min_success_rate=min_success_rate)
   p_fair = fair_tail(int(pi["confident"].sum()), n_img * n)
   p_value = max(p_fair, image_verdict.p_value)
-  return {
+  out = {
       "detected": bool(p_value < alpha and image_verdict.success_rate >= min_success_rate),
       "p_value": p_value, "p_fair": p_fair, "p_calibrated": image_verdict.p_value,
       "n_images": n_img, "n_hits": image_verdict.n_hits,
@@ -366,8 +431,12 @@ def decide(p: Payload, soft_NxN: np.ndarray, calibration: verdict.Calibration,
       "bit_accuracy_min": float(np.min(pi["bit_accuracy"])),
       "confident_mean": float(np.mean(fraction)),
       "bits": p.bits, "n_coded": n, **{f"decode_{k}": v for k, v in decode(p, soft).items()},
+      "decode_single_image": None,
       "kit_message": show_message(p.data, p.message), "kit_message_spec": p.message,
   }
+  if out["decode_matches"]:
+    out["decode_single_image"] = single_image_carried(p, soft)
+  return out
 
 
 def group_summary(p: Payload, soft: np.ndarray, calibration: verdict.Calibration, alpha: float,
