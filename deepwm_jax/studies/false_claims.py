@@ -15,12 +15,17 @@ Given a kit, with the kit's own data source and task:
 It writes study.json, study.md and figures: a QQ plot of p-values against the uniform, and the
 per-image statistic histogram with the calibrated threshold.
 
-Which p-values should be uniform: a set's decision p-value is deliberately conservative (it is 1
-whenever no image is over the threshold), so under the null P(p <= x) <= x and most values are
-exactly 1; the study reports that fraction against x. For payload kits it also tests the
-assumption behind the fair-bit binomial: per image, the randomized binomial p-value of the raw
-bit matches (sign only) must be uniform if innocent bits are independent and fair; the KS
-statistic and the QQ plot say how far they are.
+Which p-values should be uniform: with a kit that stores its calibration null (kit.py; older
+kits get one with deepwm_jax/recalibrate.py), the image statistic's set p-value
+(verdict.set_pvalue) and each image's rank p-value among the null should be close to uniform on
+innocent images: the study reports their KS statistics against the uniform and the QQ plot.
+Without a null the set p-value is the conservative binomial bound, exactly 1 whenever no image
+is over the threshold. A payload kit's decision p-value takes the larger of the image and bit
+p-values (both must detect), so it is conservative by construction. For payload kits the study
+also tests the assumption behind the fair-bit binomial (per image, the randomized binomial
+p-value of the raw bit matches must be uniform if innocent bits are independent and fair), and
+counts innocent sets whose soft vote decodes the kit's message, with and without the
+leave-one-out rule of payload.combine.
 
 Null models are trained with checkpoints in `workdir`, so an interrupted study resumes.
 """
@@ -75,10 +80,16 @@ def _verdicts(kit, images, set_size, alpha):
   for s in _sets(images, set_size):
     v = kit.verify(s, alpha=alpha)
     row = {"detected": v.detected, "p_value": v.p_value, "n_hits": v.n_hits,
-           "stat_mean": v.stat_mean}
+           "stat_mean": v.stat_mean, "p_method": v.p_method,
+           "image_p_value": v.p_value if v.image_p_value is None else v.image_p_value}
     if v.payload is not None:
-      row.update(bit_accuracy=v.payload["bit_accuracy_mean"], bit_p_value=v.payload["p_value"],
-                 decoded=v.payload["decode_decoded"], matches=v.payload["decode_matches"])
+      b = v.payload
+      with_message = payload_lib.combine(row["image_p_value"], v.success_rate, b, alpha,
+                                         kit.info["min_success_rate"], message_evidence=True)
+      row.update(bit_accuracy=b["bit_accuracy_mean"], bit_p_value=b["p_value"],
+                 decoded=b["decode_decoded"], matches=b["decode_matches"],
+                 message_p_value=b["decode_p_value"], single_image=b["decode_single_image"],
+                 detected_with_message=with_message[0])
     out.append(row)
   return out
 
@@ -90,12 +101,21 @@ def _group(name, kit, images, set_size, alpha, rng) -> dict:
        "false_or_true_detections": int(sum(r["detected"] for r in rows)),
        "detected_fraction": float(np.mean([r["detected"] for r in rows])) if rows else None,
        "p_values": [r["p_value"] for r in rows],
+       "image_p_values": [r["image_p_value"] for r in rows],
+       "p_method": rows[0]["p_method"] if rows else None,
        "image_hits": int(np.sum(stats >= kit.calibration.threshold)),
        "stat_max": float(np.max(stats)), "_stats": stats}
+  if kit.calibration.null is not None:
+    g["_rank"] = verdict.rank_pvalues(np.asarray(verdict.watermark_score(
+        kit.extract(images), kit.watermark, kit.blank)), kit.calibration.null)
   if rows and "bit_accuracy" in rows[0]:
     g.update(bit_accuracy_mean=float(np.mean([r["bit_accuracy"] for r in rows])),
              messages_matched=int(sum(r["matches"] for r in rows)),
-             messages_decoded=int(sum(r["decoded"] for r in rows)))
+             messages_matched_by_one_image=int(sum(bool(r["matches"] and r["single_image"])
+                                                   for r in rows)),
+             messages_decoded=int(sum(r["decoded"] for r in rows)),
+             detected_with_message=int(sum(r["detected_with_message"] for r in rows)),
+             message_p_value_min=float(min(r["message_p_value"] for r in rows)))
   fair = fair_bit_pvalues(kit, images, rng)
   if fair is not None:
     g["_fair"] = fair
@@ -199,6 +219,19 @@ def _summarize(groups, alpha, set_size, curves, seconds, kit_path) -> dict:
          "set_p_value_cdf": {str(x): float(np.mean(set_p <= x)) for x in (1e-3, 0.01, 0.05, 0.5)},
          "set_p_value_min": float(np.min(set_p)), "n_negative_sets": int(set_p.size),
          "attacks": curves}
+  image_p = np.concatenate([g["image_p_values"] for g in negatives])
+  out["image_p_values"] = _uniformity(image_p) | {
+      "method": negatives[0]["p_method"],
+      "ks_by_group": {g["name"]: float(scipy_stats.kstest(g["image_p_values"], "uniform").statistic)
+                      for g in negatives}}
+  if all("_rank" in g for g in negatives):
+    out["rank_p_values"] = _uniformity(np.concatenate([g["_rank"] for g in negatives])) | {
+        "ks_by_group": {g["name"]: float(scipy_stats.kstest(g["_rank"], "uniform").statistic)
+                        for g in negatives}}
+  if "messages_matched" in negatives[0]:
+    out["innocent_messages"] = {
+        k: int(sum(g[k] for g in negatives)) for k in (
+            "messages_matched", "messages_matched_by_one_image", "detected_with_message")}
   fair = [g["_fair"] for g in negatives if "_fair" in g]
   if fair:
     per_group = {g["name"]: float(scipy_stats.kstest(g["_fair"], "uniform").statistic)
@@ -211,8 +244,18 @@ def _summarize(groups, alpha, set_size, curves, seconds, kit_path) -> dict:
   protected = [g for g in groups if g["kind"] in ("protected", "surrogate")]
   out["protected"] = [{k: g.get(k) for k in ("name", "detected_fraction", "bit_accuracy_mean",
                                              "messages_matched", "n_sets")}
-                      | {"p_value_max": float(np.max(g["p_values"]))} for g in protected]
+                      | {"p_value_max": float(np.max(g["p_values"])),
+                         "image_p_value_max": float(np.max(g["image_p_values"]))}
+                      for g in protected]
   return out
+
+
+def _uniformity(p: np.ndarray) -> dict:
+  """How close innocent p-values are to uniform: KS against U(0, 1) and P(p <= x)."""
+  ks = scipy_stats.kstest(p, "uniform")
+  return {"n": int(p.size), "ks_statistic": float(ks.statistic), "ks_pvalue": float(ks.pvalue),
+          "cdf": {str(x): float(np.mean(p <= x)) for x in (1e-3, 0.01, 0.05, 0.1, 0.5)},
+          "min": float(np.min(p))}
 
 
 def _write(workdir, summary, groups, kit, curves) -> None:
@@ -220,11 +263,22 @@ def _write(workdir, summary, groups, kit, curves) -> None:
                            json.dumps(report.to_jsonable(summary), indent=1) + "\n")
   fig_dir = os.path.join(workdir, "figures")
   os.makedirs(fig_dir, exist_ok=True)
-  report.save_figure(report.qq_figure(
-      {g["name"]: g["_fair"] for g in groups if "_fair" in g and g["kind"] in ("clean", "null")}
-      or {"decision p-values (clean and null sets)":
-          np.concatenate([g["p_values"] for g in groups if g["kind"] in ("clean", "null")])},
-      "p-values of innocent images against the uniform"), os.path.join(fig_dir, "qq.png"))
+  innocent = [g for g in groups if g["kind"] in ("clean", "null")]
+  qq = {"image p-value, clean sets": np.asarray(groups[0]["image_p_values"]),
+        "image p-value, null-model sets": np.concatenate(
+            [g["image_p_values"] for g in innocent if g["kind"] == "null"] or [np.zeros(0)])}
+  if all("_rank" in g for g in innocent):
+    qq["rank p-value per image, clean"] = groups[0]["_rank"]
+    qq["rank p-value per image, null models"] = np.concatenate(
+        [g["_rank"] for g in innocent if g["kind"] == "null"] or [np.zeros(0)])
+  report.save_figure(report.qq_figure({k: v for k, v in qq.items() if len(v)},
+                                      "p-values of innocent images against the uniform"),
+                     os.path.join(fig_dir, "qq.png"))
+  if any("_fair" in g for g in innocent):
+    report.save_figure(report.qq_figure(
+        {g["name"]: g["_fair"] for g in innocent if "_fair" in g},
+        "fair-bit p-values of innocent images (the fair-bit assumption)"),
+        os.path.join(fig_dir, "qq_fair_bits.png"))
   hist = {g["name"] if g["kind"] != "null" else "null models": g["_stats"] for g in groups}
   hist["null models"] = np.concatenate([g["_stats"] for g in groups if g["kind"] == "null"]
                                        or [np.zeros(0)])
@@ -242,6 +296,18 @@ def _write(workdir, summary, groups, kit, curves) -> None:
            f"{fd['null_images_over_threshold']} of their images over the threshold",
            f"- negative sets' p-values: P(p <= x) = {summary['set_p_value_cdf']} (min "
            f"{summary['set_p_value_min']:.3g})"]
+  ip = summary["image_p_values"]
+  lines.append(f"- image p-values of {ip['n']} innocent sets ({ip['method']}): KS statistic "
+               f"{ip['ks_statistic']:.3f} against the uniform, P(p <= x) = {ip['cdf']}")
+  if "rank_p_values" in summary:
+    rp = summary["rank_p_values"]
+    lines.append(f"- rank p-values of {rp['n']} innocent images: KS statistic "
+                 f"{rp['ks_statistic']:.3f}, P(p <= x) = {rp['cdf']}")
+  if "innocent_messages" in summary:
+    im = summary["innocent_messages"]
+    lines.append(f"- innocent sets decoding the kit's message: {im['messages_matched']} "
+                 f"({im['messages_matched_by_one_image']} carried by one image); detected "
+                 f"with --message-evidence: {im['detected_with_message']}")
   if "fair_bits" in summary:
     fb = summary["fair_bits"]
     lines.append(f"- fair-bit p-values of {fb['n_images']} innocent images: KS statistic "
@@ -249,6 +315,7 @@ def _write(workdir, summary, groups, kit, curves) -> None:
   rows = [{"group": g["name"], "images": g["n_images"], "sets": g["n_sets"],
            "detected sets": g["false_or_true_detections"], "images over threshold": g["image_hits"],
            "max p-value": float(np.max(g["p_values"])), "min p-value": float(np.min(g["p_values"])),
+           "min image p-value": float(np.min(g["image_p_values"])),
            "bit accuracy": g.get("bit_accuracy_mean"), "messages matched": g.get("messages_matched")}
           for g in groups]
   cols = list(rows[0])
