@@ -22,39 +22,19 @@ from `rng` (a numpy Generator). `spec` is one or more of, joined by '+':
 import numpy as np
 from scipy import ndimage
 
+from deepwm_jax import specs
 from deepwm_jax.errors import DeepwmError
 
+# kind -> None (no value) or (value type, valid values, validity check, example): specs.py
 KINDS = {"none": None, "flip": None, "vflip": None, "rot90": None,
-         "rotate": ("an angle in degrees in (0, 180]", lambda v: 0 < v <= 180),
-         "crop": ("a fraction in (0, 1]", lambda v: 0 < v <= 1),
-         "rescale": ("a factor in (0, 1]", lambda v: 0 < v <= 1)}
+         "rotate": (float, "an angle in degrees in (0, 180]", lambda v: 0 < v <= 180, 15),
+         "crop": (float, "a fraction in (0, 1]", lambda v: 0 < v <= 1, 0.7),
+         "rescale": (float, "a factor in (0, 1]", lambda v: 0 < v <= 1, 0.7)}
 
 
 def parse(spec: str) -> list[tuple[str, float | None]]:
-  if not isinstance(spec, str) or not spec.strip():
-    raise DeepwmError(f"augmentation {spec!r} is empty; use 'none', 'flip', 'rot90', "
-                      f"'rotate:15', 'crop:0.7', 'rescale:0.7' or several joined by '+'")
-  out = []
-  for part in spec.strip().split("+"):
-    kind, _, raw = part.strip().partition(":")
-    kind = kind.strip().lower()
-    if kind not in KINDS:
-      raise DeepwmError(f"unknown augmentation {kind!r} in {spec!r}; use one of "
-                        f"{', '.join(KINDS)}")
-    if KINDS[kind] is None:
-      if raw:
-        raise DeepwmError(f"augmentation {kind!r} takes no value (got {part!r})")
-      out.append((kind, None))
-      continue
-    what, ok = KINDS[kind]
-    try:
-      value = float(raw)
-    except ValueError:
-      value = None
-    if value is None or not ok(value):
-      raise DeepwmError(f"augmentation {part!r} needs {what}, e.g. {kind}:0.7")
-    out.append((kind, value))
-  return out
+  """'flip+crop:0.7' -> [('flip', None), ('crop', 0.7)]; raises DeepwmError when invalid."""
+  return specs.parse(spec, KINDS, "augmentation")
 
 
 def augment(spec: str, x, y, rng: np.random.Generator):

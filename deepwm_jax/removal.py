@@ -30,18 +30,18 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from deepwm_jax import specs
 from deepwm_jax.errors import DeepwmError
 
-# kind -> (value type, description of valid values, validity check)
+# kind -> None (no value) or (value type, valid values, validity check, example): specs.py
 KINDS = {
     "none": None,
-    "jpeg": (int, "a quality in 1..100", lambda v: 1 <= v <= 100),
-    "blur": (float, "a sigma in pixels > 0", lambda v: v > 0),
-    "noise": (float, "a standard deviation >= 0", lambda v: v >= 0),
-    "rescale": (float, "a factor in (0, 1]", lambda v: 0 < v <= 1),
-    "crop": (float, "a kept fraction in (0, 1]", lambda v: 0 < v <= 1),
+    "jpeg": (int, "a quality in 1..100", lambda v: 1 <= v <= 100, 50),
+    "blur": (float, "a sigma in pixels > 0", lambda v: v > 0, 1.0),
+    "noise": (float, "a standard deviation >= 0", lambda v: v >= 0, 0.02),
+    "rescale": (float, "a factor in (0, 1]", lambda v: 0 < v <= 1, 0.5),
+    "crop": (float, "a kept fraction in (0, 1]", lambda v: 0 < v <= 1, 0.8),
 }
-_EXAMPLES = {"jpeg": 50, "blur": 1.0, "noise": 0.02, "rescale": 0.5, "crop": 0.8}
 # Which direction of each kind's value is the stronger attack: +1 larger, -1 smaller.
 STRONGER = {"jpeg": -1, "blur": +1, "noise": +1, "rescale": -1, "crop": -1}
 
@@ -55,30 +55,7 @@ def spec(kind: str, value) -> str:
 
 def parse(spec_str: str) -> list[tuple[str, float | int | None]]:
   """'jpeg:50+blur:1.0' -> [('jpeg', 50), ('blur', 1.0)]; raises DeepwmError when invalid."""
-  if not isinstance(spec_str, str) or not spec_str.strip():
-    raise DeepwmError(f"removal attack {spec_str!r} is empty; use e.g. 'jpeg:50', 'blur:1.0', "
-                      f"'none', or several joined by '+'")
-  out = []
-  for part in spec_str.strip().split("+"):
-    kind, _, raw = part.strip().partition(":")
-    kind = kind.strip().lower()
-    if kind not in KINDS:
-      raise DeepwmError(f"unknown removal attack {kind!r} in {spec_str!r}; use one of "
-                        f"{', '.join(KINDS)} (e.g. 'jpeg:50+blur:1.0')")
-    if kind == "none":
-      if raw:
-        raise DeepwmError(f"removal attack 'none' takes no value (got {part!r})")
-      out.append(("none", None))
-      continue
-    typ, what, ok = KINDS[kind]
-    try:
-      value = typ(float(raw)) if typ is int and float(raw).is_integer() else typ(raw)
-    except ValueError:
-      value = None
-    if value is None or not ok(value):
-      raise DeepwmError(f"removal attack {part!r} needs {what}, e.g. {kind}:{_EXAMPLES[kind]}")
-    out.append((kind, value))
-  return out
+  return specs.parse(spec_str, KINDS, "removal attack")
 
 
 def apply(spec_str: str, images, seed: int = 0) -> np.ndarray:
