@@ -147,6 +147,12 @@ class TraditionalKit:
   def channels(self) -> int:
     return self.watermark.channels
 
+  @property
+  def config(self):
+    """The protector's run config (task model, data), as `kit.Kit.config`: the zoo reads it."""
+    import ml_collections
+    return ml_collections.ConfigDict(self.info["config"])
+
   def embed(self, images) -> np.ndarray:
     return self.watermark.embed(images)
 

@@ -15,6 +15,12 @@ def base_config() -> ml_collections.ConfigDict:
   # Where the protector's `deepwm run` wrote checkpoints/task (the task model M): '' means the
   # folder that holds the kit. Without a finished M there, M is retrained from the kit's config.
   c.protector_workdir = ""
+  # What the protected API returns, i.e. the attacker's B' and the held-out protected outputs:
+  #   'auto'      'specific' when the kit's run used protect.strategy='specific', else 'kit'
+  #   'kit'       the kit's embedding of M(A): H(M(A)) for a deep kit, the spread-spectrum
+  #               watermark of M(A) for a traditional kit (protect.method='traditional')
+  #   'specific'  M'(A): the absorbed model in the protector's run folder (checkpoints/absorb)
+  c.protected = "auto"
   c.data = dict(
       seed_offset=41,             # the attacker's crops of the 'attack' split (pipeline uses 2)
       n_eval=64,                  # held-out inputs ('val' split) every member is judged on

@@ -9,8 +9,13 @@ The kit holds H and R but not the task model M. M is taken, in this order, from
      reduction order (a stand-in for "query the owner's API", which a real attacker does).
 A task model that is not trained (task.source 'identity' or 'python:...') is rebuilt from
 the config directly.
+
+What the protected API returns (`protected_mode`): the kit's embedding of M(A) (H(M(A)) for a
+deep kit, the DCT spread-spectrum watermark for a traditional kit), or, for the model-specific
+strategy, M'(A) from the absorbed model in the protector's run folder.
 """
 import dataclasses
+import json
 import os
 
 import jax
@@ -19,6 +24,7 @@ import numpy as np
 
 from deepwm_jax import pipeline
 from deepwm_jax.data import watermarks
+from deepwm_jax.errors import DeepwmError
 from deepwm_jax.train import imitation, loop, stage1
 
 
@@ -29,8 +35,9 @@ class AttackData:
   clean: np.ndarray      # M(A): outputs without the watermark (null members train on these)
   eval_a: np.ndarray     # held-out inputs the members are judged on
   eval_clean: np.ndarray # M on them
-  eval_wm: np.ndarray    # H(M) on them: the protected model's outputs (task_psnr reference)
+  eval_wm: np.ndarray    # the protected model's outputs on them (task_psnr reference)
   overwrite: np.ndarray | None = None   # B' re-watermarked by the attacker's own embedder
+  protected: str = "kit" # how wm/eval_wm were made (protected_mode)
 
 
 def task_model_variables(kit_cfg, protector_workdir: str, workdir: str, log=print):
@@ -60,6 +67,40 @@ def task_outputs(kit_cfg, protector_workdir, workdir, inputs: list[np.ndarray], 
   return [pipeline.predict(fn, variables, x) for x in inputs]
 
 
+MODES = ("auto", "kit", "specific")
+
+
+def protected_mode(kit, zcfg) -> str:
+  """'kit' or 'specific': how the protected API makes its outputs (zoo config `protected`)."""
+  mode = zcfg.get("protected", "auto")
+  if mode not in MODES:
+    raise DeepwmError(f"zoo config protected='{mode}' is not one of {', '.join(MODES)}")
+  strategy = kit.config.get("protect", {}).get("strategy", "agnostic")
+  if mode == "auto":
+    mode = "specific" if strategy == "specific" else "kit"
+  if mode == "specific" and getattr(kit, "method", "deep") == "traditional":
+    raise DeepwmError(f"kit '{kit.path}' is a traditional kit: there is no absorbed model M' "
+                      f"behind it; use protected='kit'")
+  return mode
+
+
+def absorbed_model(kit_cfg, protector_workdir: str):
+  """(predict_fn, variables) of M' in the protector's run folder.
+
+  The step count M' was trained for is the run's own (its config.json): a kit written by the
+  agnostic stages of the same run may carry an earlier absorb.steps.
+  """
+  from deepwm_jax.train import absorb
+  cfg = ml_collections.ConfigDict(kit_cfg.to_dict())
+  path = os.path.join(protector_workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      steps = json.load(f).get("protect", {}).get("absorb", {}).get("steps")
+    if steps:
+      cfg.protect.absorb.steps = int(steps)
+  return absorb.deployed_model(cfg, protector_workdir)
+
+
 def load(kit, zcfg, workdir: str, n_attack: int, need_overwrite: bool, log=print) -> AttackData:
   kit_cfg = kit.config
   z = zcfg.data
@@ -67,8 +108,16 @@ def load(kit, zcfg, workdir: str, n_attack: int, need_overwrite: bool, log=print
   held = pipeline.make_pairs(kit_cfg, "val", z.n_eval, z.eval_seed_offset)
   protector = zcfg.protector_workdir or os.path.dirname(os.path.abspath(kit.path))
   m_attack, m_eval = task_outputs(kit_cfg, protector, workdir, [attack.a, held.a], log)
-  out = AttackData(a=attack.a, wm=kit.embed(m_attack), clean=m_attack, eval_a=held.a,
-                   eval_clean=m_eval, eval_wm=kit.embed(m_eval))
+  mode = protected_mode(kit, zcfg)
+  if mode == "specific":
+    fn, variables = absorbed_model(kit_cfg, protector)
+    log(f"[zoo] protected outputs: M'(A) from {os.path.join(protector, 'checkpoints', 'absorb')}")
+    wm, eval_wm = pipeline.predict(fn, variables, attack.a), pipeline.predict(fn, variables,
+                                                                              held.a)
+  else:
+    wm, eval_wm = kit.embed(m_attack), kit.embed(m_eval)
+  out = AttackData(a=attack.a, wm=wm, clean=m_attack, eval_a=held.a, eval_clean=m_eval,
+                   eval_wm=eval_wm, protected=mode)
   if need_overwrite:
     out.overwrite = overwrite(kit_cfg, zcfg, workdir, out.a, out.wm, log)
   return out

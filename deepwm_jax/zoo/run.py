@@ -36,7 +36,7 @@ def run(zcfg, kit_path: str, workdir: str, log=print) -> dict:
   members = grid.expand(zcfg)
   rows_todo = grid.removal_rows(zcfg, members)
   os.makedirs(workdir, exist_ok=True)
-  _check_workdir(workdir, kit)
+  _check_workdir(workdir, kit, data_lib.protected_mode(kit, zcfg))
 
   vgg, skipped = None, []
   if any(m.pixel_loss == "perceptual" for m in members):
@@ -90,6 +90,8 @@ def run(zcfg, kit_path: str, workdir: str, log=print) -> dict:
       [d.eval_a, d.eval_clean]))}
   timing["total"] = round(time.time() - t0, 2)
   rep = zoo_report.build(rows, reference, skipped, group_info, timing, kit, zcfg, mesh)
+  # What was attacked: the kit's method and how the protected outputs were made.
+  rep = {**rep, "method": getattr(kit, "method", "deep"), "protected": d.protected}
   zoo_report.write(workdir, rep, per_image, reference, kit.calibration.threshold)
   log(f"[zoo] wrote {os.path.join(workdir, 'report.md')}")
   return rep
@@ -150,20 +152,32 @@ def _member_data(m, d):
 
 # ----------------------------------------------------------------------------- judging
 
-def _stats(kit, images):
+def _scores(kit, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Per image: the kit's statistic, the paper's NC and a centred correlation.
+
+  A deep kit extracts R(x) and compares it with its watermark image. A traditional
+  (spread-spectrum) kit has no extractor: its statistic is the z-score and its NC the
+  normalised correlation with the key's pattern, which is already centred (mean 0 on images
+  that never saw the pattern), so it is also the centred number.
+  """
+  if getattr(kit, "method", "deep") == "traditional":
+    z, nc = kit.watermark.correlations(images)
+    return np.asarray(z), np.asarray(nc), np.asarray(nc)
   r = jnp.asarray(kit.extract(images))
-  stats = np.asarray(verdict.watermark_statistic(r, jnp.asarray(kit.watermark),
-                                                 jnp.asarray(kit.blank)))
-  return {"stats": stats.tolist(), "nc": np.asarray(metrics.nc(r, kit.watermark)).tolist()}
+  w, blank = jnp.asarray(kit.watermark), jnp.asarray(kit.blank)
+  return (np.asarray(verdict.watermark_statistic(r, w, blank)), np.asarray(metrics.nc(r, w)),
+          np.asarray(metrics.centered_nc(r, w)))
+
+
+def _stats(kit, images):
+  stats, nc, _ = _scores(kit, images)
+  return {"stats": stats.tolist(), "nc": nc.tolist()}
 
 
 def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none") -> dict:
   """The kit's calibrated verdict on a member's held-out outputs, plus the paper's numbers."""
-  r = jnp.asarray(kit.extract(outputs))
-  w, blank = jnp.asarray(kit.watermark), jnp.asarray(kit.blank)
-  stats = np.asarray(verdict.watermark_statistic(r, w, blank))
+  stats, nc, centered = _scores(kit, outputs)
   v = kit.verify(outputs)   # the kit's own calibrated decision, as `deepwm verify` makes it
-  nc = np.asarray(metrics.nc(r, w))
   kit_cfg = kit.config
   family = zcfg.archs[m.arch]["arch"]
   row = {
@@ -175,9 +189,9 @@ def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none") -> dict:
       "seen_in_stage2": family == kit_cfg.attack.surrogate.arch,
       "success_rate": v.success_rate, "detected": v.detected, "p_value": v.p_value,
       "stat_mean": v.stat_mean,
-      "paper_success_rate": float(metrics.paper_success_rate(nc, kit.info["nc_threshold"])),
+      "paper_success_rate": v.paper_success_rate,   # NC > the kit's nc_threshold (0.95)
       "nc_mean": float(np.mean(nc)),
-      "centered_nc_mean": float(np.mean(np.asarray(metrics.centered_nc(r, w)))),
+      "centered_nc_mean": float(np.mean(centered)),
       "task_psnr": float(np.mean(metrics.psnr(jnp.asarray(outputs), jnp.asarray(d.eval_wm)))),
       "residual_corr": pipeline.residual_corr(outputs, d.eval_clean, d.eval_wm),
       "n_images": int(len(stats)),
@@ -220,8 +234,9 @@ def _salt(zcfg) -> str:
   return json.dumps({k: zcfg.to_dict().get(k) for k in keys}, sort_keys=True, default=str)
 
 
-def _check_workdir(workdir: str, kit) -> None:
-  """A zoo's results hold only for the kit they were measured against."""
+def _check_workdir(workdir: str, kit, protected: str) -> None:
+  """A zoo's results hold only for the kit and the protected outputs they were measured
+  against (zoo.json written before `protected` existed: the kit's embedding)."""
   with open(os.path.join(kit.path, "manifest.json"), "rb") as f:
     digest = hashlib.sha256(f.read()).hexdigest()
   path = os.path.join(workdir, "zoo.json")
@@ -231,5 +246,9 @@ def _check_workdir(workdir: str, kit) -> None:
     if saved.get("kit_manifest_sha256") != digest:
       raise DeepwmError(f"workdir '{workdir}' holds a zoo against another kit "
                         f"({saved.get('kit')}); use a new --workdir for this kit")
+    if saved.get("protected", "kit") != protected:
+      raise DeepwmError(f"workdir '{workdir}' holds a zoo against protected='"
+                        f"{saved.get('protected', 'kit')}' outputs, not '{protected}'; use a new "
+                        f"--workdir")
     return
-  _write_json(path, {"kit": kit.path, "kit_manifest_sha256": digest})
+  _write_json(path, {"kit": kit.path, "kit_manifest_sha256": digest, "protected": protected})
