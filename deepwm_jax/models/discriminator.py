@@ -21,5 +21,7 @@ class Discriminator(nn.Module):
       if i > 0:
         x = make_norm("instance_noaffine")(x)
       x = nn.leaky_relu(x, 0.2)
-    # One logit per patch: a 16x16 map at 256x256 input.
-    return Conv(1, 3, 1, 1, name="patch_logits", impl=self.impl)(x).astype(jnp.float32)
+    # One logit per patch: a 16x16 map at 256x256 input. In the compute dtype like every other
+    # conv (without it a bfloat16 input met a float32 kernel: XLA's conv refuses mixed dtypes).
+    return Conv(1, 3, 1, 1, name="patch_logits", impl=self.impl,
+                dtype=self.dtype)(x).astype(jnp.float32)
