@@ -53,6 +53,7 @@ class Case:
   batch: int = 16
   members: int = 1
   slow: bool = False  # only with --all or --only
+  compute_dtype: str = "float32"  # config.compute_dtype of stage1 / surrogate cases
 
 
 CASES = (
@@ -84,6 +85,9 @@ def add_arguments(p):
   p.add_argument("--extractor-channels", type=int)
   p.add_argument("--batch", type=int)
   p.add_argument("--members", type=int, help="surrogates in a zoo step")
+  p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"),
+                 help="config.compute_dtype of the stage1 / surrogate cases (bfloat16 is for "
+                      "accelerators; the zoo step has no bfloat16 path, so zoo cases are left out)")
   p.add_argument("--torch", default=None, metavar="PYTHON",
                  help="a Python with torch installed: also time PyTorch, interleaved")
   p.add_argument("--torch-threads", type=int, default=None,
@@ -99,14 +103,19 @@ def add_arguments(p):
 
 def select_cases(args):
   cases = [c for c in CASES if (args.only in c.name if args.only else args.all or not c.slow)]
+  dtype = getattr(args, "compute_dtype", "float32")
+  if dtype != "float32":
+    cases = [c for c in cases if c.kind != "zoo"]
   if not cases:
-    raise DeepwmError(f"no bench case matches --only {args.only!r}; cases: "
+    raise DeepwmError(f"no bench case matches --only {args.only!r}"
+                      + (f" with --compute-dtype {dtype} (zoo cases have no {dtype} path)"
+                         if dtype != "float32" else "") + "; cases: "
                       + ", ".join(c.name for c in CASES))
   changes = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
   for k, v in changes.items():
     if v < 1:
       raise DeepwmError(f"--{k.replace('_', '-')} {v}: use a positive number")
-  return [dataclasses.replace(c, **changes) for c in cases]
+  return [dataclasses.replace(c, compute_dtype=dtype, **changes) for c in cases]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,6 +139,7 @@ def case_config(case, conv_impl):
     cfg.attack.surrogate.update(arch="unet", num_downs=0, output="residual",
                                 optimizer=config_lib.optimizer(2e-4))
   cfg.conv_impl = conv_impl
+  cfg.compute_dtype = case.compute_dtype
   cfg.data.update(image_size=case.image_size, channels=case.channels)
   cfg.embedder.ngf = case.ngf
   cfg.extractor.channels = case.extractor_channels
@@ -324,11 +334,13 @@ def bench_case(case, impls, reps, peak, torch_ref=None, log=print):
         "image_size": case.image_size, "channels": case.channels, "ngf": case.ngf,
         "extractor_channels": case.extractor_channels if case.kind == "stage1" else None,
         "batch": case.batch, "members": case.members, "params": params,
+        "compute_dtype": case.compute_dtype,
         "compile_s": compile_s, "flops": flops, "peak_flops": peak,
         "backend": jax.default_backend(), "jax_version": jax.__version__,
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", "")})
-  tcase = torch_case(case, case_config(case, impls[0])) if torch_ref else None
+  same_dtype = case.compute_dtype == "float32"  # the PyTorch reference runs float32 only
+  tcase = torch_case(case, case_config(case, impls[0])) if torch_ref and same_dtype else None
   torch_setup = None
   if tcase is not None:
     torch_setup = torch_ref.request({"cmd": "setup", "case": tcase})
@@ -363,7 +375,8 @@ def _same_counts(jax_params, torch_params):
 def _line(r):
   frac = f"{r['fraction_of_peak']:5.1%}" if r["fraction_of_peak"] is not None else "   ? "
   gflop = f"{r['flops'] / 1e9:7.2f}" if r["flops"] else "      ?"
-  out = (f"{r['name']:<22} {r['conv_impl']:<5} compile {r['compile_s']:5.1f} s  "
+  dtype = "" if r.get("compute_dtype", "float32") == "float32" else " " + r["compute_dtype"]
+  out = (f"{r['name']:<22} {r['conv_impl']:<5}{dtype} compile {r['compile_s']:5.1f} s  "
          f"{r['s_per_step']:8.4f} s/step  {r['steps_per_s']:7.2f} steps/s  "
          f"{r['images_per_s']:7.1f} img/s  {gflop} GFLOP  {frac} of peak")
   if "speedup_vs_xla" in r and r["conv_impl"] != "xla":

@@ -57,3 +57,13 @@ def test_torch_case_describes_the_same_networks():
   zoo = next(c for c in bench.CASES if c.name == "zoo-64")
   z = bench.torch_case(zoo, bench.case_config(zoo, "auto"))
   assert z["members"] == zoo.members and z["model"]["loss"] == "l2"
+
+
+def test_compute_dtype_reaches_the_config_and_leaves_out_zoo_cases(capsys):
+  args = bench.add_arguments(__import__("argparse").ArgumentParser()).parse_args(
+      ["--all", "--compute-dtype", "bfloat16"])
+  cases = bench.select_cases(args)
+  assert cases and all(c.kind != "zoo" and c.compute_dtype == "bfloat16" for c in cases)
+  assert bench.case_config(cases[0], "auto").compute_dtype == "bfloat16"
+  assert cli.main(["bench", "--only", "zoo", "--compute-dtype", "bfloat16"]) == 2
+  assert "no bfloat16 path" in capsys.readouterr().err
