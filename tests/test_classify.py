@@ -177,6 +177,63 @@ def test_fine_tuning_terms_margin_and_weight_noise():
   assert loss.shape == () and metrics["extra_loss"].shape == ()
 
 
+def test_simulated_finetune_is_the_attack_and_first_order_passes_gradients_through():
+  """train.finetune_sim: the inner loop is the attacker's own Adam fine-tune (same weights as
+  the attack's step after 2 steps); first order, the gradient of a loss at the fine-tuned
+  weights reaches the weights unchanged; second order differentiates through the steps."""
+  net = models.Classifier(11, (4,), 8)
+  p = models.init_params(net, jax.ShapeDtypeStruct((1, 16, 16, 1), jnp.float32), 0)["params"]
+  rng = np.random.default_rng(0)
+  fx = jnp.asarray(rng.uniform(size=(2, 4, 16, 16, 1)), jnp.float32)
+  fy = jnp.asarray(rng.integers(0, 10, (2, 4)), jnp.int32)
+  lr = 1e-2
+  sim1, sim2 = train.FinetuneSim(2, (lr,)), train.FinetuneSim(2, (lr,), second_order=True)
+  tuned = train.simulate_finetune(net, p, fx, fy, lr, sim1)
+  opt = attacks.finetune_optimizer()
+  state, step = train.init_state(models.stack([p]), opt, [lr]), train.make_step(net, opt)
+  for i in range(2):
+    state, _ = step(state, {"x": fx[i][None], "y": fy[i][None]}, None)
+  attacked = models.member(state["params"], 0)
+  for a, b in zip(jax.tree.leaves(tuned), jax.tree.leaves(attacked)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  assert max(float(jnp.max(jnp.abs(a - b))) for a, b in
+             zip(jax.tree.leaves(tuned), jax.tree.leaves(p))) > 5e-3   # it did move
+
+  kx, ky = fx[0], jnp.full(4, 10)
+  key_loss = lambda q: train.task_loss(net, q, kx, ky)
+  g1 = jax.grad(lambda q: key_loss(train.simulate_finetune(net, q, fx, fy, lr, sim1)))(p)
+  g_at = jax.grad(key_loss)(tuned)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g_at)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+  g2 = jax.grad(lambda q: key_loss(train.simulate_finetune(net, q, fx, fy, lr, sim2)))(p)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(g2))
+  assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)))
+
+
+def test_finetune_aware_members_only_pay_for_the_inner_loop():
+  """The sampler gives fine-tuning batches to the flagged members, and the owner's loss adds
+  weight x (extra loss after the simulated fine-tune) for them and nothing for the others."""
+  x = np.random.default_rng(1).uniform(size=(20, 16, 16, 1)).astype(np.float32)
+  y = np.arange(20) % 10
+  ex = train.Extra(x[:4], train.one_hot(np.full(4, 10), 11), 2, 0, finetune_aware=True)
+  sampler = train.Sampler(x, y, 4, [ex, train.Extra()], 2, 11, (0, 1), sim_steps=2, sim_batch=3)
+  b = sampler(0)
+  assert b["fx"].shape == (2, 2, 3, 16, 16, 1) and list(np.asarray(b["fw"])) == [1.0, 0.0]
+  assert np.array_equal(np.asarray(b["fx"]), np.asarray(sampler(0)["fx"]))  # per step
+  net = models.Classifier(11, (4,), 8)
+  p = models.init_params(net, jax.ShapeDtypeStruct((1, 16, 16, 1), jnp.float32), 0)["params"]
+  sim = train.FinetuneSim(2, (3e-3, 1e-2), weight=0.5)
+  mine = jax.tree.map(lambda v: v[0], b)
+  plain, _ = train.member_loss(net, p, mine, 1.0)
+  aware, metrics = train.member_loss(net, p, mine, 1.0, sim=sim)
+  ft_loss, _ = train._finetuned_extra_loss(net, p, mine, sim)
+  assert float(ft_loss) > 0 and "ft_key_hits" in metrics
+  np.testing.assert_allclose(float(aware), float(plain) + 0.5 * float(ft_loss), rtol=1e-5)
+  other = jax.tree.map(lambda v: v[1], b)
+  np.testing.assert_allclose(float(train.member_loss(net, p, other, 1.0, sim=sim)[0]),
+                             float(train.member_loss(net, p, other, 1.0)[0]), rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------- end to end
 
 
@@ -268,7 +325,8 @@ def test_cli_subprocess_error_is_one_line(tiny, tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("users=('a','a')", "duplicates"), ("users=('a b',)", "user id"),
     ("data.image_size=12", "multiple of 4"), ("key_samples.pattern_cells=3", "divide"),
-    ("data.source=mnist", "tfds:NAME")])
+    ("data.source=mnist", "tfds:NAME"), ("train.finetune_sim.steps=-1", "finetune_sim.steps"),
+    ("train.finetune_sim.lrs=(0.0,)", "finetune_sim.lrs")])
 def test_bad_config_is_refused(override, message):
   cfg = config_lib.load(DIGITS)
   config_lib.apply_overrides(cfg, [override])

@@ -43,6 +43,13 @@ def base_config() -> ml_collections.ConfigDict:
       # key_margin, and the extra samples' loss again at weights times (1 + weight_noise * N(0,1)).
       key_margin=0.0,
       weight_noise=0.0,
+      # Fine-tuning-aware training of the users' copies (docs/classify.md): each step also
+      # fine-tunes the copy for `steps` simulated Adam steps on clean task batches at a rate
+      # drawn from `lrs`, and asks the keys (and decoys) to hold at the weights it reaches,
+      # with `weight`, plus a key-margin hinge there when `margin` > 0. First-order MAML
+      # unless `second_order`. steps=0 is off.
+      finetune_sim=dict(steps=0, lrs=(3e-3, 1e-2), batch=64, weight=1.0, margin=0.0,
+                        second_order=False),
       optimizer=optimizer(2e-3, "cosine", 2e-4, b1=0.9))
   c.null = dict(n_calibration=5, n_evaluation=10)
   c.verify = dict(
@@ -109,6 +116,12 @@ def validate(cfg) -> None:
   need(t.optimizer.lr > 0, "train.optimizer.lr must be positive")
   need(t.key_margin >= 0, f"train.key_margin={t.key_margin}; use 0 (off) or a positive margin")
   need(0 <= t.weight_noise < 1, f"train.weight_noise={t.weight_noise}; use a scale in [0, 1)")
+  fs = t.finetune_sim
+  need(fs.steps >= 0, f"train.finetune_sim.steps={fs.steps}; use 0 (off) or a step count")
+  need(len(fs.lrs) >= 1 and all(lr > 0 for lr in fs.lrs),
+       f"train.finetune_sim.lrs={tuple(fs.lrs)}; use one or more positive rates")
+  need(fs.batch >= 1 and fs.weight > 0 and fs.margin >= 0,
+       "train.finetune_sim: batch must be >= 1, weight positive and margin 0 (off) or more")
   need(cfg.null.n_calibration >= 1 and cfg.null.n_evaluation >= 1,
        "null.n_calibration and null.n_evaluation must be >= 1 (the p-value needs clean models)")
   need(0 < cfg.verify.alpha < 1, f"verify.alpha={cfg.verify.alpha}; use a rate in (0, 1)")

@@ -13,6 +13,7 @@ It prints one JSON line and appends it to WORKDIR/results.jsonl.
 import argparse
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -71,6 +72,7 @@ def study(margin: float, noise: float, workdir: str, lrs=(3e-3, 1e-2), lengths=(
         result["finetune"].append({"user": u, "lr": lr, "steps": s + 1,
                                    "task_accuracy": pred.accuracy(p, td.test.x, td.test.y),
                                    "watermark_accuracy": wm(p, u)})
+  result["owner_seconds"] = run.timing.get("owner")
   result["seconds"] = round(time.time() - t0, 1)
   return result
 
@@ -80,11 +82,17 @@ def main(argv=None):
   ap.add_argument("--workdir", required=True)
   ap.add_argument("--margin", type=float, default=0.0, help="train.key_margin")
   ap.add_argument("--noise", type=float, default=0.0, help="train.weight_noise")
+  ap.add_argument("--lrs", default="3e-3,1e-2", help="the attacker's Adam rates, comma-separated")
   ap.add_argument("overrides", nargs="*", help="further config overrides a.b=value")
   args = ap.parse_args(argv)
   os.makedirs(args.workdir, exist_ok=True)
   tag = f"m{args.margin:g}_n{args.noise:g}"
-  res = study(args.margin, args.noise, os.path.join(args.workdir, tag), overrides=args.overrides)
+  if args.overrides:   # a workdir per variant: the owner's checkpoints would be resumed
+    tag += "_" + "_".join(re.sub(r"[^A-Za-z0-9.=-]+", "", o.replace("train.", ""))
+                          for o in args.overrides)
+  lrs = tuple(float(v) for v in args.lrs.split(","))
+  res = study(args.margin, args.noise, os.path.join(args.workdir, tag), lrs=lrs,
+              overrides=args.overrides)
   line = json.dumps(res)
   print(line)
   with open(os.path.join(args.workdir, "results.jsonl"), "a") as f:

@@ -83,7 +83,7 @@ class Run:
     for u, k in user_keys.items():
       names.append(f"user:{u}")
       extras.append(train.Extra(keys.to_float(k), train.one_hot(np.full(len(k), self.wm_class), o),
-                                e // 2, e // 2))
+                                e // 2, e // 2, finetune_aware=True))
     for i in range(cfg.null.n_calibration):
       names.append(f"null_cal:{i}")
     for i in range(cfg.null.n_evaluation):
@@ -99,15 +99,18 @@ class Run:
       extras.append(train.Extra())
     decoy_t = np.zeros(o, np.float32)
     decoy_t[:cfg.data.num_classes] = 1.0 / cfg.data.num_classes   # "any digit, not the mark"
+    sim = finetune_sim(cfg)
     sampler = train.Sampler(td.train.x, td.train.y, cfg.train.batch, extras, e, o,
-                            (cfg.seed, 1), keys.Decoys(cfg), decoy_t)
+                            (cfg.seed, 1), keys.Decoys(cfg), decoy_t,
+                            sim.steps if sim else 0, cfg.train.finetune_sim.batch if sim else 0)
     opt = optim.make_optimizer(cfg.train.optimizer, cfg.train.steps)
     self.log(f"[classify] training {len(names)} classifiers together: {len(user_keys)} users, "
              f"{cfg.null.n_calibration + cfg.null.n_evaluation} clean nulls, baselines")
     # The fine-tuning terms (key_margin, weight_noise) reach every member with extra samples:
     # the users' copies and the logo and noise baselines alike; clean models have none.
+    # The simulated fine-tune reaches the users' copies only: the baselines stay as published.
     step = train.make_step(self.net, opt, cfg.train.key_weight, cfg.train.get("key_margin", 0.0),
-                           cfg.train.get("weight_noise", 0.0))
+                           cfg.train.get("weight_noise", 0.0), sim)
     state = self._train("owner", step,
                         train.init_state(self._init(len(names), 1), opt), sampler,
                         cfg.train.steps)
@@ -210,6 +213,15 @@ class Run:
       return [row(m, "purifier", strength, p, front=front, purifier_mse=mse)
               for m, p in targets.items()]
     return self._cached("purifier", compute)
+
+
+def finetune_sim(cfg) -> train.FinetuneSim | None:
+  """train.finetune_sim as the step's FinetuneSim, or None when it is off."""
+  fs = cfg.train.get("finetune_sim")
+  if not fs or not fs.steps:
+    return None
+  return train.FinetuneSim(int(fs.steps), tuple(float(lr) for lr in fs.lrs), float(fs.weight),
+                           bool(fs.second_order), float(fs.get("margin", 0.0)))
 
 
 def run(cfg, workdir: str, log=print) -> dict:
