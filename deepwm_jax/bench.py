@@ -223,15 +223,30 @@ def _zoo_step(case, cfg, spec, rng, shape):
 
 
 def compile_step(step, args):
-  """(compiled step, compile seconds, FLOPs per step from XLA's cost analysis or None)."""
+  """(compiled step, compile seconds, FLOPs per step or None, where the FLOPs were counted).
+
+  On the CPU the FLOPs are XLA's cost analysis of the compiled step. Elsewhere only that of
+  the lowered, not yet optimised program is used: XLA:GPU's compiled analysis leaves out the
+  convolutions it hands to cuDNN as custom calls (an H100 counted 0.25 GFLOP for the quickstart
+  stage-1 step, whose program has 12.6), and a count that low would pass for a real one. On
+  that H100 (jax 0.11.2) the lowered analysis gave no count either, so there the FLOPs and the
+  fraction of peak are None; docs/performance.md has the CPU-counted FLOPs of the same steps.
+  """
+  import jax
   t0 = time.perf_counter()
-  compiled = step.lower(*args).compile()
+  lowered = step.lower(*args)
+  compiled = lowered.compile()
   seconds = time.perf_counter() - t0
-  cost = compiled.cost_analysis()
+  flops, source = _flops(compiled.cost_analysis()), "compiled"
+  if jax.default_backend() != "cpu" or flops is None:
+    flops, source = _flops(lowered.cost_analysis()), "lowered"
+  return compiled, seconds, flops, source
+
+
+def _flops(cost):
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None
-  flops = float(cost["flops"]) if cost and "flops" in cost else None
-  return compiled, seconds, flops
+  return float(cost["flops"]) if cost and "flops" in cost else None
 
 
 def matmul_peak_flops(n=2048, reps=5):
@@ -325,7 +340,7 @@ def bench_case(case, impls, reps, peak, torch_ref=None, log=print):
   for impl in impls:
     cfg = case_config(case, impl)
     step, args, params = jax_step(case, cfg)
-    compiled, compile_s, flops = compile_step(step, args)
+    compiled, compile_s, flops, flops_source = compile_step(step, args)
     run = _jax_runner(compiled, args)
     run()  # warm-up
     runners[impl] = run
@@ -335,7 +350,8 @@ def bench_case(case, impls, reps, peak, torch_ref=None, log=print):
         "extractor_channels": case.extractor_channels if case.kind == "stage1" else None,
         "batch": case.batch, "members": case.members, "params": params,
         "compute_dtype": case.compute_dtype,
-        "compile_s": compile_s, "flops": flops, "peak_flops": peak,
+        "compile_s": compile_s, "flops": flops, "flops_source": flops_source,
+        "peak_flops": peak,
         "backend": jax.default_backend(), "jax_version": jax.__version__,
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", "")})

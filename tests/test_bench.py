@@ -21,6 +21,7 @@ def test_tiny_case_writes_json_record(tmp_path, capsys):
   assert (rec["name"], rec["image_size"], rec["ngf"], rec["batch"]) == ("surrogate-64", 16, 4, 2)
   assert rec["conv_impl"] == "auto" and rec["params"]["model"] > 0
   assert rec["steps_per_s"] > 0 and rec["flops"] > 0 and rec["peak_flops"] > 1e8
+  assert rec["flops_source"] == "compiled"  # on the CPU; 'lowered' where cuDNN hides convs
   assert rec["images_per_s"] == pytest.approx(2 * rec["steps_per_s"])
   assert 0 < rec["fraction_of_peak"] < 1
   assert "surrogate-64" in capsys.readouterr().out
