@@ -56,3 +56,33 @@ def test_unknown_embedder_arch_is_refused():
   cfg = _cfg("resnet")
   with pytest.raises(DeepwmError, match="embedder.arch"):
     config.validate(cfg)
+
+
+def test_quickstart_cnn_is_the_quickstart_with_the_cnn_embedder():
+  import os
+  here = os.path.join(os.path.dirname(__file__), "..", "configs")
+  qs = config.load(os.path.join(here, "quickstart.py"))
+  cnn = config.load(os.path.join(here, "quickstart_cnn.py"))
+  config.validate(cnn)
+  assert (cnn.embedder.arch, cnn.embedder.ngf, qs.embedder.arch) == ("cnn", 32, "unet")
+  cnn.embedder = qs.embedder
+  assert cnn.to_dict() == qs.to_dict()
+
+
+def test_stage1_trains_the_cnn_embedder(tiny_cfg):
+  """Two real stage-1 steps with H = the CNN: finite losses, and H moves off the identity."""
+  cfg = tiny_cfg.copy_and_resolve_references()
+  cfg.embedder.update(arch="cnn", depth=3)
+  s, c = cfg.data.image_size, cfg.data.channels
+  w = np.random.default_rng(4).uniform(0, 1, (s, s, c)).astype(np.float32)
+  state = stage1.init_state(cfg, jax.random.PRNGKey(0), w)
+  step = stage1.make_step(cfg, w, np.ones_like(w))  # jitted
+  rng = np.random.default_rng(5)
+  batch = {k: jnp.asarray(rng.uniform(0, 1, (cfg.stage1.batch, s, s, c)), jnp.float32)
+           for k in ("a", "b")}
+  last = models.embedder_last_layer(cfg)
+  assert last == "conv2" and not np.any(state["embedder"]["params"]["body"][last]["kernel"])
+  for k in range(2):
+    state, metrics = step(state, batch, jax.random.PRNGKey(k))
+  assert all(np.isfinite(float(v)) for v in jax.tree.leaves(metrics))
+  assert np.any(np.asarray(state["embedder"]["params"]["body"][last]["kernel"]))
