@@ -342,3 +342,22 @@ def test_tiny_zoo_end_to_end_and_resume(tiny_run, tmp_path, capsys):
     json.dump(saved, f)
   assert cli.main(argv) == 2
   assert "another kit" in capsys.readouterr().err
+
+
+def test_summary_judges_an_augmentation_against_the_same_surrogate_without_it():
+  """The baseline of 'unet-l2 + flip' is unet-l2 (same data, lr, steps, seed), not the plain
+  member trained on less data, which is not detected here."""
+  from deepwm_jax.zoo import report
+
+  def row(name, detected, **kw):
+    r = dict(name=name, member=name, arch="unet", family="unet", loss="l2", augmentation="none",
+             removal="none", null=False, overwrite=False, n_attack=1024, lr=1e-3, steps=100,
+             seed=0, detected=detected, success_rate=1.0 if detected else 0.0, task_psnr=30.0)
+    r.update(kw)
+    return r
+
+  rows = [row("unet-l2", True), row("unet-l2-n256", False, n_attack=256),
+          row("unet-l2-aug=flip", False, augmentation="flip")]
+  text = report.summary(rows, [])
+  assert "Augmentation attacks defeat detection in 1 of 1" in text
+  assert "cannot be judged" not in text

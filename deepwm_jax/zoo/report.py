@@ -89,13 +89,20 @@ def summary(rows: list[dict], skipped: list, reference: dict | None = None) -> s
   return " ".join(s)
 
 
+# What makes a plain member the same surrogate as an attacked one, but for the attack.
+_SAME_SURROGATE = ("arch", "loss", "n_attack", "lr", "steps", "seed")
+
+
 def _baseline_detected(r, rows) -> bool:
   """Whether the row's surrogate without its attack is detected: the member itself for a
-  removal attack, the plain member of the same arch and loss otherwise."""
+  removal attack, otherwise the plain member with the same architecture, loss and attacker
+  settings (data, learning rate, steps, seed), so that a plain member trained on less data
+  is not taken for the baseline of an augmentation."""
   if r["removal"] != "none":
     base = [b for b in rows if b["name"] == r["member"]]
   else:
-    base = [b for b in rows if _is_plain(b) and b["arch"] == r["arch"] and b["loss"] == r["loss"]]
+    base = [b for b in rows if _is_plain(b)
+            and all(b.get(k) == r.get(k) for k in _SAME_SURROGATE)]
   return bool(base) and all(b["detected"] for b in base)
 
 
