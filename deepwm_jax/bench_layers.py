@@ -46,6 +46,13 @@ SHAPES = [
     ("tiny conv3x3 s2 8px 32>64", "conv", 3, 2, 1, 1, 32, 64, 8),
     ("tiny convT4x4 2>4px 128>64", "convT", 4, 2, 1, 1, 128, 64, 2),
     ("tiny convT4x4 4>8px 128>32", "convT", 4, 2, 1, 1, 128, 32, 4),
+    # first layers, on the RGB image (6 channels: image + condition), where 'auto' is im2col
+    ("first conv3x3 32px 3>32", "conv", 3, 1, 1, 1, 3, 32, 32),
+    ("first conv3x3 64px 3>32", "conv", 3, 1, 1, 1, 3, 32, 64),
+    ("first conv3x3 128px 3>32", "conv", 3, 1, 1, 1, 3, 32, 128),
+    ("first conv3x3 32px 6>16", "conv", 3, 1, 1, 1, 6, 16, 32),
+    ("first conv4x4 s2 32px 3>16", "conv", 4, 2, 1, 1, 3, 16, 32),
+    ("first conv4x4 s2 128px 3>64", "conv", 4, 2, 1, 1, 3, 64, 128),
 ]
 
 
@@ -105,7 +112,7 @@ def bench_shape(shape, batch, reps, impls=None):
   resolve = layers.resolve_conv_impl if op == "conv" else layers.resolve_conv_transpose_impl
   return {"name": name, "op": op, "kernel": k, "stride": stride, "dilation": dilation,
           "in_ch": cin, "out_ch": cout, "size": size, "batch": batch,
-          "auto_picks": (layers.resolve_conv_impl("auto", k, stride, dilation, size * size)
+          "auto_picks": (layers.resolve_conv_impl("auto", k, stride, dilation, size * size, cin)
                          if op == "conv" else resolve("auto", k, stride, padding)),
           "jax_version": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "seconds": secs, "speedup_vs_xla": {i: secs["xla"] / s for i, s in secs.items()}}
