@@ -24,7 +24,7 @@ import math
 import os
 import socket
 import time
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import jax
 import numpy as np

@@ -243,7 +243,6 @@ def run_pipeline(cfg, workdir: str, log=print) -> dict:
   import jax.numpy as jnp
   import ml_collections
   from deepwm_jax import metrics, pipeline, report
-  from deepwm_jax.data import watermarks
   from deepwm_jax.train import imitation
 
   r = pipeline.Run(cfg, workdir, log)

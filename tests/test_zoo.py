@@ -12,7 +12,7 @@ import pytest
 
 from deepwm_jax import augment, cli, removal
 from deepwm_jax.errors import DeepwmError
-from deepwm_jax.zoo import bench, config as zoo_config, grid, perceptual, run as zoo_run, train
+from deepwm_jax.zoo import bench, config as zoo_config, grid, perceptual, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

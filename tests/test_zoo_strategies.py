@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from deepwm_jax import cli, config, pipeline, traditional, verdict
+from deepwm_jax import cli, pipeline, traditional, verdict
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.zoo import config as zoo_config, data as zoo_data, run as zoo_run
 

@@ -28,7 +28,7 @@ def run(kit_path: str, workdir: str, n_train: int = 2048, n_test: int = 64,
         steps: int | None = None, log=print) -> dict:
   import deepwm_jax
   from deepwm_jax import pipeline
-  from deepwm_jax.data import degrade, imageio, sources
+  from deepwm_jax.data import degrade, imageio
   from deepwm_jax.train import imitation
 
   kit = deepwm_jax.load_kit(kit_path)

@@ -7,7 +7,6 @@ L_R = s * [watermark * MSE(R(B'), w) + clean * (MSE(R(A), blank) + MSE(R(B), bla
 H and R step together on L_H + L_R; D steps on s * d * LSGAN_D(D(B), D(B')). s = loss_scale
 (1e4 in the reference code). METHOD.md section 2.
 """
-import functools
 
 import jax
 import jax.numpy as jnp
