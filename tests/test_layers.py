@@ -245,3 +245,15 @@ def test_instance_norm_matches_flax_with_gradients():
   (v1, g1), (v2, g2) = grads(ours), grads(flax_norm)
   np.testing.assert_allclose(v1, v2, rtol=1e-5)
   _assert_same(jax.tree.leaves(g1), jax.tree.leaves(g2))
+
+
+def test_auto_conv_has_gradients_of_gradients():
+  """A gradient penalty or meta-learning differentiates a gradient: the per-member conv's
+  custom rules must not stop that (values equal XLA's conv)."""
+  x, w = jnp.asarray(_rand((2, 6, 6, 8), 15)), jnp.asarray(_rand((3, 3, 8, 4), 16)) * 0.1
+
+  def penalty(impl):
+    inner = lambda w: jnp.sum(jnp.sin(layers.conv2d(x, w, 1, 1, 1, impl)))
+    return jax.jit(jax.grad(lambda w: jnp.sum(jax.grad(inner)(w) ** 2)))
+
+  _assert_same([penalty("auto")(w)], [penalty("xla")(w)])

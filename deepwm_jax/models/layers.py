@@ -170,11 +170,11 @@ def _conv_per_member(stride, padding, dilation):
   vmap rule that unrolls the member axis; results are the per-member convs exactly.
   """
   conv = functools.partial(_conv_xla, stride=stride, padding=padding, dilation=dilation)
+  conv_vjp = lambda x, kernel, g: jax.vjp(conv, x, kernel)[1](g)
   # Grouped convs appear where kernels are batched, and in the kernel gradient (a conv of x
   # with g) wherever x and g both are.
   fwd = _unrolled_over_members(conv, lambda x, kernel: kernel)
-  bwd = _unrolled_over_members(lambda x, kernel, g: jax.vjp(conv, x, kernel)[1](g),
-                               lambda x, kernel, g: kernel or (x and g))
+  bwd = _unrolled_over_members(conv_vjp, lambda x, kernel, g: kernel or (x and g))
 
   @jax.custom_vjp
   def f(x, kernel):
@@ -187,8 +187,20 @@ def _conv_per_member(stride, padding, dilation):
 def _unrolled_over_members(fn, grouped):
   """fn(*args) with a vmap rule: where grouped(*which args are batched) says vmap would make
   a grouped conv, fn per member, stacked; otherwise the usual vmap (the members fold into the
-  conv's batch)."""
+  conv's batch).
+
+  custom_vmap functions cannot be differentiated, so the result is wrapped in a custom_vjp
+  whose gradient is fn's own (plain JAX): gradients of gradients (a gradient penalty, meta-
+  learning) work as with XLA's conv; only their vmap keeps the grouped convs.
+  """
   f = jax.custom_batching.custom_vmap(fn)
+
+  @jax.custom_vjp
+  def differentiable(*args):
+    return f(*args)
+
+  differentiable.defvjp(lambda *args: (f(*args), args),
+                        lambda args, ct: jax.vjp(fn, *args)[1](ct))
 
   @f.def_vmap
   def rule(axis_size, in_batched, *args):
@@ -200,7 +212,7 @@ def _unrolled_over_members(fn, grouped):
       out = jax.tree.map(lambda *o: jnp.stack(o), *outs)
     return out, jax.tree.map(lambda _: True, out)
 
-  return f
+  return differentiable
 
 
 def _conv_patches(x, kernel, stride, padding, dilation):
