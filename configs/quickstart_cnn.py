@@ -9,8 +9,8 @@ the watermark nor where they are (`embedder.arch='cnn'`, deepwm_jax/models/__ini
 residual is a function of the local content, which every convolutional imitator can learn,
 and R learns to draw the logo wherever it finds it. Measured (docs/quickstart_study.md): on
 the CPU 47.0 dB / SSIM 0.9997, stage-2 U-Net and unseen CNN surrogates both 98% (seed 1: 91% and
-86%); on an H100
-the surrogates copied as much (residual corr 0.12) but R read them on only 33-36% of images.
+86%); on an H100 the surrogates copied as much (residual corr 0.12) but R read them on only
+33-36% of images.
 """
 import os
 
