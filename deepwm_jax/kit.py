@@ -295,7 +295,13 @@ class Kit:
     both do; with `message_evidence` also when the decoded message is the kit's
     (payload.combine: Bonferroni over the two; off by default, see there why).
     """
-    r = self.extract(images)
+    return self.verify_extracted(self.extract(images), alpha, message_evidence)
+
+  def verify_extracted(self, r, alpha: float | None = None,
+                       message_evidence: bool = False) -> "verdict.Verdict":
+    """`verify` on extractions R(x) already made (`extract`): callers that also need R(x)
+    for their own numbers (the zoo) run the extractor once."""
+    r = np.asarray(r, np.float32)
     rj = jnp.asarray(r)
     stats = self._statistic(rj)
     scores = None if self.calibration.null is None else np.asarray(verdict.watermark_score(

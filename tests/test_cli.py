@@ -55,6 +55,10 @@ def test_kit_round_trip(kit_dir, tiny_run):
   v = k.verify(x)
   assert v.n_images == 3 and 0 <= v.p_value <= 1 and v.nc_mean is not None
   assert k.info["calibration"]["threshold"] == tiny_run[1]["calibration"]["threshold"]
+  # verify on extractions made once (the zoo's path) decides exactly as verify on images
+  again = k.verify_extracted(k.extract(x))
+  assert (again.p_value, again.success_rate, again.nc_mean) == (v.p_value, v.success_rate,
+                                                                v.nc_mean)
 
 
 def test_kit_loads_on_four_devices(kit_dir):

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from deepwm_jax import config as config_lib
 from deepwm_jax import kit as kit_lib
 from deepwm_jax import metrics, pipeline, removal, verdict
 from deepwm_jax.errors import DeepwmError
@@ -152,8 +153,9 @@ def _member_data(m, d):
 
 # ----------------------------------------------------------------------------- judging
 
-def _scores(kit, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Per image: the kit's statistic, the paper's NC and a centred correlation.
+def _judge(kit, images):
+  """Per image: the kit's statistic, the paper's NC and a centred correlation; and the kit's own
+  calibrated decision on the set, as `deepwm verify` makes it (one pass of the extractor).
 
   A deep kit extracts R(x) and compares it with its watermark image. A traditional
   (spread-spectrum) kit has no extractor: its statistic is the z-score and its NC the
@@ -162,22 +164,22 @@ def _scores(kit, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """
   if getattr(kit, "method", "deep") == "traditional":
     z, nc = kit.watermark.correlations(images)
-    return np.asarray(z), np.asarray(nc), np.asarray(nc)
-  r = jnp.asarray(kit.extract(images))
+    return np.asarray(z), np.asarray(nc), np.asarray(nc), kit.verify(images)
+  extracted = kit.extract(images)
+  r = jnp.asarray(extracted)
   w, blank = jnp.asarray(kit.watermark), jnp.asarray(kit.blank)
   return (np.asarray(verdict.watermark_statistic(r, w, blank)), np.asarray(metrics.nc(r, w)),
-          np.asarray(metrics.centered_nc(r, w)))
+          np.asarray(metrics.centered_nc(r, w)), kit.verify_extracted(extracted))
 
 
 def _stats(kit, images):
-  stats, nc, _ = _scores(kit, images)
+  stats, nc, _, _ = _judge(kit, images)
   return {"stats": stats.tolist(), "nc": nc.tolist()}
 
 
 def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none") -> dict:
   """The kit's calibrated verdict on a member's held-out outputs, plus the paper's numbers."""
-  stats, nc, centered = _scores(kit, outputs)
-  v = kit.verify(outputs)   # the kit's own calibrated decision, as `deepwm verify` makes it
+  stats, nc, centered, v = _judge(kit, outputs)
   kit_cfg = kit.config
   family = zcfg.archs[m.arch]["arch"]
   row = {
@@ -186,7 +188,7 @@ def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none") -> dict:
       "augmentation": m.augmentation, "removal": removal_spec, "null": m.null,
       "overwrite": m.overwrite, "n_attack": m.n_attack, "lr": m.lr, "steps": m.steps,
       "seed": m.seed,
-      "seen_in_stage2": family == kit_cfg.attack.surrogate.arch,
+      "seen_in_stage2": family in {s.arch for s in config_lib.stage2_surrogates(kit_cfg).values()},
       "success_rate": v.success_rate, "detected": v.detected, "p_value": v.p_value,
       "stat_mean": v.stat_mean,
       "paper_success_rate": v.paper_success_rate,   # NC > the kit's nc_threshold (0.95)
