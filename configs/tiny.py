@@ -16,6 +16,7 @@ def get_config():
   c.discriminator.widths = (4, 8)
   for spec in (c.task, c.attack.surrogate, c.attack.null, c.evaluate.surrogate, c.evaluate.null):
     spec.ngf, spec.steps, spec.batch, spec.n_blocks = 4, 3, 4, 1
+  c.attack.extra_surrogate_archs = ("resnet",)  # exercises stage 2 against several surrogates
   c.stage1.steps = c.stage2.steps = 4
   c.stage1.batch = c.stage2.batch = 4
   c.log_every = 2

@@ -28,6 +28,18 @@ def surrogate(arch="unet", ngf=16, loss="l2", steps=400, batch=16, lr=1e-3, seed
   return spec
 
 
+def stage2_surrogates(cfg) -> dict:
+  """The surrogates stage 2 trains R against, by checkpoint name: 'surrogate' (attack.surrogate),
+  then 'surrogate_<arch>' for each of attack.extra_surrogate_archs (the same spec with that arch
+  and a seed of its own, fixed per arch so that the list's order changes nothing)."""
+  specs = {"surrogate": cfg.attack.surrogate}
+  for arch in cfg.attack.get("extra_surrogate_archs", ()):
+    spec = ml_collections.ConfigDict(cfg.attack.surrogate.to_dict())
+    spec.arch, spec.seed = arch, spec.seed + 100 * (1 + ("unet", "resnet", "cnn").index(arch))
+    specs[f"surrogate_{arch}"] = spec
+  return specs
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -74,7 +86,11 @@ def base_config() -> ml_collections.ConfigDict:
       # `null_archs`: stage-2 and calibration negatives, so that the extractor learns the
       # watermark rather than the look of one architecture's outputs.
       null=surrogate("unet", ngf=16, loss="l2", n_blocks=3, steps=400, seed=2),
-      null_archs=("unet", "resnet"))
+      null_archs=("unet", "resnet"),
+      # More architectures stage 2 trains R against, each the `surrogate` spec with that arch
+      # (and its own seed): R then reads the watermark through several ways of imitating it.
+      # () = the one surrogate above.
+      extra_surrogate_archs=())
 
   c.stage2 = dict(
       steps=400, batch=8, loss_scale=1e4,
@@ -240,6 +256,11 @@ def validate(cfg) -> None:
   need(len(cfg.attack.null_archs) >= 1 and all(a in ("unet", "resnet", "cnn")
                                                for a in cfg.attack.null_archs),
        f"attack.null_archs={cfg.attack.null_archs}; use one or more of unet, resnet, cnn")
+  extra = tuple(cfg.attack.get("extra_surrogate_archs", ()))
+  need(all(a in ("unet", "resnet", "cnn") for a in extra) and len(set(extra)) == len(extra)
+       and cfg.attack.surrogate.arch not in extra,
+       f"attack.extra_surrogate_archs={extra}; use distinct ones of unet, resnet, cnn other "
+       f"than attack.surrogate.arch ({cfg.attack.surrogate.arch})")
   if cfg.watermark.spec == "payload":  # a bad message or a too-long payload fails here, early
     from deepwm_jax import payload
     payload.from_config(cfg, owner=cfg.watermark.get("owner") or "owner")

@@ -189,9 +189,11 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   wm_val = predict(embed, emb_vars, m_val)
 
   # ---- the attack the extractor is hardened against, and the protector's null model
-  sur_vars = r.imitate("surrogate", cfg.attack.surrogate, attack.a, wm_attack)
-  sur_fn = imitation.make_predict_fn(cfg.attack.surrogate, cfg)
-  sur_attack = predict(sur_fn, sur_vars, attack.a)
+  surs = {}  # checkpoint name -> (spec, variables, predict fn)
+  for name, spec in config_lib.stage2_surrogates(cfg).items():
+    surs[name] = (spec, r.imitate(name, spec, attack.a, wm_attack),
+                  imitation.make_predict_fn(spec, cfg))
+  sur_attack = np.concatenate([predict(fn, v, attack.a) for _, v, fn in surs.values()])
   nulls = {}  # arch -> (spec, variables, predict fn)
   for arch in cfg.attack.null_archs:
     spec = ml_collections.ConfigDict(cfg.attack.null.to_dict())
@@ -206,7 +208,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   state2 = stage2.init_state(cfg, ext_vars)
   step2 = stage2.make_step(cfg, w, blank)
   b2 = cfg.stage2.batch
-  batches = sampler({"surrogate": sur_attack, "watermarked": wm_attack}, b2, (cfg.seed, 31), mesh)
+  # Each surrogate output stays paired with the watermarked image of the same input.
+  wm_paired = np.tile(wm_attack, (len(surs), 1, 1, 1))
+  batches = sampler({"surrogate": sur_attack, "watermarked": wm_paired}, b2, (cfg.seed, 31), mesh)
   neg_batches = sampler({"negative": negatives}, 2 * b2, (cfg.seed, 32), mesh)
   state2 = r._train("stage2", step2, state2, lambda s: {**batches(s), **neg_batches(s)},
                     cfg.stage2.steps)
@@ -224,6 +228,10 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   stat = lambda r: np.asarray(verdict.watermark_statistic(
       jnp.asarray(r), jnp.asarray(w), jnp.asarray(blank)))
   calibration = verdict.calibrate(stat(r_neg), stat(r_pos), margin=ev.margin)
+  if calibration.threshold > 1.0:  # a kit that can never detect anything: say so loudly
+    log(f"warning: R reads the watermark in some calibration negatives (largest statistic "
+        f"{calibration.max_negative:.3f}), so this kit's threshold is above 1 and it will detect "
+        "nothing; give stage 2 more negatives or drop surrogates that barely copy the watermark")
   # The kit keeps the negatives' scores too: verify ranks a suspect's images among them.
   calibration = calibration.with_null(np.asarray(verdict.watermark_score(
       jnp.asarray(r_neg), jnp.asarray(w), jnp.asarray(blank))))
@@ -236,7 +244,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   groups = {
       "watermarked": wm_val,
       "clean A": val.a, "clean B": val.b, "clean M(A)": m_val,
-      "surrogate (stage 2)": predict(sur_fn, sur_vars, val.a),
+      **{_stage2_group(n): predict(fn, v, val.a) for n, (_, v, fn) in surs.items()},
       "surrogate (unseen)": predict(imitation.make_predict_fn(ev.surrogate, cfg), eval_sur_vars,
                                     val.a),
       **{f"null (protector {a})": predict(fn, v, val.a) for a, (_, v, fn) in nulls.items()},
@@ -269,8 +277,10 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                 "paper_success_rate": float(metrics.paper_success_rate(clean_nc, ev.nc_threshold)),
                 "nc_mean": float(np.mean(clean_nc)), "n_images": int(len(clean_stats)),
                 "by_kind": {k: _public(summary[k]) for k in ("clean A", "clean B", "clean M(A)")}},
-      "surrogates": [entry("surrogate-stage2", cfg.attack.surrogate, "surrogate (stage 2)", True),
-                     entry("surrogate-unseen", ev.surrogate, "surrogate (unseen)", False)],
+      "surrogates": [entry("surrogate-stage2" + n[len("surrogate"):].replace("_", "-"), spec,
+                           _stage2_group(n), True) for n, (spec, _, _) in surs.items()]
+                    + [entry("surrogate-unseen", ev.surrogate, "surrogate (unseen)",
+                             ev.surrogate.arch in {spec.arch for spec, _, _ in surs.values()})],
       "null": [entry("null-independent", ev.null, "null (independent)", False)]
               + [entry(f"null-protector-{a}", spec, f"null (protector {a})", True)
                  for a, (spec, _, _) in nulls.items()],
@@ -312,6 +322,11 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                      ext_vars=ext_vars, w=w, blank=blank)
     log(f"model-specific strategy: M' and its surrogates added to {workdir}/report.md")
   return rep
+
+
+def _stage2_group(name: str) -> str:
+  """'surrogate' -> 'surrogate (stage 2)', 'surrogate_resnet' -> 'surrogate (stage 2 resnet)'."""
+  return "surrogate (stage 2" + name[len("surrogate"):].replace("_", " ") + ")"
 
 
 def _protect(cfg):
@@ -357,17 +372,16 @@ def _check_workdir_config(cfg, workdir: str) -> None:
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
+    defaults = json.loads(config_lib.base_config().to_json_best_effort())
     if "protect" not in saved and current.get("protect") == _default_protect():
       saved["protect"] = current["protect"]  # written before protect.* existed: the default
-    for k in ("tfds_dir", "tfds_max_images"):  # added with tfds input: older runs had the default
-      if k in current.get("data", {}):
-        saved.setdefault("data", {}).setdefault(k, config_lib.base_config().data[k])
     if isinstance(saved.get("watermark"), dict) and saved["watermark"].get("spec") != "payload":
       # written before the payload keys existed: they change nothing for other watermarks
       saved["watermark"] = {**current.get("watermark", {}), "spec": saved["watermark"]["spec"]}
-    for k in ("tfds_dir", "tfds_max_images"):  # added with tfds input: older runs had the default
-      if k in current.get("data", {}):
-        saved.setdefault("data", {}).setdefault(k, config_lib.base_config().data[k])
+    for section, k in (("data", "tfds_dir"), ("data", "tfds_max_images"),
+                       ("attack", "extra_surrogate_archs")):
+      if k in current.get(section, {}):  # added later: older runs had the default
+        saved.setdefault(section, {}).setdefault(k, defaults[section][k])
     for k in ("mesh", "distributed"):  # the topology may change between runs (resume anywhere)
       saved.pop(k, None)
       if k in current:

@@ -22,11 +22,44 @@ def test_report_has_the_contract_keys(tiny_run):
     assert len(on_disk[group]) >= 1
     for member in on_disk[group]:
       assert {"name", "arch", "loss", "success_rate", "nc_mean"} <= set(member)
-  stages = {"task", "stage1", "surrogate", "null_protector_unet", "null_protector_resnet",
-            "stage2", "eval_surrogate",
-            "eval_null"}
+  stages = {"task", "stage1", "surrogate", "surrogate_resnet", "null_protector_unet",
+            "null_protector_resnet", "stage2", "eval_surrogate", "eval_null"}
   assert stages <= set(on_disk["timing"])
   assert on_disk["timing"]["total"] > 0
+
+
+def test_stage2_trains_against_every_listed_surrogate(tiny_run, tiny_cfg):
+  # tiny.py adds a ResNet surrogate to the U-Net one: both are trained, with their own seeds,
+  # and reported as seen in stage 2; so is the evaluation surrogate, whose family (ResNet) was.
+  _, rep, _ = tiny_run
+  specs = config.stage2_surrogates(tiny_cfg)
+  assert [s.arch for s in specs.values()] == ["unet", "resnet"]
+  assert len({s.seed for s in specs.values()}) == 2
+  seen = {s["name"]: (s["arch"], s["seen_in_stage2"]) for s in rep["surrogates"]}
+  assert seen == {"surrogate-stage2": ("unet", True), "surrogate-stage2-resnet": ("resnet", True),
+                  "surrogate-unseen": ("resnet", True)}
+  assert tiny_cfg.evaluate.surrogate.arch == "resnet"
+
+
+def test_extra_surrogate_archs_are_validated(tiny_cfg):
+  for bad in (("vgg",), ("resnet", "resnet"), ("unet",)):  # unknown, twice, the main one again
+    c = config.load(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
+    c.attack.extra_surrogate_archs = bad
+    with pytest.raises(DeepwmError, match="extra_surrogate_archs"):
+      config.validate(c)
+
+
+def test_workdir_written_before_extra_surrogates_resumes(tmp_path, tiny_cfg):
+  # config.json of a run made before attack.extra_surrogate_archs existed: the default () is
+  # what it ran with, so a config with the default resumes it and any other value is refused.
+  c = config.load(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
+  c.attack.extra_surrogate_archs = ()
+  saved = json.loads(c.to_json_best_effort())
+  del saved["attack"]["extra_surrogate_archs"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  pipeline._check_workdir_config(c, str(tmp_path))
+  with pytest.raises(DeepwmError, match="attack.extra_surrogate_archs"):
+    pipeline._check_workdir_config(tiny_cfg, str(tmp_path))
 
 
 def test_report_markdown_and_figures(tiny_run):
