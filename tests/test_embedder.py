@@ -69,6 +69,18 @@ def test_quickstart_cnn_is_the_quickstart_with_the_cnn_embedder():
   assert cnn.to_dict() == qs.to_dict()
 
 
+def test_quickstart_cnn_s2_adds_only_a_cnn_surrogate_to_stage2():
+  import os
+  here = os.path.join(os.path.dirname(__file__), "..", "configs")
+  base = config.load(os.path.join(here, "quickstart_cnn.py"))
+  s2 = config.load(os.path.join(here, "quickstart_cnn_s2.py"))
+  config.validate(s2)
+  assert [s.arch for s in config.stage2_surrogates(s2).values()] == ["unet", "cnn"]
+  assert tuple(base.attack.extra_surrogate_archs) == ()
+  s2.attack.extra_surrogate_archs = ()
+  assert s2.to_dict() == base.to_dict()
+
+
 def test_stage1_trains_the_cnn_embedder(tiny_cfg):
   """Two real stage-1 steps with H = the CNN: finite losses, and H moves off the identity."""
   cfg = tiny_cfg.copy_and_resolve_references()
