@@ -81,6 +81,17 @@ def test_quickstart_cnn_s2_adds_only_a_cnn_surrogate_to_stage2():
   assert s2.to_dict() == base.to_dict()
 
 
+def test_quickstart_payload_cnn_is_the_payload_quickstart_with_the_cnn_embedder():
+  import os
+  here = os.path.join(os.path.dirname(__file__), "..", "configs")
+  pay = config.load(os.path.join(here, "quickstart_payload.py"))
+  cnn = config.load(os.path.join(here, "quickstart_payload_cnn.py"))
+  config.validate(cnn)
+  assert (cnn.watermark.spec, cnn.embedder.arch, pay.embedder.arch) == ("payload", "cnn", "unet")
+  cnn.embedder = pay.embedder
+  assert cnn.to_dict() == pay.to_dict()
+
+
 def test_stage1_trains_the_cnn_embedder(tiny_cfg):
   """Two real stage-1 steps with H = the CNN: finite losses, and H moves off the identity."""
   cfg = tiny_cfg.copy_and_resolve_references()
