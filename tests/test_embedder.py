@@ -58,38 +58,29 @@ def test_unknown_embedder_arch_is_refused():
     config.validate(cfg)
 
 
-def test_quickstart_cnn_is_the_quickstart_with_the_cnn_embedder():
+def _configs(*names):
   import os
   here = os.path.join(os.path.dirname(__file__), "..", "configs")
-  qs = config.load(os.path.join(here, "quickstart.py"))
-  cnn = config.load(os.path.join(here, "quickstart_cnn.py"))
+  return [config.load(os.path.join(here, f"{n}.py")) for n in names]
+
+
+@pytest.mark.parametrize("base_name, cnn_name", [("quickstart", "quickstart_cnn"),
+                                                 ("quickstart_payload", "quickstart_payload_cnn")])
+def test_cnn_configs_change_only_the_embedder(base_name, cnn_name):
+  base, cnn = _configs(base_name, cnn_name)
   config.validate(cnn)
-  assert (cnn.embedder.arch, cnn.embedder.ngf, qs.embedder.arch) == ("cnn", 32, "unet")
-  cnn.embedder = qs.embedder
-  assert cnn.to_dict() == qs.to_dict()
+  assert (cnn.embedder.arch, cnn.embedder.ngf, base.embedder.arch) == ("cnn", 32, "unet")
+  cnn.embedder = base.embedder
+  assert cnn.to_dict() == base.to_dict()
 
 
 def test_quickstart_cnn_s2_adds_only_a_cnn_surrogate_to_stage2():
-  import os
-  here = os.path.join(os.path.dirname(__file__), "..", "configs")
-  base = config.load(os.path.join(here, "quickstart_cnn.py"))
-  s2 = config.load(os.path.join(here, "quickstart_cnn_s2.py"))
+  base, s2 = _configs("quickstart_cnn", "quickstart_cnn_s2")
   config.validate(s2)
   assert [s.arch for s in config.stage2_surrogates(s2).values()] == ["unet", "cnn"]
   assert tuple(base.attack.extra_surrogate_archs) == ()
   s2.attack.extra_surrogate_archs = ()
   assert s2.to_dict() == base.to_dict()
-
-
-def test_quickstart_payload_cnn_is_the_payload_quickstart_with_the_cnn_embedder():
-  import os
-  here = os.path.join(os.path.dirname(__file__), "..", "configs")
-  pay = config.load(os.path.join(here, "quickstart_payload.py"))
-  cnn = config.load(os.path.join(here, "quickstart_payload_cnn.py"))
-  config.validate(cnn)
-  assert (cnn.watermark.spec, cnn.embedder.arch, pay.embedder.arch) == ("payload", "cnn", "unet")
-  cnn.embedder = pay.embedder
-  assert cnn.to_dict() == pay.to_dict()
 
 
 def test_stage1_trains_the_cnn_embedder(tiny_cfg):
