@@ -89,7 +89,7 @@ def base_config() -> ml_collections.ConfigDict:
       null_archs=("unet", "resnet"),
       # More architectures stage 2 trains R against, each the `surrogate` spec with that arch
       # (and its own seed): R then reads the watermark through several ways of imitating it.
-      # () = the one surrogate above.
+      # () = the one surrogate above. Only the deep method has a stage 2 (traditional: unused).
       extra_surrogate_archs=())
 
   c.stage2 = dict(

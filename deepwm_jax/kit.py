@@ -302,6 +302,10 @@ class Kit:
     """`verify` on extractions R(x) already made (`extract`): callers that also need R(x)
     for their own numbers (the zoo) run the extractor once."""
     r = np.asarray(r, np.float32)
+    want = (self.image_size, self.image_size, self.channels)
+    if r.ndim != 4 or r.shape[1:] != want:
+      raise DeepwmError(f"extractions have shape {r.shape} but this kit's R gives (N, {want[0]}, "
+                        f"{want[1]}, {want[2]}); pass kit.extract(images)")
     rj = jnp.asarray(r)
     stats = self._statistic(rj)
     scores = None if self.calibration.null is None else np.asarray(verdict.watermark_score(

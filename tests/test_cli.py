@@ -59,6 +59,8 @@ def test_kit_round_trip(kit_dir, tiny_run):
   again = k.verify_extracted(k.extract(x))
   assert (again.p_value, again.success_rate, again.nc_mean) == (v.p_value, v.success_rate,
                                                                 v.nc_mean)
+  with pytest.raises(DeepwmError, match="extractions have shape"):
+    k.verify_extracted(k.extract(x)[..., :1])
 
 
 def test_kit_loads_on_four_devices(kit_dir):
