@@ -373,7 +373,7 @@ def _check_workdir_config(cfg, workdir: str) -> None:
     with open(path) as f:
       saved = json.load(f)
     defaults = json.loads(config_lib.base_config().to_json_best_effort())
-    if "protect" not in saved and current.get("protect") == _default_protect():
+    if "protect" not in saved and current.get("protect") == defaults["protect"]:
       saved["protect"] = current["protect"]  # written before protect.* existed: the default
     if isinstance(saved.get("watermark"), dict) and saved["watermark"].get("spec") != "payload":
       # written before the payload keys existed: they change nothing for other watermarks
@@ -393,10 +393,6 @@ def _check_workdir_config(cfg, workdir: str) -> None:
     return
   with open(path, "w") as f:
     json.dump(current, f, indent=1)
-
-
-def _default_protect():
-  return json.loads(config_lib.base_config().to_json_best_effort())["protect"]
 
 
 def _diff_keys(a, b, prefix=""):

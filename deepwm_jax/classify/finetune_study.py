@@ -122,26 +122,21 @@ def main(argv=None):
   ap.add_argument("overrides", nargs="*", help="further config overrides a.b=value")
   args = ap.parse_args(argv)
   os.makedirs(args.workdir, exist_ok=True)
+  lrs = tuple(float(v) for v in args.lrs.split(","))
   lengths = tuple(int(v) for v in args.lengths.split(","))
   if args.from_run:
-    res = from_run(args.from_run, tuple(float(v) for v in args.lrs.split(",")), lengths,
-                   args.overrides)
-    print(json.dumps(res))
-    with open(os.path.join(args.workdir, "results.jsonl"), "a") as f:
-      f.write(json.dumps(res) + "\n")
-    return
-  tag = f"m{args.margin:g}_n{args.noise:g}"
-  if args.overrides:   # a workdir per variant: the owner's checkpoints would be resumed
-    tag += "_" + "_".join(re.sub(r"[^A-Za-z0-9.=-]+", "", o.replace("train.", ""))
-                          for o in args.overrides)
-  lrs = tuple(float(v) for v in args.lrs.split(","))
-  res = study(args.margin, args.noise, os.path.join(args.workdir, tag), lrs=lrs,
-              lengths=lengths, overrides=args.overrides)
+    res = from_run(args.from_run, lrs, lengths, args.overrides)
+  else:
+    tag = f"m{args.margin:g}_n{args.noise:g}"
+    if args.overrides:   # a workdir per variant: the owner's checkpoints would be resumed
+      tag += "_" + "_".join(re.sub(r"[^A-Za-z0-9.=-]+", "", o.replace("train.", ""))
+                            for o in args.overrides)
+    res = study(args.margin, args.noise, os.path.join(args.workdir, tag), lrs=lrs,
+                lengths=lengths, overrides=args.overrides)
   line = json.dumps(res)
   print(line)
   with open(os.path.join(args.workdir, "results.jsonl"), "a") as f:
     f.write(line + "\n")
-
 
 if __name__ == "__main__":
   main()
