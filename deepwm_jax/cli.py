@@ -170,7 +170,10 @@ def cmd_kit_info(args, overrides):
   cal = rec["calibration"]
   lines.append("calib.    none (an older kit: verify refuses it)" if not cal else
                f"calib.    threshold {cal['threshold']:.4g}, p0 {cal['p0']:.3g} from "
-               f"{cal['n_negatives']} negatives (max {cal['max_negative']:.3g})")
+               f"{cal['n_negatives']} negatives (max {cal['max_negative']:.3g})"
+               + (f" and {cal['n_heldout']} held-out ones (max {cal['max_heldout']:.3g}), null "
+                  f"per source: {', '.join(cal.get('null_sources') or {}) or 'none'}"
+                  if cal.get("n_heldout") else ""))
   pay = rec.get("payload")
   if pay:
     bound = {True: ", owner binding verified", False: ", owner binding BROKEN",

@@ -3,8 +3,10 @@
 Layout of a kit directory:
   state/          orbax checkpoint: embedder and extractor variables, watermark, blank
   kit.json        image size, channels, calibration, config, package version, provenance
-  null.npy        the calibration null (every negative's watermark score, sorted; kits written
-                  before it existed have none and verify falls back to the binomial bound)
+  null.npz        the calibration null: the watermark scores of held-out negatives, one sorted
+                  array per source (verdict.rank_pvalues); kits of an earlier version have
+                  null.npy (the stage-2 negatives' scores, pooled), older kits none and verify
+                  falls back to the binomial bound
   manifest.json   SHA-256 of every other file; checked on load, so a truncated or altered kit
                   is refused instead of silently giving wrong verdicts.
 """
@@ -16,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +34,8 @@ KIT_FORMAT = 1
 KIT_KIND = "image"
 # Which command writes each kind of kit, for the error that names the right one.
 _WRITTEN_BY = {"image": "deepwm run", "classify": "deepwm classify run"}
-NULL_FILE = "null.npy"
+NULL_FILE = "null.npy"  # pooled null (kits of an earlier version, deepwm_jax.recalibrate)
+NULL_SOURCES_FILE = "null.npz"  # per-source held-out null
 
 
 def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
@@ -54,7 +58,7 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
     ckptr.save(os.path.join(tmp, "state"), jax.device_get(state))
     ckptr.wait_until_finished()
     if calibration.null is not None:
-      np.save(os.path.join(tmp, NULL_FILE), np.asarray(calibration.null, np.float64))
+      save_null(tmp, calibration.null)
     info = {
         "kind": KIT_KIND, "format": KIT_FORMAT,
         "package_version": deepwm_jax.__version__,
@@ -71,7 +75,7 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
     if payload is not None:
       info["payload"] = payload
     if calibration.null is not None:
-      info["calibration_null"] = null_record(len(calibration.null))
+      info["calibration_null"] = null_record(calibration.null)
     publish(tmp, path, info)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -79,26 +83,51 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
   return path
 
 
-def null_record(n: int, how: str = "written with the kit") -> dict:
+def save_null(folder: str, null) -> None:
+  """Writes the calibration null into a kit folder: null.npz per source, null.npy pooled."""
+  if isinstance(null, dict):
+    np.savez(os.path.join(folder, NULL_SOURCES_FILE),
+             **{k: np.asarray(v, np.float64) for k, v in null.items()})
+  else:
+    np.save(os.path.join(folder, NULL_FILE), np.asarray(null, np.float64))
+
+
+def null_record(null, how: str = "written with the kit") -> dict:
   """kit.json's pointer to the stored calibration null (deepwm_jax/verdict.py, `decide`)."""
-  return {"file": NULL_FILE, "n": int(n), "how": how,
+  if isinstance(null, dict):
+    return {"file": NULL_SOURCES_FILE, "n": int(sum(v.size for v in null.values())),
+            "sources": {k: int(v.size) for k, v in null.items()}, "how": how,
+            "what": "verdict.watermark_score of held-out calibration negatives (never seen in "
+                    "stage 2), one sorted float64 array per source"}
+  return {"file": NULL_FILE, "n": int(np.size(null)), "how": how,
           "what": "verdict.watermark_score of every calibration negative, sorted (float64)"}
 
 
-def load_null(path: str, info: dict) -> np.ndarray | None:
-  """The kit's calibration null, or None for kits written before it existed."""
+def load_null(path: str, info: dict) -> np.ndarray | dict[str, np.ndarray] | None:
+  """The kit's calibration null (per source, or pooled for kits of an earlier version), or None
+  for kits written before it existed."""
   record = info.get("calibration_null")
   if not record:
     return None
+  file = os.path.join(path, str(record.get("file", "")))
   try:
-    null = np.load(os.path.join(path, record["file"]), allow_pickle=False)
-  except (OSError, ValueError, KeyError, TypeError) as e:
+    if file.endswith(".npz"):
+      with np.load(file, allow_pickle=False) as f:
+        loaded = {k: f[k] for k in f.files}
+    else:
+      loaded = np.load(file, allow_pickle=False)
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
     raise DeepwmError(f"kit '{path}': its calibration null is unreadable ({type(e).__name__}); "
                       f"copy the whole kit folder again") from None
-  if null.ndim != 1 or null.size != int(record.get("n", -1)) or not np.all(np.isfinite(null)):
+  arrays = loaded if isinstance(loaded, dict) else {"": loaded}
+  want = record.get("sources") if isinstance(loaded, dict) else {"": record.get("n", -1)}
+  if (not isinstance(want, dict) or set(want) != set(arrays)
+      or any(a.ndim != 1 or a.size != int(want[k]) or a.size == 0 or not np.all(np.isfinite(a))
+             for k, a in arrays.items())):
     raise DeepwmError(f"kit '{path}': its calibration null does not match kit.json; re-create "
                       f"the kit")
-  return np.sort(null)
+  sorted_arrays = {k: np.sort(a) for k, a in arrays.items()}
+  return sorted_arrays if isinstance(loaded, dict) else sorted_arrays[""]
 
 
 def publish(tmp: str, path: str, info: dict) -> None:
@@ -342,8 +371,8 @@ def load_kit(path: str) -> Kit:
     cfg = ml_collections.ConfigDict(info["config"])
     calibration = verdict.Calibration.from_dict(info["calibration"])
     null = load_null(path, info)
-    if null is not None:
-      calibration = calibration.with_null(null)
+    if null is not None:  # already sorted, per source or pooled
+      calibration = dataclasses.replace(calibration, null=null)
   except (KeyError, TypeError, ValueError) as e:
     raise DeepwmError(f"kit '{path}': kit.json is invalid ({e}); re-create the kit") from None
   like = _abstract_state(cfg)

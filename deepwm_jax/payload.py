@@ -376,13 +376,16 @@ def fair_tail(k: int, n: int) -> float:
 
 
 def calibrate_bits(p: Payload, negative_soft, positive_soft=None,
-                   margin: float = verdict.DEFAULT_MARGIN) -> verdict.Calibration:
+                   margin: float = verdict.DEFAULT_MARGIN,
+                   heldout_soft=None) -> verdict.Calibration:
   """Per-image threshold on the confident-match fraction, calibrated like the image statistic
   and then raised until the fair-bit tail at it is no larger than the conformal p0.
 
-  p0 (the per-image false-positive rate) is the larger of the conformal estimate from the
-  negatives and the fair-bit binomial tail at the threshold: bits of an innocent model need not
-  be fair (a faint trace of w, an extractor bias), and few negatives cannot vouch for a tiny p0.
+  p0 (the per-image false-positive rate) is the largest of the conformal estimate from the
+  negatives, the same from `heldout_soft` (negatives stage 2 never saw, as for the image
+  statistic) when given, and the fair-bit binomial tail at the threshold: bits of an innocent
+  model need not be fair (a faint trace of w, an extractor bias), and few negatives cannot
+  vouch for a tiny p0.
   """
   n = p.n_coded
   neg = per_image(p, negative_soft)["confident"] / n
@@ -394,11 +397,23 @@ def calibrate_bits(p: Payload, negative_soft, positive_soft=None,
   threshold = max(cal.threshold, k / n)
   n_above = int(np.sum(neg >= threshold))
   conformal = (n_above + 1) / (neg.size + 1)
-  return dataclasses.replace(
+  cal = dataclasses.replace(
       cal, threshold=float(threshold), n_negatives_above=n_above,
       p0=float(max(conformal, fair_tail(math.ceil(threshold * n - 1e-9), n))),
       method=cal.method + "; raised to where the fair-bit tail <= conformal p0; "
       "p0 = max(conformal, fair-bit tail)")
+  return cal if heldout_soft is None else with_heldout_bits(p, cal, heldout_soft)
+
+
+def with_heldout_bits(p: Payload, cal: verdict.Calibration,
+                      heldout_soft) -> verdict.Calibration:
+  """The bit calibration with p0 also bounded by the held-out negatives' conformal estimate."""
+  held = per_image(p, heldout_soft)["confident"] / p.n_coded
+  k = int(np.sum(held >= cal.threshold))
+  return dataclasses.replace(
+      cal, n_heldout=int(held.size), n_heldout_above=k, max_heldout=float(np.max(held)),
+      p0=float(max(cal.p0, (k + 1) / (held.size + 1))),
+      method=cal.method + f", and the held-out conformal ({k} of {held.size} at or over)")
 
 
 def decide(p: Payload, soft_NxN: np.ndarray, calibration: verdict.Calibration,

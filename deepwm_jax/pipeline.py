@@ -52,6 +52,27 @@ def flat_images(n: int, size: int, channels: int, seed: int) -> np.ndarray:
   return np.clip(base + ramp, 0, 1).astype(np.float32) * np.ones((1, size, size, 1), np.float32)
 
 
+HELDOUT_SEED_OFFSET = 4  # make_pairs offsets: 1 protect, 2 attack, 3 val, 4 held-out negatives
+
+
+def heldout_negatives(cfg, r: "Run", protect: Pairs, nulls: dict) -> dict[str, np.ndarray]:
+  """Calibration negatives of every kind stage 2 trains R on, that it never saw, per source.
+
+  Stage 2 fits R to say "blank" on its negatives, so their statistics understate what R does on
+  a new innocent image: the protector's own null ResNet, at most 0.21 on its stage-2 inputs,
+  was measured at 0.69 on one of 1024 fresh crops. These are fresh crops of the attack split,
+  M's outputs on them, the same null models' outputs on them, and other flat images. `nulls`:
+  arch -> (spec, variables, predict fn) of the protector's null models.
+  """
+  d = cfg.data
+  fresh = make_pairs(cfg, "attack", max(16, d.n_attack // 2), HELDOUT_SEED_OFFSET)
+  out = {"clean_A": fresh.a, "M_A": r.task_outputs([protect, fresh])[1], "clean_B": fresh.b}
+  for arch, (_, variables, fn) in nulls.items():
+    out[f"null_{arch}"] = predict(fn, variables, fresh.a)
+  out["flat"] = flat_images(max(8, d.n_attack // 8), d.image_size, d.channels, cfg.seed + 6)
+  return out
+
+
 def sampler(arrays: dict[str, np.ndarray], batch: int, seed: tuple, mesh=None):
   """batch_fn(step): a deterministic random batch, so a resumed stage sees the same data.
 
@@ -232,12 +253,18 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     log(f"warning: R reads the watermark in some calibration negatives (largest statistic "
         f"{calibration.max_negative:.3f}), so this kit's threshold is above 1 and it will detect "
         "nothing; give stage 2 more negatives or drop surrogates that barely copy the watermark")
-  # The kit keeps the negatives' scores too: verify ranks a suspect's images among them.
-  calibration = calibration.with_null(np.asarray(verdict.watermark_score(
-      jnp.asarray(r_neg), jnp.asarray(w), jnp.asarray(blank))))
+  # p0 also from negatives stage 2 never saw, and the kit keeps their scores per source:
+  # verify ranks a suspect's images among them (verdict.rank_pvalues).
+  r_held = {k: predict(extract, ext_vars, x)
+            for k, x in heldout_negatives(cfg, r, protect, nulls).items()}
+  score = lambda r: np.asarray(verdict.watermark_score(
+      jnp.asarray(r), jnp.asarray(w), jnp.asarray(blank)))
+  calibration = calibration.with_heldout({k: stat(v) for k, v in r_held.items()},
+                                         {k: score(v) for k, v in r_held.items()})
   bit_calibration = None if pay is None else payload.calibrate_bits(
-      pay, pay.soft_bits(r_neg), pay.soft_bits(r_pos), margin=ev.margin)
-  del r_neg, r_pos
+      pay, pay.soft_bits(r_neg), pay.soft_bits(r_pos), margin=ev.margin,
+      heldout_soft=pay.soft_bits(np.concatenate(list(r_held.values()))))
+  del r_neg, r_pos, r_held
 
   # ---- evaluation on held-out validation images
   t = time.time()
@@ -379,7 +406,8 @@ def _check_workdir_config(cfg, workdir: str) -> None:
       # written before the payload keys existed: they change nothing for other watermarks
       saved["watermark"] = {**current.get("watermark", {}), "spec": saved["watermark"]["spec"]}
     for section, k in (("data", "tfds_dir"), ("data", "tfds_max_images"),
-                       ("attack", "extra_surrogate_archs")):
+                       ("attack", "extra_surrogate_archs"), ("embedder", "arch"),
+                       ("embedder", "depth")):
       if k in current.get(section, {}):  # added later: older runs had the default
         saved.setdefault(section, {}).setdefault(k, defaults[section][k])
     for k in ("mesh", "distributed"):  # the topology may change between runs (resume anywhere)

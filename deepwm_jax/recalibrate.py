@@ -1,16 +1,19 @@
-"""Give a kit written before calibration nulls existed its null, from the run that made it.
+"""Give a kit of an earlier version its held-out calibration null, from the run that made it.
 
   python -m deepwm_jax.recalibrate --run runs/qs_payload --out runs/fc_payload2/kit
 
-Kits now store the watermark score of every calibration negative (kit.py, null.npy), so that
-`verify` can rank a suspect's images among them and give innocent sets a p-value close to
-uniform (verdict.py, `set_pvalue`). Older kits have only the threshold and p0, and verify falls
-back to the conservative binomial bound. This rebuilds the run's calibration negatives exactly as
-`deepwm run` did (clean A, M(A), clean B of the attack split, the protector's null models'
-outputs, flat images), from the run's own finished checkpoints, checks them against the kit's
-record (the same count and the same largest statistic), and writes a copy of the kit with the
-null. The run and the original kit are only read: the checkpoints are copied to a scratch
-folder first, and the new kit goes to a new folder.
+Kits now store the watermark scores of held-out calibration negatives, per source (kit.py,
+null.npz), so that `verify` can rank a suspect's images among them and give innocent sets a
+valid p-value (verdict.py, `rank_pvalues`, `set_pvalue`), and take p0 from them too. Kits of
+an earlier version have the stage-2 negatives' scores pooled (null.npy) or no null at all (verify
+then falls back to the conservative binomial bound). This rebuilds the run's stage-2 negatives
+exactly as `deepwm run` did (clean A, M(A), clean B of the attack split, the protector's null
+models' outputs, flat images) from the run's own finished checkpoints, checks them against the
+kit's record (the same count and the same largest statistic), then builds the held-out negatives
+as `deepwm run` does now (pipeline.heldout_negatives) and writes a copy of the kit with them
+(the image and, for payload kits, the bit calibration's p0 and held-out record). The run and the
+original kit are only read: the checkpoints are copied to a scratch folder first, and the new
+kit goes to a new folder.
 """
 import argparse
 import datetime
@@ -25,13 +28,15 @@ import ml_collections
 import numpy as np
 
 from deepwm_jax import kit as kit_lib
+from deepwm_jax import payload as payload_lib
 from deepwm_jax import pipeline, verdict
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.train import imitation
 
 
-def negatives(cfg, run_dir: str) -> np.ndarray:
-  """The run's calibration negatives, in pipeline.run's order, from its checkpoints."""
+def negatives(cfg, run_dir: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """The run's stage-2 negatives, in pipeline.run's order, and its held-out negatives per
+  source, from its checkpoints."""
   d = cfg.data
   src = str(cfg.task.source)
   trained = src not in ("identity", "dataset") and not src.startswith("python:")
@@ -50,14 +55,16 @@ def negatives(cfg, run_dir: str) -> np.ndarray:
     protect = pipeline.make_pairs(cfg, "protect", d.n_protect, 1)
     attack = pipeline.make_pairs(cfg, "attack", d.n_attack, 2)
     m_attack = r.task_outputs([protect, attack])[1]  # protect first, as the run trained M
-    nulls = []
+    nulls = {}
     for arch in cfg.attack.null_archs:
       spec = ml_collections.ConfigDict(cfg.attack.null.to_dict())
       spec.arch = arch
       variables = r.imitate(f"null_protector_{arch}", spec, attack.a, m_attack)
-      nulls.append(pipeline.predict(imitation.make_predict_fn(spec, cfg), variables, attack.a))
+      nulls[arch] = (spec, variables, imitation.make_predict_fn(spec, cfg))
+    null_outputs = [pipeline.predict(fn, v, attack.a) for _, v, fn in nulls.values()]
+    held = pipeline.heldout_negatives(cfg, r, protect, nulls)
   flats = pipeline.flat_images(max(8, d.n_attack // 8), d.image_size, d.channels, cfg.seed + 5)
-  return np.concatenate([attack.a, m_attack, attack.b, *nulls, flats])
+  return np.concatenate([attack.a, m_attack, attack.b, *null_outputs, flats]), held
 
 
 def null_scores(kit, images: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -81,22 +88,28 @@ def check_reproduced(calibration: verdict.Calibration, stats: np.ndarray) -> Non
         "not write this kit, or the data or code changed since")
 
 
-def upgrade(kit_path: str, out: str, null: np.ndarray, how: str) -> str:
-  """Copies the kit to `out` with `null` stored (kit.json and manifest rewritten)."""
+def upgrade(kit_path: str, out: str, calibration: verdict.Calibration, how: str,
+            bit_calibration: verdict.Calibration | None = None) -> str:
+  """Copies the kit to `out` with `calibration` (and its null) in place of the kit's own
+  (kit.json and manifest rewritten; a pooled null.npy of an earlier version is dropped)."""
   kit_path, out = os.path.abspath(kit_path), os.path.abspath(out)
   if os.path.exists(out):
     raise DeepwmError(f"'{out}' already exists; give a new folder for the recalibrated kit")
   info = kit_lib.read_info(kit_path, kit_lib.KIT_KIND, kit_lib.KIT_FORMAT)
-  if info.get("calibration_null"):
-    raise DeepwmError(f"kit '{kit_path}' already has a calibration null")
+  if (info.get("calibration_null") or {}).get("sources"):
+    raise DeepwmError(f"kit '{kit_path}' already has a held-out calibration null")
   os.makedirs(os.path.dirname(out), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".kit-", dir=os.path.dirname(out))
   try:
     shutil.copytree(kit_path, tmp, dirs_exist_ok=True)
-    os.remove(os.path.join(tmp, "manifest.json"))
-    np.save(os.path.join(tmp, kit_lib.NULL_FILE), np.sort(np.asarray(null, np.float64)))
-    info["calibration"] = {**info["calibration"], "n_null": int(null.size)}
-    info["calibration_null"] = kit_lib.null_record(null.size, how)
+    for name in ("manifest.json", kit_lib.NULL_FILE):
+      if os.path.exists(os.path.join(tmp, name)):
+        os.remove(os.path.join(tmp, name))
+    kit_lib.save_null(tmp, calibration.null)
+    info["calibration"] = calibration.to_dict()
+    info["calibration_null"] = kit_lib.null_record(calibration.null, how)
+    if bit_calibration is not None:
+      info["payload"] = {**info["payload"], "calibration": bit_calibration.to_dict()}
     kit_lib.publish(tmp, out, info)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -105,21 +118,34 @@ def upgrade(kit_path: str, out: str, null: np.ndarray, how: str) -> str:
 
 
 def recalibrate(run_dir: str, out: str, log=print) -> str:
-  """The kit of `run_dir` (run_dir/kit) with its calibration null, written to `out`."""
+  """The kit of `run_dir` (run_dir/kit) with its held-out calibration null, written to `out`."""
   kit_path = os.path.join(run_dir, "kit")
   kit = kit_lib.load_kit(kit_path)
   if os.path.exists(out):
     raise DeepwmError(f"'{out}' already exists; give a new folder for the recalibrated kit")
+  if isinstance(kit.calibration.null, dict):
+    raise DeepwmError(f"kit '{kit_path}' already has a held-out calibration null; it needs no "
+                      "recalibration")
   cfg = ml_collections.ConfigDict(kit.config.to_dict())
-  images = negatives(cfg, run_dir)
-  log(f"rebuilt {len(images)} calibration negatives; scoring them")
-  stats, scores = null_scores(kit, images)
+  images, held = negatives(cfg, run_dir)
+  log(f"rebuilt {len(images)} calibration negatives and {sum(map(len, held.values()))} "
+      "held-out ones; scoring them")
+  stats, _ = null_scores(kit, images)
   check_reproduced(kit.calibration, stats)
+  scored = {k: null_scores(kit, x) for k, x in held.items()}
+  calibration = kit.calibration.with_heldout({k: v[0] for k, v in scored.items()},
+                                             {k: v[1] for k, v in scored.items()})
+  bit_calibration = None
+  if "payload" in kit.info:
+    pay, bit_cal = payload_lib.from_kit_info(kit.info)
+    bit_calibration = payload_lib.with_heldout_bits(
+        pay, bit_cal, pay.soft_bits(kit.extract(np.concatenate(list(held.values())))))
   stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   how = (f"added {stamp} by deepwm_jax.recalibrate from the run {os.path.abspath(run_dir)}: "
-         f"its {stats.size} negatives rebuilt from its checkpoints (largest statistic "
-         f"{np.max(stats):.6g}, as the kit records)")
-  return upgrade(kit_path, out, scores, how)
+         f"its {stats.size} stage-2 negatives rebuilt from its checkpoints (largest statistic "
+         f"{np.max(stats):.6g}, as the kit records), held-out negatives built as `deepwm run` "
+         "does")
+  return upgrade(kit_path, out, calibration, how, bit_calibration)
 
 
 def main(argv=None) -> int:

@@ -110,22 +110,56 @@ class Calibration:
   max_negative: float
   min_positive: float | None = None
   method: str = ""
-  # The calibration null: every negative's `watermark_score`, sorted. Kits store it in
-  # null.npz (not in kit.json); None for kits written before it existed, whose p-value is then
-  # the binomial bound alone (see `decide`).
-  null: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+  # Held-out negatives (`with_heldout`): images of the same kinds that stage 2 never trained
+  # R on. Stage 2 fits R to say "blank" on its own negatives, so their statistics are
+  # optimistic; p0 is then also bounded by the held-out count above the threshold.
+  n_heldout: int = 0
+  n_heldout_above: int = 0
+  max_heldout: float | None = None
+  # The calibration null that `verify` ranks a suspect's images in: the `watermark_score`s of
+  # the held-out negatives, sorted, one array per source ({"clean_A": ..., "null_resnet": ...}),
+  # or (kits written before held-out sources existed) one pooled array of the stage-2
+  # negatives' scores; None for kits older still, whose p-value is the binomial bound alone
+  # (see `decide`). Kits store it in null.npz / null.npy (not in kit.json).
+  null: np.ndarray | dict[str, np.ndarray] | None = dataclasses.field(
+      default=None, repr=False, compare=False)
 
   def to_dict(self) -> dict[str, Any]:
     """The JSON record (kit.json, report.json): everything but the null's values."""
     d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "null"}
-    if self.null is not None:
+    if isinstance(self.null, dict):
+      d["n_null"] = int(sum(v.size for v in self.null.values()))
+      d["null_sources"] = {k: int(v.size) for k, v in self.null.items()}
+    elif self.null is not None:
       d["n_null"] = int(self.null.size)
     return d
 
   def with_null(self, negative_scores) -> "Calibration":
-    """This calibration with its null: the scores of the same negatives, any order."""
+    """This calibration with a pooled null: the scores of the same negatives, any order."""
     null = np.sort(_as_finite_vector(negative_scores, "the calibration null"))
     return dataclasses.replace(self, null=null)
+
+  def with_heldout(self, stats_by_source: dict[str, Any],
+                   scores_by_source: dict[str, Any]) -> "Calibration":
+    """This calibration with held-out negatives: p0 and the per-source null come from them.
+
+    p0 becomes max(p0, (k + 1) / (n + 1)) with k of the n held-out statistics at or over the
+    threshold: the conformal estimate on images the threshold and R were not fitted to, and
+    never below the estimate on the stage-2 negatives. The null keeps each source apart, so
+    that `rank_pvalues` can take the largest of an image's per-source rank p-values.
+    """
+    if set(stats_by_source) != set(scores_by_source) or not stats_by_source:
+      raise ValueError("with_heldout needs the statistics and scores of the same sources")
+    stats = np.concatenate([_as_finite_vector(v, f"held-out statistics of {k}")
+                            for k, v in stats_by_source.items()])
+    null = {k: np.sort(_as_finite_vector(v, f"held-out scores of {k}"))
+            for k, v in scores_by_source.items()}
+    n, k = int(stats.size), int(np.sum(stats >= self.threshold))
+    return dataclasses.replace(
+        self, n_heldout=n, n_heldout_above=k, max_heldout=float(np.max(stats)),
+        p0=float(max(self.p0, (k + 1) / (n + 1))), null=null,
+        method=(f"{self.method}; p0 = max over these and {n} held-out negatives "
+                f"({k} at or over the threshold)"))
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "Calibration":
@@ -139,12 +173,15 @@ class Calibration:
           "`deepwm run`.")
     kw = {k: d[k] for k in names if k in d}
     min_positive = kw.get("min_positive")
+    max_heldout = kw.get("max_heldout")
     calibration = cls(
         threshold=float(kw["threshold"]), n_negatives=int(kw["n_negatives"]),
         n_negatives_above=int(kw["n_negatives_above"]), p0=float(kw["p0"]),
         max_negative=float(kw["max_negative"]),
         min_positive=None if min_positive is None else float(min_positive),
-        method=str(kw.get("method", "")))
+        method=str(kw.get("method", "")), n_heldout=int(kw.get("n_heldout", 0)),
+        n_heldout_above=int(kw.get("n_heldout_above", 0)),
+        max_heldout=None if max_heldout is None else float(max_heldout))
     if not 0.0 < calibration.p0 <= 1.0 or not np.isfinite(calibration.threshold):
       raise DeepwmError(
           f"calibration has p0={calibration.p0} and threshold={calibration.threshold}; "
@@ -217,7 +254,8 @@ class Verdict:
   payload: dict[str, Any] | None = None
   # How p_value was computed: 'calibrated' (binomial count and the Cauchy combination of the
   # images' rank p-values among the calibration null) or 'bound' (binomial count only: a kit
-  # without a stored null). Both parts are kept for the report.
+  # without a stored null); 'calibrated per source' for kits whose null keeps its held-out
+  # sources apart (`rank_pvalues`). Both parts are kept for the report.
   p_method: str | None = None
   p_bound: float | None = None
   p_combined: float | None = None
@@ -237,13 +275,27 @@ def binomial_tail(k: int, n: int, p0: float) -> float:
   return 1.0 if k <= 0 else float(scipy_stats.binom.sf(k - 1, n, p0))
 
 
-def rank_pvalues(scores, null_sorted: np.ndarray) -> np.ndarray:
+def rank_pvalues(scores, null: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
   """Per image: (1 + #{null >= score}) / (1 + n), the conformal p-value of its score among the
-  n calibration negatives. For an image exchangeable with them, P(p <= x) <= x."""
+  n calibration negatives. For an image exchangeable with them, P(p <= x) <= x.
+
+  With a null per source (clean crops, M's outputs, each null architecture's outputs, ...) it
+  is the largest of the per-source rank p-values: an innocent image that resembles any one
+  source gets a p-value at least its rank p-value within that source, so the guarantee holds
+  for it without knowing which. A pooled null has no such guarantee: the false-claim study
+  measured ResNet nulls ranking high among pooled negatives dominated by clean crops.
+  """
   s = _as_finite_vector(scores, "rank_pvalues' scores")
-  n = null_sorted.size
-  above = n - np.searchsorted(null_sorted, s, side="left")
+  if isinstance(null, dict):
+    return np.max([rank_pvalues(s, v) for v in null.values()], axis=0)
+  n = null.size
+  above = n - np.searchsorted(null, s, side="left")
   return (1.0 + above) / (1.0 + n)
+
+
+def null_size(null: np.ndarray | dict[str, np.ndarray]) -> int:
+  """The number of negatives behind the coarsest rank p-value (the smallest source)."""
+  return min(v.size for v in null.values()) if isinstance(null, dict) else int(null.size)
 
 
 def cauchy_pvalue(p_values: np.ndarray, n_null: int) -> float:
@@ -311,14 +363,15 @@ def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_A
       raise DeepwmError(f"decide got {n} statistics but {score_values.size} scores; give one "
                         "of each per image.")
     p_combined = cauchy_pvalue(rank_pvalues(score_values, calibration.null),
-                               calibration.null.size)
+                               null_size(calibration.null))
   p_value = set_pvalue(n_hits, n, calibration.p0, p_combined)
   verdict = Verdict(
       detected=bool(p_value < alpha and n_hits / n >= min_success_rate), n_images=n,
       n_hits=n_hits, success_rate=n_hits / n, p_value=p_value,
       threshold=float(calibration.threshold), alpha=float(alpha),
       stat_mean=float(np.mean(values)), p0=float(calibration.p0),
-      p_method="bound" if p_combined is None else "calibrated",
+      p_method="bound" if p_combined is None else (
+          "calibrated per source" if isinstance(calibration.null, dict) else "calibrated"),
       p_bound=binomial_tail(n_hits, n, calibration.p0), p_combined=p_combined)
   if nc_values is not None:
     nc = _as_finite_vector(nc_values, "decide's nc_values")

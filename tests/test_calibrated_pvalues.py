@@ -74,6 +74,35 @@ def test_set_pvalue_keeps_the_bound_when_images_clear_the_threshold():
     verdict.decide(np.zeros(4), _calibration(np.zeros(10)), scores=np.zeros(3))
 
 
+def test_per_source_pvalues_stay_valid_for_every_source():
+  # Two kinds of innocent image whose scores differ (clean crops low, a null architecture's
+  # outputs high). Pooled, the high kind gets small p-values far too often; per source, the
+  # largest per-source rank p-value is valid for each kind, whichever it is.
+  rng = np.random.default_rng(5)
+  low, high = rng.normal(0, 1, 3000), rng.normal(2, 1, 300)
+  pooled = verdict.rank_pvalues(rng.normal(2, 1, 4000), np.sort(np.concatenate([low, high])))
+  assert np.mean(pooled <= 0.01) > 0.05
+  null = {"clean": np.sort(low), "null_resnet": np.sort(high)}
+  for mean in (0, 2):
+    p = verdict.rank_pvalues(rng.normal(mean, 1, 4000), null)
+    for x in (0.01, 0.05, 0.2):
+      assert np.mean(p <= x) <= x + 0.01, (mean, x)
+  assert verdict.null_size(null) == 300
+  s = np.full(16, 9.0)  # far above every source: the smallest possible p-value of the coarsest
+  np.testing.assert_allclose(verdict.rank_pvalues(s, null), 1 / 301)
+  cal = verdict.calibrate(np.concatenate([low, high]), margin=0.05)
+  cal = cal.with_heldout({"clean": low[:100], "null_resnet": high[:50] + 10},
+                         {"clean": low, "null_resnet": high})
+  # The held-out negatives over the threshold raise p0: (50 + 1) / (150 + 1).
+  assert cal.n_heldout == 150 and cal.n_heldout_above == 50
+  assert cal.p0 == pytest.approx(51 / 151) and cal.max_heldout == pytest.approx(high[:50].max() + 10)
+  v = verdict.decide(np.zeros(16), cal, scores=rng.normal(0, 1, 16))
+  assert v.p_method == "calibrated per source"
+  again = verdict.Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+  assert again.n_heldout == 150 and again.p0 == cal.p0 and again.null is None
+  assert cal.to_dict()["null_sources"] == {"clean": 3000, "null_resnet": 300}
+
+
 def _message_payload():
   return payload.make_payload("text:ACME", 64, 8, 7, 32)
 
@@ -121,39 +150,71 @@ def test_one_image_cannot_make_the_message_evidence():
   assert payload.combine(1.0, 0.0, four, 1e-6, 0.5) == (False, 1.0, "none")
 
 
-def _without_null(kit_path, out):
-  """A copy of a kit as written before nulls existed."""
+def _as_older_kit(kit_path, out, pooled=None):
+  """A copy of a kit as an earlier version wrote it: without a null, or (`pooled`) with the
+  stage-2 negatives' scores pooled in null.npy and p0 from those negatives alone."""
   tmp = out + ".tmp"
   shutil.copytree(kit_path, tmp)
-  os.remove(os.path.join(tmp, kit_lib.NULL_FILE))
+  os.remove(os.path.join(tmp, kit_lib.NULL_SOURCES_FILE))
   os.remove(os.path.join(tmp, "manifest.json"))
   with open(os.path.join(tmp, "kit.json")) as f:
     info = json.load(f)
   info.pop("calibration_null")
-  info["calibration"].pop("n_null")
+  cal = info["calibration"]
+  for k in ("n_null", "null_sources", "n_heldout", "n_heldout_above", "max_heldout"):
+    cal.pop(k)
+  cal["p0"] = (cal["n_negatives_above"] + 1) / (cal["n_negatives"] + 1)
+  if pooled is not None:
+    kit_lib.save_null(tmp, pooled)
+    info["calibration_null"] = kit_lib.null_record(pooled)
+    cal["n_null"] = int(pooled.size)
   kit_lib.publish(tmp, out, info)
 
 
 def test_kits_store_their_null_and_older_kits_get_it_back(tiny_run, tmp_path):
   workdir = tiny_run[0]
   kit = kit_lib.load_kit(os.path.join(workdir, "kit"))
-  assert kit.calibration.null.size == kit.calibration.n_negatives
+  cal = kit.calibration
+  sources = {"clean_A", "M_A", "clean_B", "flat"} | {
+      f"null_{a}" for a in kit.config.attack.null_archs}
+  assert set(cal.null) == sources and cal.n_heldout == sum(v.size for v in cal.null.values())
+  assert cal.p0 >= (cal.n_heldout_above + 1) / (cal.n_heldout + 1)
   images = np.random.default_rng(4).uniform(size=(8, 32, 32, kit.channels)).astype(np.float32)
   new = kit.verify(images)
-  assert new.p_method == "calibrated" and 0 < new.p_value <= 1
-  # An older kit: same decision rule, the bound alone.
+  assert new.p_method == "calibrated per source" and 0 < new.p_value <= 1
+  # An older kit: same decision rule, the bound alone; one of the version before: pooled.
   run = tmp_path / "run"
   os.makedirs(run)
   os.symlink(os.path.join(workdir, "checkpoints"), run / "checkpoints")
-  _without_null(os.path.join(workdir, "kit"), str(run / "kit"))
+  _as_older_kit(os.path.join(workdir, "kit"), str(run / "kit"))
   old = kit_lib.load_kit(str(run / "kit"))
   assert old.calibration.null is None and old.verify(images).p_method == "bound"
-  # recalibrate rebuilds the run's negatives from its checkpoints: the very same null.
+  _as_older_kit(os.path.join(workdir, "kit"), str(tmp_path / "pooled"),
+                pooled=np.concatenate(list(cal.null.values())))
+  assert kit_lib.load_kit(str(tmp_path / "pooled")).verify(images).p_method == "calibrated"
+  # recalibrate rebuilds the run's negatives from its checkpoints: the very same null and p0.
   out = recalibrate.recalibrate(str(run), str(tmp_path / "kit2"), log=lambda *_: None)
   again = kit_lib.load_kit(out)
-  np.testing.assert_allclose(again.calibration.null, kit.calibration.null, rtol=1e-5, atol=1e-6)
+  assert set(again.calibration.null) == sources
+  for k in sources:
+    np.testing.assert_allclose(again.calibration.null[k], cal.null[k], rtol=1e-5, atol=1e-6)
+  assert again.calibration.p0 == pytest.approx(cal.p0)
   assert again.verify(images).p_value == pytest.approx(new.p_value, rel=1e-4)
   with pytest.raises(DeepwmError, match="already exists"):
     recalibrate.recalibrate(str(run), out)
+  with pytest.raises(DeepwmError, match="already has a held-out"):
+    recalibrate.upgrade(out, str(tmp_path / "kit3"), again.calibration, "test")
   with pytest.raises(DeepwmError, match="not the kit's"):
     recalibrate.check_reproduced(kit.calibration, np.zeros(3))
+
+
+def test_a_tampered_null_is_refused(tiny_run, tmp_path):
+  kit_path = os.path.join(tiny_run[0], "kit")
+  info = kit_lib.read_info(kit_path, kit_lib.KIT_KIND, kit_lib.KIT_FORMAT)
+  info["calibration_null"]["sources"]["clean_A"] += 1  # kit.json no longer matches null.npz
+  tmp = str(tmp_path / "tmp")
+  shutil.copytree(kit_path, tmp)
+  os.remove(os.path.join(tmp, "manifest.json"))
+  kit_lib.publish(tmp, str(tmp_path / "bad"), info)
+  with pytest.raises(DeepwmError, match="does not match kit.json"):
+    kit_lib.load_kit(str(tmp_path / "bad"))

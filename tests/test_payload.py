@@ -165,6 +165,7 @@ def test_payload_kit_verify_cli_and_kit_info(tiny_run, tmp_path, capsys):
   out = capsys.readouterr().out
   assert "owner     alice" in out and "owner binding" not in out  # a text message binds nothing
   assert "payload   64 bits 'text:ACME'" in out and "SHA-256" in out
+  assert "held-out ones" in out and "null per source: clean_A, M_A, clean_B" in out
   assert cli.main(["kit-info", path, "--json"]) == 0
   rec = json.loads(capsys.readouterr().out)
   assert rec["package_version"] and rec["payload"]["bits"] == 64 and "kit.json" in rec["manifest"]

@@ -56,10 +56,14 @@ def test_workdir_written_before_extra_surrogates_resumes(tmp_path, tiny_cfg):
   c.attack.extra_surrogate_archs = ()
   saved = json.loads(c.to_json_best_effort())
   del saved["attack"]["extra_surrogate_archs"]
+  del saved["embedder"]["arch"], saved["embedder"]["depth"]  # older still: the U-Net H only
   (tmp_path / "config.json").write_text(json.dumps(saved))
   pipeline._check_workdir_config(c, str(tmp_path))
   with pytest.raises(DeepwmError, match="attack.extra_surrogate_archs"):
     pipeline._check_workdir_config(tiny_cfg, str(tmp_path))
+  c.embedder.arch = "cnn"
+  with pytest.raises(DeepwmError, match="embedder.arch"):
+    pipeline._check_workdir_config(c, str(tmp_path))
 
 
 def test_report_markdown_and_figures(tiny_run):

@@ -17,8 +17,10 @@ per-image statistic histogram with the calibrated threshold.
 
 Which p-values should be uniform: with a kit that stores its calibration null (kit.py; older
 kits get one with deepwm_jax/recalibrate.py), the image statistic's set p-value
-(verdict.set_pvalue) and each image's rank p-value among the null should be close to uniform on
-innocent images: the study reports their KS statistics against the uniform and the QQ plot.
+(verdict.set_pvalue) and each image's rank p-value among the null must be valid on innocent
+images (P(p <= x) <= x) and are uniform for innocents exchangeable with the least favourable
+source of the per-source null (verdict.rank_pvalues), conservative for the others: the study
+reports their KS statistics against the uniform, P(p <= x), and the QQ plot.
 Without a null the set p-value is the conservative binomial bound, exactly 1 whenever no image
 is over the threshold. A payload kit's decision p-value takes the larger of the image and bit
 p-values (both must detect), so it is conservative by construction. For payload kits the study
