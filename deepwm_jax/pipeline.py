@@ -117,7 +117,9 @@ class Run:
                      log_every=self.cfg.log_every, ckpt_every=self.cfg.ckpt_every, guard=guard,
                      log=self.log, mesh=self.mesh,
                      shardings=parallel.state_shardings(self.mesh, state, self.cfg))
-    self.timing[name] = round(time.time() - t, 2)
+    # The first call times the stage; a later one (the task model restored again for the
+    # held-out negatives) only reloads the finished checkpoint and must not overwrite it.
+    self.timing.setdefault(name, round(time.time() - t, 2))
     # Inference between stages runs in every process on its first device (parallel.local_copy).
     return parallel.local_copy(state)
 

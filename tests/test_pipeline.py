@@ -2,7 +2,9 @@
 re-run resumes instead of training again."""
 import json
 import os
+import time
 
+import numpy as np
 import pytest
 
 from deepwm_jax import config, pipeline
@@ -115,7 +117,6 @@ def test_stage_resumes_after_interruption(tmp_path, tiny_cfg):
   """Interrupt stage 2 of a copy of the run mid-way: the re-run continues from its checkpoint
   and ends where an uninterrupted run ends."""
   import jax
-  import numpy as np
   from deepwm_jax.train import loop
   cfg = config.load(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
   from deepwm_jax.train import imitation
@@ -145,3 +146,20 @@ def test_stage_resumes_after_interruption(tmp_path, tiny_cfg):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
   steps = [json.loads(l)["step"] for l in open(tmp_path / "logs" / "cut.jsonl")]
   assert steps == [1, 2, 3, 4]
+
+
+def test_a_stage_restored_again_keeps_its_training_time(tmp_path, tiny_cfg, monkeypatch):
+  # heldout_negatives restores the finished task model a second time: the report's timing of
+  # the task stage must stay the training's, not the reload's.
+  durations = iter([0.2, 0.0])
+
+  def fake_run(name, step_fn, state, *args, **kwargs):
+    time.sleep(next(durations))
+    return state
+
+  monkeypatch.setattr(pipeline.loop, "run", fake_run)
+  monkeypatch.setattr(pipeline.parallel, "state_shardings", lambda *a: None)
+  r = pipeline.Run(tiny_cfg, str(tmp_path), log=lambda *_: None)
+  for _ in range(2):
+    r._train("task", None, {"w": np.zeros(2)}, None, 3)
+  assert r.timing["task"] >= 0.2
