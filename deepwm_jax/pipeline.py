@@ -66,7 +66,7 @@ def heldout_negatives(cfg, r: "Run", protect: Pairs, nulls: dict) -> dict[str, n
   """
   d = cfg.data
   fresh = make_pairs(cfg, "attack", max(16, d.n_attack // 2), HELDOUT_SEED_OFFSET)
-  out = {"clean_A": fresh.a, "M_A": r.task_outputs([protect, fresh])[1], "clean_B": fresh.b}
+  out = {"clean_A": fresh.a, "M_A": r.task_outputs([fresh], train=protect)[0], "clean_B": fresh.b}
   for arch, (_, variables, fn) in nulls.items():
     out[f"null_{arch}"] = predict(fn, variables, fresh.a)
   out["flat"] = flat_images(max(8, d.n_attack // 8), d.image_size, d.channels, cfg.seed + 6)
@@ -131,8 +131,12 @@ class Run:
     batches = sampler({"x": x, "y": y}, spec.batch, (self.cfg.seed, spec.seed, 11), self.mesh)
     return self._train(name, step, state, batches, spec.steps)["model"]
 
-  def task_outputs(self, pairs_list):
-    """M(A) for each set of pairs: the outputs the owner serves and H watermarks."""
+  def task_outputs(self, pairs_list, train: Pairs | None = None):
+    """M(A) for each set of pairs: the outputs the owner serves and H watermarks.
+
+    A trained M learns from `train` (default: the first pairs, the protect split); callers
+    that only need M on other images pass it here instead of predicting on it for nothing.
+    """
     cfg = self.cfg
     src = cfg.task.source
     if src == "identity":
@@ -142,7 +146,7 @@ class Run:
     if src.startswith("python:"):
       fn = _import_callable(src[len("python:"):])
       return [_checked(fn(p.a), p.a.shape, src) for p in pairs_list]
-    protect = pairs_list[0]
+    protect = pairs_list[0] if train is None else train
     variables = self.imitate("task", cfg.task, protect.a, protect.b)
     fn = imitation.make_predict_fn(cfg.task, cfg)
     return [predict(fn, variables, p.a) for p in pairs_list]

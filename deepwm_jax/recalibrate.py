@@ -54,7 +54,7 @@ def negatives(cfg, run_dir: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     r = pipeline.Run(cfg, scratch, log=lambda *_: None)
     protect = pipeline.make_pairs(cfg, "protect", d.n_protect, 1)
     attack = pipeline.make_pairs(cfg, "attack", d.n_attack, 2)
-    m_attack = r.task_outputs([protect, attack])[1]  # protect first, as the run trained M
+    m_attack = r.task_outputs([attack], train=protect)[0]  # M as the run trained it
     nulls = {}
     for arch in cfg.attack.null_archs:
       spec = ml_collections.ConfigDict(cfg.attack.null.to_dict())

@@ -138,5 +138,6 @@ def main(argv=None):
   with open(os.path.join(args.workdir, "results.jsonl"), "a") as f:
     f.write(line + "\n")
 
+
 if __name__ == "__main__":
   main()
