@@ -104,7 +104,11 @@ def base_config() -> ml_collections.ConfigDict:
       nc_threshold=0.95,         # the papers' success threshold on NC (reported beside ours)
       alpha=1e-6,                # false-positive rate of a verify decision
       min_success_rate=0.5,      # and at least this fraction of images must be hits
-      margin=0.05)               # safety margin of the per-image threshold over negatives
+      margin=0.05,               # safety margin of the per-image threshold over negatives
+      # Fraction of the stage-2 calibration negatives the per-image threshold may leave at or
+      # above it (0: above every one). One stray negative then no longer decides the threshold;
+      # the kit's p0 still counts those above it (verdict.calibrate).
+      per_image_fpr=0.0)
 
   # How the outputs are protected (docs/strategies.md).
   c.protect = dict(
@@ -251,6 +255,8 @@ def validate(cfg) -> None:
        or cfg.task.source.startswith("python:"),
        f"task.source={cfg.task.source!r}; use train, identity, dataset or python:module:function")
   need(0 < cfg.evaluate.alpha < 1, f"evaluate.alpha={cfg.evaluate.alpha}; use a rate in (0, 1)")
+  need(0 <= cfg.evaluate.per_image_fpr < 0.5,
+       f"evaluate.per_image_fpr={cfg.evaluate.per_image_fpr}; use a rate in [0, 0.5), e.g. 1e-3")
   need(0 <= cfg.evaluate.min_success_rate <= 1,
        f"evaluate.min_success_rate={cfg.evaluate.min_success_rate}; use a fraction in [0, 1]")
   need(len(cfg.attack.null_archs) >= 1 and all(a in ("unet", "resnet", "cnn")

@@ -227,11 +227,13 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     spec.arch = arch
     variables = r.imitate(f"null_protector_{arch}", spec, attack.a, m_attack)
     nulls[arch] = (spec, variables, imitation.make_predict_fn(spec, cfg))
-  null_attack = np.concatenate([predict(fn, v, attack.a) for _, v, fn in nulls.values()])
   flats = flat_images(max(8, d.n_attack // 8), d.image_size, d.channels, cfg.seed + 5)
 
   # ---- stage 2: fine-tune R
-  negatives = np.concatenate([attack.a, m_attack, attack.b, null_attack, flats])
+  neg_sources = {"clean_A": attack.a, "M_A": m_attack, "clean_B": attack.b,
+                 **{f"null_{arch}": predict(fn, v, attack.a) for arch, (_, v, fn) in nulls.items()},
+                 "flat": flats}
+  negatives = np.concatenate(list(neg_sources.values()))
   state2 = stage2.init_state(cfg, ext_vars)
   step2 = stage2.make_step(cfg, w, blank)
   b2 = cfg.stage2.batch
@@ -254,11 +256,20 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   r_pos = predict(extract, ext_vars, np.concatenate([wm_attack, sur_attack]))
   stat = lambda r: np.asarray(verdict.watermark_statistic(
       jnp.asarray(r), jnp.asarray(w), jnp.asarray(blank)))
-  calibration = verdict.calibrate(stat(r_neg), stat(r_pos), margin=ev.margin)
+  neg_stats = stat(r_neg)
+  calibration = verdict.calibrate(neg_stats, stat(r_pos), margin=ev.margin,
+                                  fpr=ev.per_image_fpr)
+  # Which kind of negative the threshold has to clear (report.json, and the warning below).
+  bounds = np.cumsum([0] + [len(x) for x in neg_sources.values()])
+  neg_max = {k: float(np.max(neg_stats[lo:hi]))
+             for k, lo, hi in zip(neg_sources, bounds[:-1], bounds[1:])}
   if calibration.threshold > 1.0:  # a kit that can never detect anything: say so loudly
     log(f"warning: R reads the watermark in some calibration negatives (largest statistic "
-        f"{calibration.max_negative:.3f}), so this kit's threshold is above 1 and it will detect "
-        "nothing; give stage 2 more negatives or drop surrogates that barely copy the watermark")
+        f"{calibration.max_negative:.3f}; per source "
+        f"{', '.join(f'{k} {v:.3f}' for k, v in neg_max.items())}), so this kit's threshold "
+        "is above 1 and it will detect nothing; if only a few negatives are that high, set "
+        "evaluate.per_image_fpr (e.g. 1e-3), else give stage 2 more negatives or drop "
+        "surrogates that barely copy the watermark")
   # p0 also from negatives stage 2 never saw, and the kit keeps their scores per source:
   # verify ranks a suspect's images among them (verdict.rank_pvalues).
   r_held = {k: predict(extract, ext_vars, x)
@@ -318,6 +329,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
               + [entry(f"null-protector-{a}", spec, f"null (protector {a})", True)
                  for a, (spec, _, _) in nulls.items()],
       "calibration": calibration.to_dict(),
+      "calibration_max_negative_by_source": neg_max,
       "alpha": ev.alpha, "min_success_rate": ev.min_success_rate,
       "timing": {**r.timing, "total": round(time.time() - t0, 2)},
       "n_val": int(d.n_val),
@@ -413,7 +425,7 @@ def _check_workdir_config(cfg, workdir: str) -> None:
       saved["watermark"] = {**current.get("watermark", {}), "spec": saved["watermark"]["spec"]}
     for section, k in (("data", "tfds_dir"), ("data", "tfds_max_images"),
                        ("attack", "extra_surrogate_archs"), ("embedder", "arch"),
-                       ("embedder", "depth")):
+                       ("embedder", "depth"), ("evaluate", "per_image_fpr")):
       if k in current.get(section, {}):  # added later: older runs had the default
         saved.setdefault(section, {}).setdefault(k, defaults[section][k])
     for k in ("mesh", "distributed"):  # the topology may change between runs (resume anywhere)

@@ -190,15 +190,22 @@ class Calibration:
 
 
 def calibrate(negative_stats: np.ndarray, positive_stats: np.ndarray | None = None,
-              margin: float = DEFAULT_MARGIN) -> Calibration:
+              margin: float = DEFAULT_MARGIN, fpr: float = 0.0) -> Calibration:
   """Chooses the threshold from statistics of images that must not be detected.
 
-  Rule: t_min = max(negatives) + margin. Without positives, or when the positives' 5%
-  quantile q does not clear t_min, the threshold is t_min. When it does, the threshold is
-  max(t_min, (max(negatives) + q) / 2): midway across the gap, so a suspect's extractions
-  may be somewhat weaker than the calibration positives and still count, while the threshold
-  never comes closer to the negatives than the margin. Negatives should include clean inputs,
-  clean targets and outputs of null models that never saw the watermark (METHOD.md section 8).
+  Rule: the reference negative t_ref is the largest negative (fpr = 0), or with fpr > 0 the
+  (k+1)-th largest, k = floor(fpr * n): the threshold may leave up to k of the n negatives at
+  or above it. t_min = t_ref + margin. Without positives, or when the positives' 5% quantile q
+  does not clear t_min, the threshold is t_min. When it does, the threshold is
+  max(t_min, (t_ref + q) / 2): midway across the gap, so a suspect's extractions may be
+  somewhat weaker than the calibration positives and still count, while the threshold never
+  comes closer to the reference negative than the margin. Negatives should include clean
+  inputs, clean targets and outputs of null models that never saw the watermark (METHOD.md
+  section 8).
+
+  Why fpr: with fpr = 0 one stray negative among thousands sets the threshold, and a strong
+  kit whose R reads a single null output at 0.98 detects nothing at all. p0 stays honest
+  either way: it counts the negatives actually at or above the threshold.
 
   p0 = (n_above + 1) / (n + 1) is the conformal estimate of a negative's chance to reach the
   threshold: for a new negative exchangeable with the calibration ones it is never optimistic.
@@ -206,19 +213,24 @@ def calibrate(negative_stats: np.ndarray, positive_stats: np.ndarray | None = No
   negatives = _as_finite_vector(negative_stats, "calibrate's negative_stats")
   if not np.isfinite(margin) or margin < 0:
     raise DeepwmError(f"calibration margin must be >= 0, got {margin}.")
+  if not 0.0 <= fpr < 1.0:
+    raise DeepwmError(f"calibration fpr must be in [0, 1), got {fpr}.")
   max_negative = float(np.max(negatives))
-  t_min = max_negative + margin
+  k = int(np.floor(fpr * negatives.size))
+  t_ref = float(np.sort(negatives)[::-1][k])
+  ref = "max negative" if k == 0 else f"negative ranked {k + 1} from the top (fpr {fpr:g})"
+  t_min = t_ref + margin
   threshold = t_min
   min_positive = None
-  method = f"max negative + margin {margin:g}"
+  method = f"{ref} + margin {margin:g}"
   if positive_stats is not None:
     positives = _as_finite_vector(positive_stats, "calibrate's positive_stats")
     min_positive = float(np.min(positives))
     q = float(np.quantile(positives, POSITIVE_QUANTILE))
     if q > t_min:
-      threshold = max(t_min, 0.5 * (max_negative + q))
-      method = (f"midway between max negative and the {POSITIVE_QUANTILE:g} quantile of "
-                f"{positives.size} positives, at least max negative + margin {margin:g}")
+      threshold = max(t_min, 0.5 * (t_ref + q))
+      method = (f"midway between {ref} and the {POSITIVE_QUANTILE:g} quantile of "
+                f"{positives.size} positives, at least that negative + margin {margin:g}")
     else:
       method += (f"; positives' {POSITIVE_QUANTILE:g} quantile {q:.4g} does not clear it: "
                  "negatives and positives overlap")

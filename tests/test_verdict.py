@@ -71,6 +71,21 @@ def test_calibrate_threshold_above_negatives():
   assert "overlap" in overlapping.method
 
 
+def test_calibrate_fpr_lets_a_stray_negative_lie_above():
+  rng = np.random.default_rng(3)
+  negatives = np.concatenate([rng.normal(0.05, 0.02, 2000), [0.98]])  # one stray null output
+  positives = rng.normal(0.95, 0.02, 500)
+  strict = verdict.calibrate(negatives, positives, margin=0.05)
+  assert strict.threshold > 1.0 and strict.n_negatives_above == 0  # detects nothing
+  loose = verdict.calibrate(negatives, positives, margin=0.05, fpr=1e-3)
+  second = np.sort(negatives)[-3]  # k = floor(1e-3 * 2001) = 2: the third from the top
+  assert second + 0.05 <= loose.threshold < np.quantile(positives, 0.05)
+  assert loose.n_negatives_above == 1 and loose.p0 == pytest.approx(2 / 2002)
+  assert loose.max_negative == pytest.approx(0.98) and "fpr 0.001" in loose.method
+  with pytest.raises(DeepwmError):
+    verdict.calibrate(negatives, fpr=1.0)
+
+
 def test_calibration_round_trips_through_json():
   cal = verdict.calibrate(np.array([0.0, 0.1]), np.array([0.8, 0.9]))
   again = verdict.Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
