@@ -28,6 +28,17 @@ def test_report_has_the_contract_keys(tiny_run):
             "null_protector_resnet", "stage2", "eval_surrogate", "eval_null"}
   assert stages <= set(on_disk["timing"])
   assert on_disk["timing"]["total"] > 0
+  # The largest stage-2 negative per source, one of which is the calibration's maximum.
+  by_source = on_disk["calibration_max_negative_by_source"]
+  assert {"clean_A", "M_A", "clean_B", "null_unet", "null_resnet", "flat"} <= set(by_source)
+  assert max(by_source.values()) == pytest.approx(on_disk["calibration"]["max_negative"])
+
+
+def test_per_image_fpr_is_validated():
+  c = config.load(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
+  c.evaluate.per_image_fpr = 0.5
+  with pytest.raises(DeepwmError, match="per_image_fpr"):
+    config.validate(c)
 
 
 def test_stage2_trains_against_every_listed_surrogate(tiny_run, tiny_cfg):
