@@ -52,6 +52,28 @@ def flat_images(n: int, size: int, channels: int, seed: int) -> np.ndarray:
   return np.clip(base + ramp, 0, 1).astype(np.float32) * np.ones((1, size, size, 1), np.float32)
 
 
+def protector_nulls(cfg, r: "Run", attack: Pairs, m_attack: np.ndarray) -> dict:
+  """The protector's null models (trained on clean (A, M(A))): arch -> (spec, variables,
+  predict fn)."""
+  nulls = {}
+  for arch in cfg.attack.null_archs:
+    spec = ml_collections.ConfigDict(cfg.attack.null.to_dict())
+    spec.arch = arch
+    variables = r.imitate(f"null_protector_{arch}", spec, attack.a, m_attack)
+    nulls[arch] = (spec, variables, imitation.make_predict_fn(spec, cfg))
+  return nulls
+
+
+def stage2_negatives(cfg, attack: Pairs, m_attack: np.ndarray,
+                     nulls: dict) -> dict[str, np.ndarray]:
+  """Stage 2's negatives per source, in the order stage 2 and the calibration concatenate
+  them (recalibrate rebuilds them with this too, so the order cannot drift)."""
+  d = cfg.data
+  return {"clean_A": attack.a, "M_A": m_attack, "clean_B": attack.b,
+          **{f"null_{arch}": predict(fn, v, attack.a) for arch, (_, v, fn) in nulls.items()},
+          "flat": flat_images(max(8, d.n_attack // 8), d.image_size, d.channels, cfg.seed + 5)}
+
+
 HELDOUT_SEED_OFFSET = 4  # make_pairs offsets: 1 protect, 2 attack, 3 val, 4 held-out negatives
 
 
@@ -221,18 +243,10 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     surs[name] = (spec, r.imitate(name, spec, attack.a, wm_attack),
                   imitation.make_predict_fn(spec, cfg))
   sur_attack = np.concatenate([predict(fn, v, attack.a) for _, v, fn in surs.values()])
-  nulls = {}  # arch -> (spec, variables, predict fn)
-  for arch in cfg.attack.null_archs:
-    spec = ml_collections.ConfigDict(cfg.attack.null.to_dict())
-    spec.arch = arch
-    variables = r.imitate(f"null_protector_{arch}", spec, attack.a, m_attack)
-    nulls[arch] = (spec, variables, imitation.make_predict_fn(spec, cfg))
-  flats = flat_images(max(8, d.n_attack // 8), d.image_size, d.channels, cfg.seed + 5)
+  nulls = protector_nulls(cfg, r, attack, m_attack)
 
   # ---- stage 2: fine-tune R
-  neg_sources = {"clean_A": attack.a, "M_A": m_attack, "clean_B": attack.b,
-                 **{f"null_{arch}": predict(fn, v, attack.a) for arch, (_, v, fn) in nulls.items()},
-                 "flat": flats}
+  neg_sources = stage2_negatives(cfg, attack, m_attack, nulls)
   negatives = np.concatenate(list(neg_sources.values()))
   state2 = stage2.init_state(cfg, ext_vars)
   step2 = stage2.make_step(cfg, w, blank)

@@ -31,7 +31,6 @@ from deepwm_jax import kit as kit_lib
 from deepwm_jax import payload as payload_lib
 from deepwm_jax import pipeline, verdict
 from deepwm_jax.errors import DeepwmError
-from deepwm_jax.train import imitation
 
 
 def negatives(cfg, run_dir: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -55,16 +54,10 @@ def negatives(cfg, run_dir: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     protect = pipeline.make_pairs(cfg, "protect", d.n_protect, 1)
     attack = pipeline.make_pairs(cfg, "attack", d.n_attack, 2)
     m_attack = r.task_outputs([attack], train=protect)[0]  # M as the run trained it
-    nulls = {}
-    for arch in cfg.attack.null_archs:
-      spec = ml_collections.ConfigDict(cfg.attack.null.to_dict())
-      spec.arch = arch
-      variables = r.imitate(f"null_protector_{arch}", spec, attack.a, m_attack)
-      nulls[arch] = (spec, variables, imitation.make_predict_fn(spec, cfg))
-    null_outputs = [pipeline.predict(fn, v, attack.a) for _, v, fn in nulls.values()]
+    nulls = pipeline.protector_nulls(cfg, r, attack, m_attack)
+    stage2 = pipeline.stage2_negatives(cfg, attack, m_attack, nulls)
     held = pipeline.heldout_negatives(cfg, r, protect, nulls)
-  flats = pipeline.flat_images(max(8, d.n_attack // 8), d.image_size, d.channels, cfg.seed + 5)
-  return np.concatenate([attack.a, m_attack, attack.b, *null_outputs, flats]), held
+  return np.concatenate(list(stage2.values())), held
 
 
 def null_scores(kit, images: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
