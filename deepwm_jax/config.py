@@ -95,7 +95,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage2 = dict(
       steps=400, batch=8, loss_scale=1e4,
       weights=dict(surrogate=1.0, watermark=1.0, clean=1.0, consistency=1.0),
-      optimizer=optimizer(1e-4, "cosine", 1e-5))
+      optimizer=optimizer(1e-4, "cosine", 1e-5),
+      # Weak copies (0 = off): R is also trained to read w in the protector's null models'
+      # outputs plus `alpha` times the watermark residual H(M(A)) - M(A), alpha ~ U[this, 1]
+      # per image: an imitator that copies only part of the watermark, with a real imitator's
+      # error around it (pipeline.weak_copies).
+      weak_copies=0.0)
 
   c.evaluate = dict(
       # Trained after stage 2, never seen by the extractor.
@@ -255,6 +260,9 @@ def validate(cfg) -> None:
        or cfg.task.source.startswith("python:"),
        f"task.source={cfg.task.source!r}; use train, identity, dataset or python:module:function")
   need(0 < cfg.evaluate.alpha < 1, f"evaluate.alpha={cfg.evaluate.alpha}; use a rate in (0, 1)")
+  need(0 <= cfg.stage2.get("weak_copies", 0.0) < 1,
+       f"stage2.weak_copies={cfg.stage2.get('weak_copies')}; use 0 (off) or a smallest copy "
+       "strength in (0, 1), e.g. 0.25")
   need(0 <= cfg.evaluate.per_image_fpr < 0.5,
        f"evaluate.per_image_fpr={cfg.evaluate.per_image_fpr}; use a rate in [0, 0.5), e.g. 1e-3")
   need(0 <= cfg.evaluate.min_success_rate <= 1,

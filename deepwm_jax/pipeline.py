@@ -74,6 +74,29 @@ def stage2_negatives(cfg, attack: Pairs, m_attack: np.ndarray,
           "flat": flat_images(max(8, d.n_attack // 8), d.image_size, d.channels, cfg.seed + 5)}
 
 
+def weak_copies(cfg, neg_sources: dict[str, np.ndarray], wm_attack: np.ndarray,
+                m_attack: np.ndarray) -> np.ndarray:
+  """Synthetic partial copies of the watermark for stage 2 (`stage2.weak_copies`, 0 = none).
+
+  Imitators that stage 2 never trained against copy only part of the residual, inside their
+  own imitation error (docs/quickstart_study.md): a ResNet-6 surrogate's residual correlates
+  0.025 with the watermark's where a U-Net's does 0.08. Each protector null model's output on
+  the attack inputs (a real imitation error, no watermark) plus alpha times the watermark
+  residual H(M(A)) - M(A), alpha ~ U[weak_copies, 1] per image, is such a copy; R is trained to
+  read w in it while the same null output alone stays a negative, so the difference it learns
+  is the residual itself, at a strength no lower than `weak_copies`.
+  """
+  alpha_min = float(cfg.stage2.get("weak_copies", 0.0))
+  if alpha_min <= 0:
+    return np.zeros((0, *wm_attack.shape[1:]), wm_attack.dtype)
+  bases = [x for k, x in neg_sources.items() if k.startswith("null_")] or [m_attack]
+  rng = np.random.default_rng([cfg.seed, 33])
+  residual = wm_attack - m_attack
+  return np.concatenate([
+      np.clip(b + rng.uniform(alpha_min, 1.0, (len(b), 1, 1, 1)) * residual, 0.0, 1.0)
+      for b in bases]).astype(wm_attack.dtype)
+
+
 HELDOUT_SEED_OFFSET = 4  # make_pairs offsets: 1 protect, 2 attack, 3 val, 4 held-out negatives
 
 
@@ -248,12 +271,16 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   # ---- stage 2: fine-tune R
   neg_sources = stage2_negatives(cfg, attack, m_attack, nulls)
   negatives = np.concatenate(list(neg_sources.values()))
+  weak = weak_copies(cfg, neg_sources, wm_attack, m_attack)
   state2 = stage2.init_state(cfg, ext_vars)
   step2 = stage2.make_step(cfg, w, blank)
   b2 = cfg.stage2.batch
-  # Each surrogate output stays paired with the watermarked image of the same input.
-  wm_paired = np.tile(wm_attack, (len(surs), 1, 1, 1))
-  batches = sampler({"surrogate": sur_attack, "watermarked": wm_paired}, b2, (cfg.seed, 31), mesh)
+  # Each surrogate output (or weak copy) stays paired with the watermarked image of the same
+  # input. The weak copies are training inputs only: the calibration's positives stay the
+  # real surrogates' outputs.
+  wm_paired = np.tile(wm_attack, (len(surs) + len(weak) // len(wm_attack), 1, 1, 1))
+  batches = sampler({"surrogate": np.concatenate([sur_attack, weak]), "watermarked": wm_paired},
+                    b2, (cfg.seed, 31), mesh)
   neg_batches = sampler({"negative": negatives}, 2 * b2, (cfg.seed, 32), mesh)
   state2 = r._train("stage2", step2, state2, lambda s: {**batches(s), **neg_batches(s)},
                     cfg.stage2.steps)
@@ -439,7 +466,8 @@ def _check_workdir_config(cfg, workdir: str) -> None:
       saved["watermark"] = {**current.get("watermark", {}), "spec": saved["watermark"]["spec"]}
     for section, k in (("data", "tfds_dir"), ("data", "tfds_max_images"),
                        ("attack", "extra_surrogate_archs"), ("embedder", "arch"),
-                       ("embedder", "depth"), ("evaluate", "per_image_fpr")):
+                       ("embedder", "depth"), ("evaluate", "per_image_fpr"),
+                       ("stage2", "weak_copies")):
       if k in current.get(section, {}):  # added later: older runs had the default
         saved.setdefault(section, {}).setdefault(k, defaults[section][k])
     for k in ("mesh", "distributed"):  # the topology may change between runs (resume anywhere)

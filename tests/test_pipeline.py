@@ -41,6 +41,28 @@ def test_per_image_fpr_is_validated():
     config.validate(c)
 
 
+def test_weak_copies_are_null_outputs_plus_part_of_the_residual():
+  c = config.load(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
+  rng = np.random.default_rng(0)
+  m = rng.uniform(0.2, 0.8, (6, 8, 8, 3)).astype(np.float32)
+  wm = (m + 0.01 * rng.choice([-1.0, 1.0], m.shape)).astype(np.float32)
+  sources = {"clean_A": m + 0.1, "M_A": m, "null_unet": m + 0.02, "null_resnet": m - 0.03}
+  assert pipeline.weak_copies(c, sources, wm, m).shape == (0, 8, 8, 3)  # off by default
+  c.stage2.weak_copies = 0.25
+  weak = pipeline.weak_copies(c, sources, wm, m)
+  assert weak.shape == (12, 8, 8, 3) and weak.dtype == np.float32
+  # Each copy is one null model's output plus alpha times the residual, alpha in [0.25, 1].
+  for base, copies in ((sources["null_unet"], weak[:6]), (sources["null_resnet"], weak[6:])):
+    alpha = np.mean((copies - base) / (wm - m), axis=(1, 2, 3))
+    assert np.all(alpha >= 0.25 - 1e-4) and np.all(alpha <= 1 + 1e-4)
+    np.testing.assert_allclose(copies, base + alpha[:, None, None, None] * (wm - m), atol=1e-6)
+  assert np.ptp(alpha) > 0  # drawn per image
+  for bad in (-0.1, 1.0):
+    c.stage2.weak_copies = bad
+    with pytest.raises(DeepwmError, match="weak_copies"):
+      config.validate(c)
+
+
 def test_stage2_trains_against_every_listed_surrogate(tiny_run, tiny_cfg):
   # tiny.py adds a ResNet surrogate to the U-Net one: both are trained, with their own seeds,
   # and reported as seen in stage 2; so is the evaluation surrogate, whose family (ResNet) was.
