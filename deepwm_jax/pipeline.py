@@ -64,14 +64,21 @@ def protector_nulls(cfg, r: "Run", attack: Pairs, m_attack: np.ndarray) -> dict:
   return nulls
 
 
+def negative_sources(cfg, pairs: Pairs, m_outputs: np.ndarray, nulls: dict,
+                     flat_seed: int) -> dict[str, np.ndarray]:
+  """Innocent images per source: clean A, M(A), clean B, each null model's output on A, and
+  flat images. `nulls`: arch -> (spec, variables, predict fn) of the protector's null models."""
+  d = cfg.data
+  return {"clean_A": pairs.a, "M_A": m_outputs, "clean_B": pairs.b,
+          **{f"null_{arch}": predict(fn, v, pairs.a) for arch, (_, v, fn) in nulls.items()},
+          "flat": flat_images(max(8, d.n_attack // 8), d.image_size, d.channels, flat_seed)}
+
+
 def stage2_negatives(cfg, attack: Pairs, m_attack: np.ndarray,
                      nulls: dict) -> dict[str, np.ndarray]:
   """Stage 2's negatives per source, in the order stage 2 and the calibration concatenate
   them (recalibrate rebuilds them with this too, so the order cannot drift)."""
-  d = cfg.data
-  return {"clean_A": attack.a, "M_A": m_attack, "clean_B": attack.b,
-          **{f"null_{arch}": predict(fn, v, attack.a) for arch, (_, v, fn) in nulls.items()},
-          "flat": flat_images(max(8, d.n_attack // 8), d.image_size, d.channels, cfg.seed + 5)}
+  return negative_sources(cfg, attack, m_attack, nulls, cfg.seed + 5)
 
 
 def weak_copies(cfg, neg_sources: dict[str, np.ndarray], wm_attack: np.ndarray,
@@ -106,16 +113,11 @@ def heldout_negatives(cfg, r: "Run", protect: Pairs, nulls: dict) -> dict[str, n
   Stage 2 fits R to say "blank" on its negatives, so their statistics understate what R does on
   a new innocent image: the protector's own null ResNet, at most 0.21 on its stage-2 inputs,
   was measured at 0.69 on one of 1024 fresh crops. These are fresh crops of the attack split,
-  M's outputs on them, the same null models' outputs on them, and other flat images. `nulls`:
-  arch -> (spec, variables, predict fn) of the protector's null models.
+  M's outputs on them, the same null models' outputs on them, and other flat images.
   """
-  d = cfg.data
-  fresh = make_pairs(cfg, "attack", max(16, d.n_attack // 2), HELDOUT_SEED_OFFSET)
-  out = {"clean_A": fresh.a, "M_A": r.task_outputs([fresh], train=protect)[0], "clean_B": fresh.b}
-  for arch, (_, variables, fn) in nulls.items():
-    out[f"null_{arch}"] = predict(fn, variables, fresh.a)
-  out["flat"] = flat_images(max(8, d.n_attack // 8), d.image_size, d.channels, cfg.seed + 6)
-  return out
+  fresh = make_pairs(cfg, "attack", max(16, cfg.data.n_attack // 2), HELDOUT_SEED_OFFSET)
+  return negative_sources(cfg, fresh, r.task_outputs([fresh], train=protect)[0], nulls,
+                          cfg.seed + 6)
 
 
 def sampler(arrays: dict[str, np.ndarray], batch: int, seed: tuple, mesh=None):
