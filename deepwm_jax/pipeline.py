@@ -306,13 +306,16 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   bounds = np.cumsum([0] + [len(x) for x in neg_sources.values()])
   neg_max = {k: float(np.max(neg_stats[lo:hi]))
              for k, lo, hi in zip(neg_sources, bounds[:-1], bounds[1:])}
+  warns = []  # report.json "warnings", each also logged when it is found
   if calibration.threshold > 1.0:  # a kit that can never detect anything: say so loudly
-    log(f"warning: R reads the watermark in some calibration negatives (largest statistic "
+    warns.append(
+        f"R reads the watermark in some calibration negatives (largest statistic "
         f"{calibration.max_negative:.3f}; per source "
         f"{', '.join(f'{k} {v:.3f}' for k, v in neg_max.items())}), so this kit's threshold "
         "is above 1 and it will detect nothing; if only a few negatives are that high, set "
         "evaluate.per_image_fpr (e.g. 1e-3), else give stage 2 more negatives or drop "
         "surrogates that barely copy the watermark")
+    log(f"warning: {warns[-1]}")
   # p0 also from negatives stage 2 never saw, and the kit keeps their scores per source:
   # verify ranks a suspect's images among them (verdict.rank_pvalues).
   r_held = {k: predict(extract, ext_vars, x)
@@ -378,6 +381,10 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
       "n_val": int(d.n_val),
       "image_size": int(d.image_size), "channels": int(d.channels),
   }
+  for msg in kit_warnings(cfg, rep):
+    warns.append(msg)
+    log(f"warning: {msg}")
+  rep["warnings"] = warns
   if pay is not None:  # the bit payload's verdict and decoded message per group
     rep["payload"] = {
         "message": pay.message, "bits": pay.bits, "ecc_bytes": pay.ecc_bytes,
@@ -410,6 +417,37 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                      ext_vars=ext_vars, w=w, blank=blank)
     log(f"model-specific strategy: M' and its surrogates added to {workdir}/report.md")
   return rep
+
+
+def kit_warnings(cfg, rep: dict) -> list[str]:
+  """What makes this kit unfit to deploy, read off its own report (empty when nothing does).
+
+  The kit's self-checks are the protected outputs and the attack it was hardened against,
+  stage 2's surrogates, judged on held-out images. When R cannot tell the surrogates' outputs
+  from innocent ones, the calibration keeps p-values valid by raising the threshold and the
+  kit then catches no imitator; on an H100 one of seven seeds did that with
+  stage2.weak_copies=0.25 (docs/quickstart_study.md), so the run says so. A threshold above 1
+  has its own warning, logged at calibration.
+  """
+  if rep["calibration"]["threshold"] > 1.0:
+    return []
+  if not rep["watermarked"]["detected"]:
+    return [f"this kit does not detect the protected outputs on held-out images (success rate "
+            f"{100 * rep['watermarked']['success_rate']:.0f}%); train stage 1 longer or lower "
+            "the fidelity weights"]
+  seen = [s for s in rep["surrogates"] if s["seen_in_stage2"]]
+  if not seen or any(s["detected"] for s in seen):
+    return []
+  by_source = rep.get("calibration_max_negative_by_source") or {}
+  worst = max(by_source, key=by_source.get) if by_source else None
+  wc = float(cfg.stage2.get("weak_copies", 0.0))
+  hint = (f"; stage2.weak_copies={wc:g} can make R read innocent outputs too: re-run stage 2 "
+          "with a larger value or 0" if wc else "; re-run with another seed or more stage-2 steps")
+  return ["this kit detects none of its own stage-2 surrogates on held-out images ("
+          + ", ".join(f"{s['name']} {100 * s['success_rate']:.0f}%" for s in seen)
+          + f"; threshold {rep['calibration']['threshold']:.3f}"
+          + (f", calibration negatives up to {by_source[worst]:.3f} from {worst}" if worst else "")
+          + f"), so it will not catch imitators{hint}"]
 
 
 def _stage2_group(name: str) -> str:

@@ -353,6 +353,10 @@ def render_markdown(report: dict, figures: dict[str, str], threshold: float | No
       "of images this package's calibrated statistic counts as watermarked; the paper's "
       "success rate (NC > 0.95) is shown beside it for comparison, not as the decision. "
       "All numbers are in `report.json`.\n")
+  warns = report.get("warnings") if isinstance(report.get("warnings"), list) else []
+  if warns:  # first, where a reader cannot miss them: the kit may be unfit to deploy
+    parts.append("## Warnings\n")
+    parts.append("".join(f"- **{w}**\n" for w in warns))
   fidelity = report.get("fidelity") if isinstance(report.get("fidelity"), dict) else {}
   if fidelity:
     parts.append("## Fidelity (B' vs B, held-out images)\n")

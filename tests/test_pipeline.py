@@ -11,7 +11,7 @@ from deepwm_jax import config, pipeline
 from deepwm_jax.errors import DeepwmError
 
 
-def test_report_has_the_contract_keys(tiny_run):
+def test_report_has_the_contract_keys(tiny_run, tiny_cfg):
   workdir, rep, _ = tiny_run
   with open(os.path.join(workdir, "report.json")) as f:
     on_disk = json.load(f)
@@ -32,6 +32,14 @@ def test_report_has_the_contract_keys(tiny_run):
   by_source = on_disk["calibration_max_negative_by_source"]
   assert {"clean_A", "M_A", "clean_B", "null_unet", "null_resnet", "flat"} <= set(by_source)
   assert max(by_source.values()) == pytest.approx(on_disk["calibration"]["max_negative"])
+  # The kit's self-checks, also at the top of report.md when there are any.
+  cal = [w for w in on_disk["warnings"] if "threshold is above 1" in w]
+  assert bool(cal) == (on_disk["calibration"]["threshold"] > 1.0)
+  assert on_disk["warnings"] == cal + pipeline.kit_warnings(tiny_cfg, on_disk)
+  with open(os.path.join(workdir, "report.md")) as f:
+    md = f.read()
+  assert all(w in md for w in on_disk["warnings"]) and ("## Warnings" in md) == bool(
+      on_disk["warnings"])
 
 
 def test_per_image_fpr_is_validated():
@@ -61,6 +69,28 @@ def test_weak_copies_are_null_outputs_plus_part_of_the_residual():
     c.stage2.weak_copies = bad
     with pytest.raises(DeepwmError, match="weak_copies"):
       config.validate(c)
+
+
+def test_kit_warnings_name_a_kit_that_misses_its_own_surrogates():
+  c = config.load(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
+  sur = lambda name, rate, seen=True: {"name": name, "success_rate": rate,
+                                       "detected": rate >= 0.5, "seen_in_stage2": seen}
+  rep = {"calibration": {"threshold": 0.99}, "watermarked": {"detected": True, "success_rate": 1.0},
+         "calibration_max_negative_by_source": {"M_A": 0.98, "flat": 0.09},
+         "surrogates": [sur("surrogate-stage2", 0.0), sur("surrogate-stage2-cnn", 0.03),
+                        sur("surrogate-unseen", 0.0, seen=False)]}
+  (msg,) = pipeline.kit_warnings(c, rep)
+  assert "surrogate-stage2 0%" in msg and "surrogate-stage2-cnn 3%" in msg
+  assert "0.980 from M_A" in msg and "weak_copies" not in msg
+  c.stage2.weak_copies = 0.25
+  assert "stage2.weak_copies=0.25" in pipeline.kit_warnings(c, rep)[0]
+  # One stage-2 surrogate detected is enough; an undetected unseen one is the zoo's business.
+  rep["surrogates"][1] = sur("surrogate-stage2-cnn", 0.9)
+  assert pipeline.kit_warnings(c, rep) == []
+  rep["watermarked"] = {"detected": False, "success_rate": 0.2}
+  assert "protected outputs" in pipeline.kit_warnings(c, rep)[0]
+  rep["calibration"]["threshold"] = 1.2  # logged at calibration already
+  assert pipeline.kit_warnings(c, rep) == []
 
 
 def test_stage2_trains_against_every_listed_surrogate(tiny_run, tiny_cfg):
