@@ -425,9 +425,10 @@ def kit_warnings(cfg, rep: dict) -> list[str]:
   The kit's self-checks are the protected outputs and the attack it was hardened against,
   stage 2's surrogates, judged on held-out images. When R cannot tell the surrogates' outputs
   from innocent ones, the calibration keeps p-values valid by raising the threshold and the
-  kit then catches no imitator; on an H100 one of seven seeds did that with
-  stage2.weak_copies=0.25 (docs/quickstart_study.md), so the run says so. A threshold above 1
-  has its own warning, logged at calibration.
+  kit then catches no imitator. On an H100 (docs/quickstart_study.md) this check flagged
+  exactly the two of 14 kits whose probe zoo had no member at 90%: one plain stage 2 (which
+  weak copies then rescued) and one with stage2.weak_copies=0.25 (which weak copies broke).
+  A threshold above 1 has its own warning, logged at calibration.
   """
   if rep["calibration"]["threshold"] > 1.0:
     return []
@@ -435,14 +436,15 @@ def kit_warnings(cfg, rep: dict) -> list[str]:
     return [f"this kit does not detect the protected outputs on held-out images (success rate "
             f"{100 * rep['watermarked']['success_rate']:.0f}%); train stage 1 longer or lower "
             "the fidelity weights"]
-  seen = [s for s in rep["surrogates"] if s["seen_in_stage2"]]
+  seen = [s for s in rep["surrogates"] if s["name"].startswith("surrogate-stage2")]
   if not seen or any(s["detected"] for s in seen):
     return []
   by_source = rep.get("calibration_max_negative_by_source") or {}
   worst = max(by_source, key=by_source.get) if by_source else None
   wc = float(cfg.stage2.get("weak_copies", 0.0))
-  hint = (f"; stage2.weak_copies={wc:g} can make R read innocent outputs too: re-run stage 2 "
-          "with a larger value or 0" if wc else "; re-run with another seed or more stage-2 steps")
+  hint = (f"; stage2.weak_copies={wc:g} can make R read innocent outputs too: run again (new "
+          "workdir) with a larger value or 0" if wc else "; run again (new workdir) with "
+          "stage2.weak_copies=0.25 and evaluate.per_image_fpr=1e-3, or with another seed")
   return ["this kit detects none of its own stage-2 surrogates on held-out images ("
           + ", ".join(f"{s['name']} {100 * s['success_rate']:.0f}%" for s in seen)
           + f"; threshold {rep['calibration']['threshold']:.3f}"

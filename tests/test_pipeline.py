@@ -73,17 +73,18 @@ def test_weak_copies_are_null_outputs_plus_part_of_the_residual():
 
 def test_kit_warnings_name_a_kit_that_misses_its_own_surrogates():
   c = config.load(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"))
-  sur = lambda name, rate, seen=True: {"name": name, "success_rate": rate,
-                                       "detected": rate >= 0.5, "seen_in_stage2": seen}
+  sur = lambda name, rate: {"name": name, "success_rate": rate, "detected": rate >= 0.5,
+                            "seen_in_stage2": True}
   rep = {"calibration": {"threshold": 0.99}, "watermarked": {"detected": True, "success_rate": 1.0},
          "calibration_max_negative_by_source": {"M_A": 0.98, "flat": 0.09},
          "surrogates": [sur("surrogate-stage2", 0.0), sur("surrogate-stage2-cnn", 0.03),
-                        sur("surrogate-unseen", 0.0, seen=False)]}
+                        sur("surrogate-unseen", 0.0)]}
   (msg,) = pipeline.kit_warnings(c, rep)
   assert "surrogate-stage2 0%" in msg and "surrogate-stage2-cnn 3%" in msg
-  assert "0.980 from M_A" in msg and "weak_copies" not in msg
-  c.stage2.weak_copies = 0.25
-  assert "stage2.weak_copies=0.25" in pipeline.kit_warnings(c, rep)[0]
+  assert "unseen" not in msg  # the evaluation surrogate is not one stage 2 trained against
+  assert "0.980 from M_A" in msg and "stage2.weak_copies=0.25 and evaluate.per_image_fpr" in msg
+  c.stage2.weak_copies = 0.25  # then weak copies are the suspect: the hint says so
+  assert "stage2.weak_copies=0.25 can make R read" in pipeline.kit_warnings(c, rep)[0]
   # One stage-2 surrogate detected is enough; an undetected unseen one is the zoo's business.
   rep["surrogates"][1] = sur("surrogate-stage2-cnn", 0.9)
   assert pipeline.kit_warnings(c, rep) == []
