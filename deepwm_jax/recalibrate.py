@@ -60,12 +60,18 @@ def negatives(cfg, run_dir: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   return np.concatenate(list(stage2.values())), held
 
 
-def null_scores(kit, images: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
-  """(statistic, score) of every image under the kit's extractor."""
-  stats, scores = [], []
+def extract_all(kit, images: np.ndarray, batch: int = 512) -> np.ndarray:
+  """The kit's extractor on every image, in batches (the negatives run to thousands)."""
+  return np.concatenate([np.asarray(kit.extract(images[i:i + batch]))
+                         for i in range(0, len(images), batch)])
+
+
+def null_scores(kit, extractions: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+  """(statistic, score) of every extraction R(x) against the kit's watermark."""
   w, blank = jnp.asarray(kit.watermark), jnp.asarray(kit.blank)
-  for i in range(0, len(images), batch):
-    r = jnp.asarray(kit.extract(images[i:i + batch]))
+  stats, scores = [], []
+  for i in range(0, len(extractions), batch):
+    r = jnp.asarray(extractions[i:i + batch])
     stats.append(np.asarray(verdict.watermark_statistic(r, w, blank)))
     scores.append(np.asarray(verdict.watermark_score(r, w, blank)))
   return np.concatenate(stats), np.concatenate(scores)
@@ -123,16 +129,17 @@ def recalibrate(run_dir: str, out: str, log=print) -> str:
   images, held = negatives(cfg, run_dir)
   log(f"rebuilt {len(images)} calibration negatives and {sum(map(len, held.values()))} "
       "held-out ones; scoring them")
-  stats, _ = null_scores(kit, images)
+  stats, _ = null_scores(kit, extract_all(kit, images))
   check_reproduced(kit.calibration, stats)
-  scored = {k: null_scores(kit, x) for k, x in held.items()}
+  r_held = {k: extract_all(kit, x) for k, x in held.items()}  # once: payload bits reuse them
+  scored = {k: null_scores(kit, r) for k, r in r_held.items()}
   calibration = kit.calibration.with_heldout({k: v[0] for k, v in scored.items()},
                                              {k: v[1] for k, v in scored.items()})
   bit_calibration = None
   if "payload" in kit.info:
     pay, bit_cal = payload_lib.from_kit_info(kit.info)
     bit_calibration = payload_lib.with_heldout_bits(
-        pay, bit_cal, pay.soft_bits(kit.extract(np.concatenate(list(held.values())))))
+        pay, bit_cal, pay.soft_bits(np.concatenate(list(r_held.values()))))
   stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   how = (f"added {stamp} by deepwm_jax.recalibrate from the run {os.path.abspath(run_dir)}: "
          f"its {stats.size} stage-2 negatives rebuilt from its checkpoints (largest statistic "
