@@ -2,15 +2,8 @@
 # pair.sh NAME SEED WC [overrides...]: a control run and its probe zoo, then a stage-2 variant
 # with stage2.weak_copies=WC built from the same stage 1, surrogates and null models, and the
 # same zoo members re-judged with the variant's kit (paired: only R and the calibration differ).
-N=$1; S=$2; WC=$3; shift 3
-HERE=benchmarks/seed_pairs
-CFG="--config ${CONFIG:-configs/quickstart_cnn_s2.py} --config.seed=$S"
-CFG="$CFG --config.evaluate.per_image_fpr=0.001 $*"
-ZOO=${ZOO:-$HERE/zoo_probe.py}
-SHARED="task stage1 surrogate surrogate_cnn null_protector_unet null_protector_resnet"
-SHARED="$SHARED eval_surrogate eval_null"
-D="python3 -m deepwm_jax.cli"
-mkdir -p runs
+source benchmarks/seed_pairs/common.sh "$@"
+SHARED="$SHARED eval_surrogate eval_null"  # trained on H(M(A)), not against R
 $D run $CFG --workdir runs/${N}c > runs/${N}c.log 2>&1 || { echo "FAIL ${N}c"; exit 1; }
 [ -d runs/${N}w ] || bash $HERE/copy_run.sh runs/${N}c runs/${N}w "$SHARED" stage2.weak_copies=$WC
 ( $D run $CFG --config.stage2.weak_copies=$WC --workdir runs/${N}w > runs/${N}w.log 2>&1 \

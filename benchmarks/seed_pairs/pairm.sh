@@ -2,14 +2,8 @@
 # pairm.sh NAME SEED WC [overrides...]: the same with protect.strategy=specific (M'). The
 # variant shares stage 1 and the models before stage 2; each M' is trained against its own R,
 # so each gets its own probe zoo.
-N=$1; S=$2; WC=$3; shift 3
-HERE=benchmarks/seed_pairs
-CFG="--config ${CONFIG:-configs/quickstart_cnn_s2.py} --config.seed=$S"
-CFG="$CFG --config.evaluate.per_image_fpr=0.001 --config.protect.strategy=specific $*"
-ZOO=${ZOO:-$HERE/zoo_probe.py}
-SHARED="task stage1 surrogate surrogate_cnn null_protector_unet null_protector_resnet"
-D="python3 -m deepwm_jax.cli"
-mkdir -p runs
+source benchmarks/seed_pairs/common.sh "$@"
+CFG="$CFG --config.protect.strategy=specific"
 $D run $CFG --workdir runs/${N}c > runs/${N}c.log 2>&1 &
 PC=$!
 # The variant starts once the control is in stage 2: everything it shares is trained by then.
