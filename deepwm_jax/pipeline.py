@@ -381,7 +381,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
       "n_val": int(d.n_val),
       "image_size": int(d.image_size), "channels": int(d.channels),
   }
-  for msg in kit_warnings(cfg, rep):
+  specific = _protect(cfg).strategy == "specific"
+  for msg in [] if specific else kit_warnings(cfg, rep):  # M' is checked once it exists
     warns.append(msg)
     log(f"warning: {msg}")
   rep["warnings"] = warns
@@ -410,11 +411,13 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     report.write_report(workdir, rep, grid=grid, curves={k: v for k, v in curves.items() if v},
                         stats=stats, threshold=calibration.threshold)
   log(f"wrote {os.path.join(workdir, 'report.md')} and the kit {os.path.join(workdir, 'kit')}")
-  if _protect(cfg).strategy == "specific":  # H absorbed into M' (issue 6, train/absorb.py)
+  if specific:  # H absorbed into M' (issue 6, train/absorb.py)
     from deepwm_jax.train import absorb
     rep = absorb.run(r, rep, calibration, protect=protect, attack=attack, val=val,
                      m_protect=m_protect, m_val=m_val, wm_val=wm_val, emb_vars=emb_vars,
                      ext_vars=ext_vars, w=w, blank=blank)
+    for msg in rep["warnings"][len(warns):]:
+      log(f"warning: {msg}")
     log(f"model-specific strategy: M' and its surrogates added to {workdir}/report.md")
   return rep
 
@@ -422,34 +425,40 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
 def kit_warnings(cfg, rep: dict) -> list[str]:
   """What makes this kit unfit to deploy, read off its own report (empty when nothing does).
 
-  The kit's self-checks are the protected outputs and the attack it was hardened against,
-  stage 2's surrogates, judged on held-out images. When R cannot tell the surrogates' outputs
-  from innocent ones, the calibration keeps p-values valid by raising the threshold and the
-  kit then catches no imitator. On an H100 (docs/quickstart_study.md) this check flagged
-  exactly the two of 14 kits whose probe zoo had no member at 90%: one plain stage 2 (which
-  weak copies then rescued) and one with stage2.weak_copies=0.25 (which weak copies broke).
-  A threshold above 1 has its own warning, logged at calibration.
+  The kit's self-checks are the deployed outputs (H(M(A)), or M'(A) once rep has 'specific')
+  and the surrogates of stage 2's specs trained on them, judged on held-out images. When R
+  cannot tell the surrogates' outputs from innocent ones, the calibration keeps p-values valid
+  by raising the threshold and the kit then catches no imitator. On an H100
+  (docs/quickstart_study.md) this check flagged exactly the two of 14 agnostic kits whose
+  probe zoo had no member at 90%: one plain stage 2 (which weak copies then rescued) and one
+  with stage2.weak_copies=0.25 (which weak copies broke). A threshold above 1 has its own
+  warning, logged at calibration.
   """
-  if rep["calibration"]["threshold"] > 1.0:
+  cal = rep["calibration"]
+  if cal["threshold"] > 1.0:
     return []
-  if not rep["watermarked"]["detected"]:
-    return [f"this kit does not detect the protected outputs on held-out images (success rate "
-            f"{100 * rep['watermarked']['success_rate']:.0f}%); train stage 1 longer or lower "
-            "the fidelity weights"]
-  seen = [s for s in rep["surrogates"] if s["name"].startswith("surrogate-stage2")]
-  if not seen or any(s["detected"] for s in seen):
-    return []
+  deployed = rep.get("specific", rep)  # M' is what the absorbed strategy deploys
+  outputs = "M' outputs" if "specific" in rep else "protected outputs"
   by_source = rep.get("calibration_max_negative_by_source") or {}
   worst = max(by_source, key=by_source.get) if by_source else None
+  why = f"threshold {cal['threshold']:.3f}" + (
+      f", calibration negatives up to {by_source[worst]:.3f} from {worst}" if worst else "")
   wc = float(cfg.stage2.get("weak_copies", 0.0))
-  hint = (f"; stage2.weak_copies={wc:g} can make R read innocent outputs too: run again (new "
-          "workdir) with a larger value or 0" if wc else "; run again (new workdir) with "
-          "stage2.weak_copies=0.25 and evaluate.per_image_fpr=1e-3, or with another seed")
-  return ["this kit detects none of its own stage-2 surrogates on held-out images ("
+  wc_hint = (f"; stage2.weak_copies={wc:g} can make R read innocent outputs too: run again "
+             "(new workdir) with a larger value or 0")
+  if not deployed["watermarked"]["detected"]:
+    return [f"this kit does not detect the {outputs} on held-out images (success rate "
+            f"{100 * deployed['watermarked']['success_rate']:.0f}%; {why})"
+            + (wc_hint if wc else "; train stage 1 longer, lower the fidelity weights, or run "
+               "again with another seed")]
+  seen = [s for s in deployed["surrogates"] if s["name"].startswith("surrogate-stage2")]
+  if not seen or any(s["detected"] for s in seen):
+    return []
+  return ["this kit detects none of its stage-2 surrogates on held-out images ("
           + ", ".join(f"{s['name']} {100 * s['success_rate']:.0f}%" for s in seen)
-          + f"; threshold {rep['calibration']['threshold']:.3f}"
-          + (f", calibration negatives up to {by_source[worst]:.3f} from {worst}" if worst else "")
-          + f"), so it will not catch imitators{hint}"]
+          + f"; {why}), so it will not catch imitators"
+          + (wc_hint if wc else "; run again (new workdir) with stage2.weak_copies=0.25 and "
+             "evaluate.per_image_fpr=1e-3, or with another seed")]
 
 
 def _stage2_group(name: str) -> str:

@@ -88,8 +88,18 @@ def test_kit_warnings_name_a_kit_that_misses_its_own_surrogates():
   # One stage-2 surrogate detected is enough; an undetected unseen one is the zoo's business.
   rep["surrogates"][1] = sur("surrogate-stage2-cnn", 0.9)
   assert pipeline.kit_warnings(c, rep) == []
+  # The absorbed strategy deploys M': its outputs and its surrogates are what is checked.
+  spec = {"watermarked": {"detected": True, "success_rate": 1.0},
+          "surrogates": [sur("surrogate-stage2-spec", 0.2), sur("surrogate-unseen-spec", 1.0)]}
+  (msg,) = pipeline.kit_warnings(c, {**rep, "specific": spec})
+  assert "surrogate-stage2-spec 20%" in msg and "surrogate-stage2-cnn" not in msg
+  spec["surrogates"][0] = sur("surrogate-stage2-spec", 1.0)
+  assert pipeline.kit_warnings(c, {**rep, "specific": spec}) == []
+  spec["watermarked"] = {"detected": False, "success_rate": 0.0}
+  assert "the M' outputs" in pipeline.kit_warnings(c, {**rep, "specific": spec})[0]
   rep["watermarked"] = {"detected": False, "success_rate": 0.2}
-  assert "protected outputs" in pipeline.kit_warnings(c, rep)[0]
+  (msg,) = pipeline.kit_warnings(c, rep)
+  assert "the protected outputs" in msg and "threshold 0.990" in msg and "weak_copies=0.25" in msg
   rep["calibration"]["threshold"] = 1.2  # logged at calibration already
   assert pipeline.kit_warnings(c, rep) == []
 

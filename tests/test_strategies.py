@@ -115,6 +115,12 @@ def test_specific_strategy_end_to_end(tiny_run, tmp_path):
     assert json.load(f)["specific"]["fidelity"]["psnr_Mprime_vs_HM"] > 0
   md = open(os.path.join(workdir, "report.md")).read()
   assert md.count("## Model-specific strategy") == 1 and "| success rate on the protected" in md
+  # The self-check is of M', what this strategy deploys; the tiny kit fails it, and says so.
+  assert sp["warnings"] == pipeline.kit_warnings(cfg, rep) and sp["warnings"]
+  assert rep["warnings"][-len(sp["warnings"]):] == sp["warnings"]
+  assert all(f"**Warning: {w}**" in md.split("## Model-specific strategy")[1]
+             for w in sp["warnings"])
+  assert all(f"warning: {w}" in lines for w in sp["warnings"])
   # M' is one deployable network, and the run's kit verifies its outputs.
   from deepwm_jax.train import absorb
   import deepwm_jax

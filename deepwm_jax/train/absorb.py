@@ -171,6 +171,9 @@ def run(r, rep: dict, calibration, *, protect, attack, val, m_protect, m_val, wm
       "seconds": round(time.time() - t0, 2),
   }
   rep = {**rep, "specific": specific}
+  # The self-check of what this strategy deploys (M'), also listed with the run's warnings.
+  specific["warnings"] = pipeline.kit_warnings(cfg, rep)
+  rep["warnings"] = list(rep.get("warnings", [])) + specific["warnings"]
   rep["timing"] = {**rep["timing"], "absorb": r.timing.get(STAGE),
                    "specific_total": specific["seconds"]}
   _write(r.workdir, rep)
@@ -220,6 +223,7 @@ def _write(workdir: str, rep: dict) -> None:
              "M' is M fine-tuned to emit H(M(A)) itself (train/absorb.py); the same R and "
              "calibration verify it. Surrogates of the same specs as the agnostic ones, trained "
              "on M' outputs instead of H(M(A)).\n\n"
+             + "".join(f"**Warning: {w}**\n\n" for w in rep_j["specific"].get("warnings", []))
              + report.markdown_table(comparison_rows(rep_j), cols))
   marker = "\n## Model-specific strategy"
   md = md.split(marker)[0] + section
