@@ -416,7 +416,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     rep = absorb.run(r, rep, calibration, protect=protect, attack=attack, val=val,
                      m_protect=m_protect, m_val=m_val, wm_val=wm_val, emb_vars=emb_vars,
                      ext_vars=ext_vars, w=w, blank=blank)
-    for msg in rep["warnings"][len(warns):]:
+    for msg in rep["specific"]["warnings"]:  # M's self-check, appended to rep["warnings"]
       log(f"warning: {msg}")
     log(f"model-specific strategy: M' and its surrogates added to {workdir}/report.md")
   return rep
