@@ -174,6 +174,10 @@ def cmd_kit_info(args, overrides):
                + (f" and {cal['n_heldout']} held-out ones (max {cal['max_heldout']:.3g}), null "
                   f"per source: {', '.join(cal.get('null_sources') or {}) or 'none'}"
                   if cal.get("n_heldout") else ""))
+  mn = rec.get("calibration_model_null")
+  if mn:
+    lines.append(f"model null {mn['n_models']} null models x {mn['n_images']} images "
+                 "(sets without hits are ranked among them)")
   pay = rec.get("payload")
   if pay:
     bound = {True: ", owner binding verified", False: ", owner binding BROKEN",

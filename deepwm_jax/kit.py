@@ -7,6 +7,8 @@ Layout of a kit directory:
                   array per source (verdict.rank_pvalues); kits of an earlier version have
                   null.npy (the stage-2 negatives' scores, pooled), older kits none and verify
                   falls back to the binomial bound
+  null_models.npy the model-level null (optional, deepwm_jax/model_null.py): the watermark
+                  scores of independently trained null models' outputs, one row per model
   manifest.json   SHA-256 of every other file; checked on load, so a truncated or altered kit
                   is refused instead of silently giving wrong verdicts.
 """
@@ -36,6 +38,7 @@ KIT_KIND = "image"
 _WRITTEN_BY = {"image": "deepwm run", "classify": "deepwm classify run"}
 NULL_FILE = "null.npy"  # pooled null (kits of an earlier version, deepwm_jax.recalibrate)
 NULL_SOURCES_FILE = "null.npz"  # per-source held-out null
+MODEL_NULL_FILE = "null_models.npy"  # model-level null (deepwm_jax.model_null)
 
 
 def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
@@ -128,6 +131,45 @@ def load_null(path: str, info: dict) -> np.ndarray | dict[str, np.ndarray] | Non
                       f"the kit")
   sorted_arrays = {k: np.sort(a) for k, a in arrays.items()}
   return sorted_arrays if isinstance(loaded, dict) else sorted_arrays[""]
+
+
+def load_model_null(path: str, info: dict) -> np.ndarray | None:
+  """The kit's model-level null (models x images scores), or None for kits without one."""
+  record = info.get("calibration_model_null")
+  if not record:
+    return None
+  try:
+    a = np.load(os.path.join(path, MODEL_NULL_FILE), allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise DeepwmError(f"kit '{path}': its model-level null is unreadable ({type(e).__name__}); "
+                      f"copy the whole kit folder again") from None
+  if (a.ndim != 2 or list(a.shape) != [record.get("n_models"), record.get("n_images")]
+      or not np.all(np.isfinite(a))):
+    raise DeepwmError(f"kit '{path}': its model-level null does not match kit.json; rebuild it "
+                      f"with `python -m deepwm_jax.model_null`")
+  return a
+
+
+def republish(kit_path: str, out: str, info: dict, write_files, drop=()) -> str:
+  """A copy of the kit at `out` with kit.json replaced by `info`, the files in `drop` left out,
+  and `write_files(folder)` adding its own; `out` must be new, and the original is only read.
+  Used to give an existing kit a new calibration (deepwm_jax.recalibrate, .model_null)."""
+  kit_path, out = os.path.abspath(kit_path), os.path.abspath(out)
+  if os.path.exists(out):
+    raise DeepwmError(f"'{out}' already exists; give a new folder for the new kit")
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".kit-", dir=os.path.dirname(out))
+  try:
+    shutil.copytree(kit_path, tmp, dirs_exist_ok=True)
+    for name in ("manifest.json", *drop):
+      if os.path.exists(os.path.join(tmp, name)):
+        os.remove(os.path.join(tmp, name))
+    write_files(tmp)
+    publish(tmp, out, info)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return out
 
 
 def publish(tmp: str, path: str, info: dict) -> None:
@@ -248,6 +290,7 @@ def provenance(path: str) -> dict:
                                       .encode()).hexdigest()}
   out["calibration"] = info.get("calibration")  # None: an older kit, verify refuses it
   out["calibration_null"] = info.get("calibration_null")  # None: p-values are the bound only
+  out["calibration_model_null"] = info.get("calibration_model_null")  # None: none built
   record = info.get("payload")
   if isinstance(record, dict):
     from deepwm_jax import payload as payload_lib
@@ -337,7 +380,8 @@ class Kit:
                         f"{want[1]}, {want[2]}); pass kit.extract(images)")
     rj = jnp.asarray(r)
     stats = self._statistic(rj)
-    scores = None if self.calibration.null is None else np.asarray(verdict.watermark_score(
+    no_null = self.calibration.null is None and self.calibration.model_null is None
+    scores = None if no_null else np.asarray(verdict.watermark_score(
         rj, jnp.asarray(self.watermark), jnp.asarray(self.blank)))
     alpha = self.info["alpha"] if alpha is None else alpha
     v = verdict.decide(stats, self.calibration, alpha,
@@ -373,6 +417,9 @@ def load_kit(path: str) -> Kit:
     null = load_null(path, info)
     if null is not None:  # already sorted, per source or pooled
       calibration = dataclasses.replace(calibration, null=null)
+    model_null = load_model_null(path, info)
+    if model_null is not None:
+      calibration = dataclasses.replace(calibration, model_null=model_null)
   except (KeyError, TypeError, ValueError) as e:
     raise DeepwmError(f"kit '{path}': kit.json is invalid ({e}); re-create the kit") from None
   like = _abstract_state(cfg)

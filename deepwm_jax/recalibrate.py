@@ -91,29 +91,16 @@ def upgrade(kit_path: str, out: str, calibration: verdict.Calibration, how: str,
             bit_calibration: verdict.Calibration | None = None) -> str:
   """Copies the kit to `out` with `calibration` (and its null) in place of the kit's own
   (kit.json and manifest rewritten; a pooled null.npy of an earlier version is dropped)."""
-  kit_path, out = os.path.abspath(kit_path), os.path.abspath(out)
-  if os.path.exists(out):
-    raise DeepwmError(f"'{out}' already exists; give a new folder for the recalibrated kit")
   info = kit_lib.read_info(kit_path, kit_lib.KIT_KIND, kit_lib.KIT_FORMAT)
   if (info.get("calibration_null") or {}).get("sources"):
     raise DeepwmError(f"kit '{kit_path}' already has a held-out calibration null")
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".kit-", dir=os.path.dirname(out))
-  try:
-    shutil.copytree(kit_path, tmp, dirs_exist_ok=True)
-    for name in ("manifest.json", kit_lib.NULL_FILE):
-      if os.path.exists(os.path.join(tmp, name)):
-        os.remove(os.path.join(tmp, name))
-    kit_lib.save_null(tmp, calibration.null)
-    info["calibration"] = calibration.to_dict()
-    info["calibration_null"] = kit_lib.null_record(calibration.null, how)
-    if bit_calibration is not None:
-      info["payload"] = {**info["payload"], "calibration": bit_calibration.to_dict()}
-    kit_lib.publish(tmp, out, info)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return out
+  info["calibration"] = calibration.to_dict()
+  info["calibration_null"] = kit_lib.null_record(calibration.null, how)
+  if bit_calibration is not None:
+    info["payload"] = {**info["payload"], "calibration": bit_calibration.to_dict()}
+  return kit_lib.republish(kit_path, out, info,
+                           lambda folder: kit_lib.save_null(folder, calibration.null),
+                           drop=(kit_lib.NULL_FILE,))
 
 
 def recalibrate(run_dir: str, out: str, log=print) -> str:

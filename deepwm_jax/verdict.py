@@ -123,10 +123,17 @@ class Calibration:
   # (see `decide`). Kits store it in null.npz / null.npy (not in kit.json).
   null: np.ndarray | dict[str, np.ndarray] | None = dataclasses.field(
       default=None, repr=False, compare=False)
+  # The model-level null (`model_pvalue`, deepwm_jax/model_null.py): row j holds the
+  # `watermark_score`s of one independently trained null model's outputs on held-out inputs.
+  # Kits store it in null_models.npy; None for kits without one.
+  model_null: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
   def to_dict(self) -> dict[str, Any]:
     """The JSON record (kit.json, report.json): everything but the null's values."""
-    d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "null"}
+    d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+         if f.name not in ("null", "model_null")}
+    if self.model_null is not None:
+      d["null_models"] = list(self.model_null.shape)
     if isinstance(self.null, dict):
       d["n_null"] = int(sum(v.size for v in self.null.values()))
       d["null_sources"] = {k: int(v.size) for k, v in self.null.items()}
@@ -160,6 +167,14 @@ class Calibration:
         p0=float(max(self.p0, (k + 1) / (n + 1))), null=null,
         method=(f"{self.method}; p0 = max over these and {n} held-out negatives "
                 f"({k} at or over the threshold)"))
+
+  def with_model_null(self, scores_JxN) -> "Calibration":
+    """This calibration with a model-level null: one row of scores per null model."""
+    a = np.asarray(scores_JxN, np.float64)
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1 or not np.all(np.isfinite(a)):
+      raise DeepwmError(f"a model-level null needs finite scores shaped (models, images), got "
+                        f"{a.shape}; rebuild it with deepwm_jax.model_null")
+    return dataclasses.replace(self, model_null=a)
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "Calibration":
@@ -267,7 +282,9 @@ class Verdict:
   # How p_value was computed: 'calibrated' (binomial count and the Cauchy combination of the
   # images' rank p-values among the calibration null) or 'bound' (binomial count only: a kit
   # without a stored null); 'calibrated per source' for kits whose null keeps its held-out
-  # sources apart (`rank_pvalues`). Both parts are kept for the report.
+  # sources apart (`rank_pvalues`); 'calibrated over models' for kits with a model-level null
+  # (`model_pvalue`), where p_combined is the set's rank among null models. Both parts are
+  # kept for the report.
   p_method: str | None = None
   p_bound: float | None = None
   p_combined: float | None = None
@@ -325,6 +342,31 @@ def cauchy_pvalue(p_values: np.ndarray, n_null: int) -> float:
   return float(scipy_stats.cauchy.sf(np.mean(np.tan((0.5 - p) * np.pi))))
 
 
+def model_pvalue(scores, model_null: np.ndarray) -> float | None:
+  """The suspect set's rank among independently trained null models: (1 + #{j: T_j >= T}) /
+  (1 + J), with T the mean `watermark_score` of the set's N images and T_j the mean score of N
+  of null model j's images (a fixed draw per N, without replacement).
+
+  Why: the images of one suspect model are not independent draws, and innocents differ in kind
+  (clean crops, U-Net or ResNet imitations), so per-image ranks are either invalid (pooled) or
+  conservative for every kind but the least favourable one (`rank_pvalues`, per source). Ranked
+  among whole models, a suspect model drawn like the calibration's null models is exchangeable
+  with them, so P(p <= x) <= x and the p-values are uniform up to the grid 1/(J + 1) (the
+  conformal argument, with models as the units). It speaks for innocents *of that population*;
+  other innocents (e.g. clean crops, which R reads lower than imitations) get larger p-values.
+  None when the set has more images than each null model has scores: the caller falls back.
+  """
+  s = _as_finite_vector(scores, "model_pvalue's scores")
+  null = np.asarray(model_null, np.float64)
+  n_models, n_images = null.shape
+  if s.size > n_images:
+    return None
+  rng = np.random.default_rng(s.size)  # one draw per set size: verify is reproducible
+  pick = np.argsort(rng.random(null.shape), axis=1)[:, :s.size]
+  t_null = np.take_along_axis(null, pick, axis=1).mean(axis=1)
+  return float((1.0 + np.sum(t_null >= np.mean(s))) / (1.0 + n_models))
+
+
 def set_pvalue(n_hits: int, n: int, p0: float, p_combined: float | None) -> float:
   """The suspect set's p-value from its hits and, when there is a null, the combination of the
   images' rank p-values (`cauchy_pvalue`).
@@ -355,7 +397,9 @@ def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_A
   p-value (`set_pvalue`): with `scores` (`watermark_score` of the same images) and a
   calibration that carries its null, the lexicographic combination of the binomial count of
   hits (X ~ Binomial(n_images, p0)) and the Cauchy combination of the images' rank p-values
-  ('calibrated'); otherwise the binomial tail P(X >= n_hits) alone ('bound', 1 without hits).
+  ('calibrated'), or, with a model-level null and no more images than it holds per model, the
+  set's rank among null models (`model_pvalue`, 'calibrated over models'); otherwise the
+  binomial tail P(X >= n_hits) alone ('bound', 1 without hits).
   Both treat the images as independent draws exchangeable with the calibration negatives,
   which outputs of one suspect model need not be: a null model unlike the calibration's
   (another architecture) can put a few percent of its images over the threshold, which the
@@ -368,22 +412,29 @@ def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_A
     raise DeepwmError(f"alpha must be in (0, 1), got {alpha}.")
   hits = values >= calibration.threshold
   n, n_hits = int(values.size), int(np.sum(hits))
-  p_combined = None
-  if scores is not None and calibration.null is not None:
+  p_combined, p_method = None, "bound"
+  if scores is not None and (calibration.null is not None or calibration.model_null is not None):
     score_values = _as_finite_vector(scores, "decide's scores")
     if score_values.size != n:
       raise DeepwmError(f"decide got {n} statistics but {score_values.size} scores; give one "
                         "of each per image.")
-    p_combined = cauchy_pvalue(rank_pvalues(score_values, calibration.null),
-                               null_size(calibration.null))
+    if calibration.model_null is not None:
+      p_combined = model_pvalue(score_values, calibration.model_null)
+      p_method = "calibrated over models"
+    if p_combined is None and calibration.null is not None:
+      p_combined = cauchy_pvalue(rank_pvalues(score_values, calibration.null),
+                                 null_size(calibration.null))
+      p_method = ("calibrated per source" if isinstance(calibration.null, dict)
+                  else "calibrated")
+    if p_combined is None:
+      p_method = "bound"
   p_value = set_pvalue(n_hits, n, calibration.p0, p_combined)
   verdict = Verdict(
       detected=bool(p_value < alpha and n_hits / n >= min_success_rate), n_images=n,
       n_hits=n_hits, success_rate=n_hits / n, p_value=p_value,
       threshold=float(calibration.threshold), alpha=float(alpha),
       stat_mean=float(np.mean(values)), p0=float(calibration.p0),
-      p_method="bound" if p_combined is None else (
-          "calibrated per source" if isinstance(calibration.null, dict) else "calibrated"),
+      p_method=p_method,
       p_bound=binomial_tail(n_hits, n, calibration.p0), p_combined=p_combined)
   if nc_values is not None:
     nc = _as_finite_vector(nc_values, "decide's nc_values")

@@ -3,7 +3,8 @@
   python benchmarks/seed_pairs/summarize.py --runs runs s0 s1 s2 [--json out.json]
 
 For each NAME it reads runs/NAMEc and runs/NAMEw (control, weak copies) and their zoos
-runs/zoo_NAMEc, runs/zoo_NAMEw; --runs may be given several times (searched in order).
+runs/zoo_NAMEc, runs/zoo_NAMEw; --runs may be given several times (searched in order);
+--variant r reads runs/NAMEr instead of NAMEw (another variant's suffix).
 """
 import argparse
 import json
@@ -48,10 +49,11 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--runs", action="append", default=[])
   ap.add_argument("--json")
+  ap.add_argument("--variant", default="w", help="the variant runs' suffix (default w)")
   ap.add_argument("names", nargs="+")
   a = ap.parse_args()
   dirs = a.runs or ["runs"]
-  rows = [r for n in a.names for v in "cw" if (r := row(dirs, n + v)) is not None]
+  rows = [r for n in a.names for v in ("c", a.variant) if (r := row(dirs, n + v)) is not None]
   print("| run | PSNR | threshold | p0 | " + " | ".join(MEMBERS) + " | >= 90% | nulls detected |")
   print("|---|---:|---:|---:|" + "---:|" * len(MEMBERS) + "---:|---:|")
   for r in rows:
@@ -60,7 +62,7 @@ def main():
     print(f"| {r['run']} | {r['psnr']:.1f} | {r['threshold']:.3f} | {r['p0']:.1e} | "
           + " | ".join(rates) + f" | {sum(v >= 0.9 for v in z.values())}/{len(z)} | "
           + f"{r.get('nulls_detected', '-')} |")
-  for v, label in (("c", "control"), ("w", "weak copies")):
+  for v, label in (("c", "control"), (a.variant, "variant")):
     zs = [r["zoo"] for r in rows if r["run"].endswith(v) and "zoo" in r]
     if zs:
       means = {k: [z[k] for z in zs if k in z] for k in MEMBERS}

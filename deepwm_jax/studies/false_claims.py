@@ -42,6 +42,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from deepwm_jax import kit as kit_lib
+from deepwm_jax.model_null import null_spec
 from deepwm_jax import payload as payload_lib
 from deepwm_jax import pipeline, report, verdict
 from deepwm_jax.errors import DeepwmError
@@ -50,14 +51,6 @@ from deepwm_jax.train import imitation
 NULL_ARCHS = ("unet", "resnet", "cnn")
 ATTACKS = {"jpeg": (90, 70, 50, 30), "blur": (0.5, 1.0, 1.5), "noise": (0.01, 0.02, 0.05),
            "rescale": (0.75, 0.5), "crop": (0.9, 0.8)}
-
-
-def _spec(cfg, arch: str, seed: int, steps: int, ngf: int):
-  spec = ml_collections.ConfigDict(cfg.evaluate.null.to_dict())
-  spec.update(arch=arch, seed=seed, steps=steps, ngf=ngf, batch=16, loss="l2" if seed % 2 else "l1")
-  spec.n_blocks = min(int(spec.get("n_blocks", 3)), 3)
-  spec.depth = min(int(spec.get("depth", 8)), 6)
-  return spec
 
 
 def _sets(x: np.ndarray, size: int) -> list[np.ndarray]:
@@ -151,7 +144,7 @@ def run_study(kit_path: str, workdir: str, n_clean: int = 1000, n_nulls: int = 1
 
   runner = pipeline.Run(cfg, workdir, log=lambda *_: None)
   for i in range(n_nulls):
-    spec = _spec(cfg, archs[i % len(archs)], 1000 + i, null_steps, null_ngf)
+    spec = null_spec(cfg, archs[i % len(archs)], 1000 + i, null_steps, null_ngf)
     variables = runner.imitate(f"study_null_{i}", spec, train.a, train.b)
     out = pipeline.predict(imitation.make_predict_fn(spec, cfg), variables, held.a[:null_images])
     g = _group(f"null {i} ({spec.arch}, {spec.loss})", kit, out, set_size, alpha, rng)
@@ -166,7 +159,7 @@ def run_study(kit_path: str, workdir: str, n_clean: int = 1000, n_nulls: int = 1
   groups.append(g)
   wm_train = kit.embed(train.b)
   for i in range(n_surrogates):
-    spec = _spec(cfg, archs[i % len(archs)], 2000 + i, null_steps, null_ngf)
+    spec = null_spec(cfg, archs[i % len(archs)], 2000 + i, null_steps, null_ngf)
     variables = runner.imitate(f"study_surrogate_{i}", spec, train.a, wm_train)
     out = pipeline.predict(imitation.make_predict_fn(spec, cfg), variables, held.a[:null_images])
     g = _group(f"surrogate {i} ({spec.arch}, {spec.loss})", kit, out, set_size, alpha, rng)
@@ -224,6 +217,10 @@ def _summarize(groups, alpha, set_size, curves, seconds, kit_path) -> dict:
   image_p = np.concatenate([g["image_p_values"] for g in negatives])
   out["image_p_values"] = _uniformity(image_p) | {
       "method": negatives[0]["p_method"],
+      # Uniform is only possible within one kind of innocent (verdict.model_pvalue): per kind.
+      "by_kind": {kind: _uniformity(np.concatenate([g["image_p_values"] for g in negatives
+                                                    if g["kind"] == kind]))
+                  for kind in ("clean", "null")},
       "ks_by_group": {g["name"]: float(scipy_stats.kstest(g["image_p_values"], "uniform").statistic)
                       for g in negatives}}
   if all("_rank" in g for g in negatives):
@@ -301,6 +298,9 @@ def _write(workdir, summary, groups, kit, curves) -> None:
   ip = summary["image_p_values"]
   lines.append(f"- image p-values of {ip['n']} innocent sets ({ip['method']}): KS statistic "
                f"{ip['ks_statistic']:.3f} against the uniform, P(p <= x) = {ip['cdf']}")
+  for kind, u in ip["by_kind"].items():
+    lines.append(f"  - {kind} sets ({u['n']}): KS {u['ks_statistic']:.3f} (p {u['ks_pvalue']:.2g}), "
+                 f"P(p <= x) = {u['cdf']}")
   if "rank_p_values" in summary:
     rp = summary["rank_p_values"]
     lines.append(f"- rank p-values of {rp['n']} innocent images: KS statistic "

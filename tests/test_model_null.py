@@ -1,0 +1,89 @@
+"""The model-level null (verdict.model_pvalue, deepwm_jax/model_null.py): suspect sets ranked
+among independently trained null models."""
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from deepwm_jax import kit as kit_lib
+from deepwm_jax import model_null, verdict
+from deepwm_jax.errors import DeepwmError
+
+
+def _population(rng, n_models, n_images, shift=0.0):
+  """Null models whose images share a model-level offset (one model's outputs lean together)."""
+  return (rng.normal(size=(n_models, 1)) + shift) + 0.3 * rng.normal(size=(n_models, n_images))
+
+
+def test_model_pvalues_are_uniform_for_models_like_the_null_ones():
+  # Each trial: a model null of 19 models and one innocent suspect model drawn like them. Its
+  # rank p-value is uniform on {1/20, ..., 1}: valid at every x, KS small, not all near 1.
+  rng = np.random.default_rng(0)
+  p = np.array([verdict.model_pvalue(_population(rng, 1, 16)[0], _population(rng, 19, 64))
+                for _ in range(1000)])
+  assert set(np.round(p * 20).astype(int)) <= set(range(1, 21))
+  for x in (0.05, 0.1, 0.25, 0.5):
+    assert np.mean(p <= x) <= x + 0.03, (x, np.mean(p <= x))
+  assert scipy_stats.kstest(p, "uniform").statistic < 0.1
+
+
+def test_model_pvalue_is_conservative_for_other_kinds_and_refuses_big_sets():
+  rng = np.random.default_rng(1)
+  null = _population(rng, 24, 32)
+  low = [verdict.model_pvalue(_population(rng, 1, 16, shift=-6.0)[0], null) for _ in range(50)]
+  assert min(low) > 0.5  # a kind R reads lower than every null model: large p-values
+  high = verdict.model_pvalue(np.full(16, 50.0), null)
+  assert high == pytest.approx(1 / 25)  # never below the grid's first step
+  assert verdict.model_pvalue(np.zeros(33), null) is None  # more images than each model has
+  # The same suspect gets the same p-value twice (one fixed draw per set size).
+  s = _population(rng, 1, 16)[0]
+  assert verdict.model_pvalue(s, null) == verdict.model_pvalue(s, null)
+
+
+def test_decide_uses_the_model_null_and_falls_back_for_big_sets():
+  rng = np.random.default_rng(2)
+  per_source = {"a": np.sort(rng.normal(size=500)), "b": np.sort(rng.normal(size=500))}
+  cal = verdict.calibrate(rng.normal(size=500), margin=0.05)
+  cal = cal.with_heldout({k: v for k, v in per_source.items()}, per_source)
+  cal = cal.with_model_null(_population(rng, 24, 16))
+  s = rng.normal(size=16)
+  v = verdict.decide(s, cal, scores=s)
+  assert v.p_method == "calibrated over models" and v.p_combined >= 1 / 25
+  big = rng.normal(size=32)
+  assert verdict.decide(big, cal, scores=big).p_method == "calibrated per source"
+  hit = verdict.decide(np.full(16, 5.0), cal, scores=np.full(16, 5.0))
+  assert hit.detected and hit.p_value < 1e-20  # the hits' binomial bound still decides
+  assert cal.to_dict()["null_models"] == [24, 16]
+  with pytest.raises(DeepwmError, match="models, images"):
+    cal.with_model_null(np.zeros(5))
+
+
+@pytest.mark.slow
+def test_model_null_kit_end_to_end(tiny_run, tmp_path):
+  kit_path = os.path.join(tiny_run[0], "kit")
+  out = str(tmp_path / "kit")
+  path = model_null.add_model_null(kit_path, str(tmp_path / "work"), out, models=2, images=8,
+                                   steps=2, ngf=4, log=lambda *_: None)
+  kit = kit_lib.load_kit(path)
+  assert kit.calibration.model_null.shape == (2, 8)
+  assert kit_lib.provenance(path)["calibration_model_null"]["n_models"] == 2
+  held = np.random.default_rng(0).uniform(size=(8, 32, 32, kit.channels)).astype(np.float32)
+  assert kit.verify(held).p_method == "calibrated over models"
+  assert kit.verify(np.concatenate([held, held])).p_method == "calibrated per source"
+  original = kit_lib.load_kit(kit_path)  # only read
+  assert original.calibration.model_null is None
+  with pytest.raises(DeepwmError, match="already exists"):
+    model_null.add_model_null(kit_path, str(tmp_path / "work"), out, models=2, images=8,
+                              steps=2, ngf=4, log=lambda *_: None)
+  # A kit.json that no longer matches null_models.npy is refused, with what to do.
+  info = kit_lib.read_info(path, kit_lib.KIT_KIND, kit_lib.KIT_FORMAT)
+  info["calibration_model_null"]["n_models"] = 3
+  kit_lib.republish(path, str(tmp_path / "bad"), info, lambda folder: None)
+  with pytest.raises(DeepwmError, match="model-level null does not match"):
+    kit_lib.load_kit(str(tmp_path / "bad"))
+  assert model_null.main(["--kit", kit_path, "--workdir", str(tmp_path / "w2"), "--out", out,
+                          "--models", "1"]) == 2
+  with open(os.path.join(out, "kit.json")) as f:
+    assert json.load(f)["calibration_model_null"]["n_images"] == 8  # untouched by the refusal
