@@ -8,7 +8,7 @@ kind of innocent, but uniform only for the least favourable kind, and the images
 are not independent draws anyway. The unit an ownership claim is about is a model; so this
 trains `models` null models (image-to-image networks fitted to clean pairs (A, B) of the kit's
 attack split, never shown the watermark: U-Net, ResNet and plain CNN in turn, L1 and L2 loss,
-seeds 3000 + i), scores `images` of each one's outputs on held-out inputs, and writes a copy of
+seeds 3000 + i), scores `images` of each one's outputs on held-out inputs of its own, and writes a copy of
 the kit with those scores (null_models.npy, one row per model, in the manifest). `verify` then
 gives a set without enough hits the rank of its mean score among the null models' means
 (verdict.model_pvalue): for a suspect model drawn like these, P(p <= x) <= x with p uniform on
@@ -37,6 +37,7 @@ from deepwm_jax.train import imitation
 
 NULL_ARCHS = ("unet", "resnet", "cnn")
 SEED_BASE = 3000  # the false-claim study's own null models use 1000 + i: never the same
+HELD_OFFSET = 20_000  # model i is scored on val crops of seed offset HELD_OFFSET + i
 
 
 def null_spec(cfg, arch: str, seed: int, steps: int, ngf: int) -> ml_collections.ConfigDict:
@@ -57,15 +58,18 @@ def build(kit, workdir: str, models: int = 24, images: int = 64, steps: int = 30
   cfg = ml_collections.ConfigDict(kit.config.to_dict())
   cfg.log_every = max(25, steps // 4)
   cfg.ckpt_every = max(50, steps // 2)
-  # Other crops than the run's (offsets 1, 2) and the false-claim study's (101-103).
+  # Other crops than the run's (offsets 1, 2) and the false-claim study's (101-103, 10000+).
   train = pipeline.make_pairs(cfg, "attack", max(256, 4 * images), seed_offset=201)
-  held = pipeline.make_pairs(cfg, "val", images, seed_offset=202)
   runner = pipeline.Run(cfg, workdir, log=lambda *_: None)
   w, blank = jnp.asarray(kit.watermark), jnp.asarray(kit.blank)
   rows = []
   for i in tqdm(range(models), desc="null models", disable=not sys.stderr.isatty()):
     spec = null_spec(cfg, archs[i % len(archs)], SEED_BASE + i, steps, ngf)
     variables = runner.imitate(f"model_null_{i}", spec, train.a, train.b)
+    # Each model on inputs of its own: a suspect is queried on other images than the null
+    # models, so a shared input set would make every T_j lean the same way (measured: the
+    # study's sets ranked high or low together by which inputs they had).
+    held = pipeline.make_pairs(cfg, "val", images, seed_offset=HELD_OFFSET + i)
     out = pipeline.predict(imitation.make_predict_fn(spec, cfg), variables, held.a)
     rows.append(np.asarray(verdict.watermark_score(jnp.asarray(kit.extract(out)), w, blank)))
     log(f"null model {i} ({spec.arch}, {spec.loss}): mean score {rows[-1].mean():.4f}")

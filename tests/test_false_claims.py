@@ -25,6 +25,8 @@ def test_false_claim_study_small(tiny_run, tmp_path):
   assert [g["n_sets"] for g in s["groups"]] == [6, 2, 2, 2, 2]
   # A valid p-value: never more small p-values than nominal (here: none below alpha).
   assert s["set_p_value_min"] >= s["alpha"] and s["n_negative_sets"] == 10
+  by_kind = s["image_p_values"]["by_kind"]
+  assert by_kind["clean"]["n"] == 6 and by_kind["null"]["n"] == 4
   assert 0 <= s["fair_bits"]["ks_statistic"] <= 1 and s["fair_bits"]["n_images"] == 48 + 32
   assert [(r["attack"], r["value"]) for r in s["attacks"]] == [("jpeg", 50), ("blur", 1.0)]
   assert all(0 <= r["bit_accuracy"] <= 1 for r in s["attacks"])
