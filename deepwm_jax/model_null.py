@@ -115,8 +115,8 @@ def main(argv=None) -> int:
   p.add_argument("--models", type=int, default=24, help="null models (p-value grid 1/(J+1))")
   p.add_argument("--images", type=int, default=64,
                  help="outputs scored per model: the largest set the model null speaks for")
-  p.add_argument("--steps", type=int, default=300)
-  p.add_argument("--ngf", type=int, default=8)
+  p.add_argument("--steps", type=int, default=300, help="training steps per null model")
+  p.add_argument("--ngf", type=int, default=8, help="base width of the null models")
   args = p.parse_args(argv)
   try:
     path = add_model_null(args.kit, args.workdir, args.out, args.models, args.images,
