@@ -8,8 +8,10 @@ kind of innocent, but uniform only for the least favourable kind, and the images
 are not independent draws anyway. The unit an ownership claim is about is a model; so this
 trains `models` null models (image-to-image networks fitted to clean pairs (A, B) of the kit's
 attack split, never shown the watermark: U-Net, ResNet and plain CNN in turn, L1 and L2 loss,
-seeds 3000 + i), scores `images` of each one's outputs on held-out inputs of its own, and writes a copy of
-the kit with those scores (null_models.npy, one row per model, in the manifest). `verify` then
+seeds 3000 + i), scores `images` of each one's outputs on held-out inputs of its own, and
+writes a copy of the kit with those scores (null_models.npy, one row per model, in the
+manifest). A workdir's null models are reused as they are: share one only between kits of the
+same data and seed (docs/verdicts.md). `verify` then
 gives a set without enough hits the rank of its mean score among the null models' means
 (verdict.model_pvalue): for a suspect model drawn like these, P(p <= x) <= x with p uniform on
 the grid 1/(models + 1). Sets of more images than `images` fall back to the per-source p-value.
@@ -67,8 +69,8 @@ def build(kit, workdir: str, models: int = 24, images: int = 64, steps: int = 30
     spec = null_spec(cfg, archs[i % len(archs)], SEED_BASE + i, steps, ngf)
     variables = runner.imitate(f"model_null_{i}", spec, train.a, train.b)
     # Each model on inputs of its own: a suspect is queried on other images than the null
-    # models, so a shared input set would make every T_j lean the same way (measured: the
-    # study's sets ranked high or low together by which inputs they had).
+    # models, so a shared input set would make every T_j lean the same way (seen in the
+    # false-claim study: its sets ranked high or low together by which inputs they had).
     held = pipeline.make_pairs(cfg, "val", images, seed_offset=HELD_OFFSET + i)
     out = pipeline.predict(imitation.make_predict_fn(spec, cfg), variables, held.a)
     rows.append(np.asarray(verdict.watermark_score(jnp.asarray(kit.extract(out)), w, blank)))
