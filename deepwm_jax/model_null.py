@@ -52,8 +52,10 @@ def null_spec(cfg, arch: str, seed: int, steps: int, ngf: int) -> ml_collections
 
 
 def build(kit, workdir: str, models: int = 24, images: int = 64, steps: int = 300,
-          ngf: int = 8, archs: tuple[str, ...] = NULL_ARCHS, log=print) -> np.ndarray:
-  """The scores (models x images) of `models` null models' outputs on held-out inputs."""
+          ngf: int = 8, archs: tuple[str, ...] = NULL_ARCHS, first: int = 0,
+          log=print) -> np.ndarray:
+  """The scores (models x images) of `models` null models' outputs on held-out inputs; model
+  i is number first + i of the population (its seed, checkpoint name and inputs)."""
   if models < 1 or images < 1 or steps < 1 or ngf < 1:
     raise DeepwmError(f"model_null needs models, images, steps and ngf >= 1 (got {models}, "
                       f"{images}, {steps}, {ngf})")
@@ -65,7 +67,8 @@ def build(kit, workdir: str, models: int = 24, images: int = 64, steps: int = 30
   runner = pipeline.Run(cfg, workdir, log=lambda *_: None)
   w, blank = jnp.asarray(kit.watermark), jnp.asarray(kit.blank)
   rows = []
-  for i in tqdm(range(models), desc="null models", disable=not sys.stderr.isatty()):
+  for i in tqdm(range(first, first + models), desc="null models",
+                disable=not sys.stderr.isatty()):
     spec = null_spec(cfg, archs[i % len(archs)], SEED_BASE + i, steps, ngf)
     variables = runner.imitate(f"model_null_{i}", spec, train.a, train.b)
     # Each model on inputs of its own: a suspect is queried on other images than the null
@@ -94,18 +97,31 @@ def write(kit, out: str, scores: np.ndarray, how: str) -> str:
 
 
 def add_model_null(kit_path: str, workdir: str, out: str, models: int = 24, images: int = 64,
-                   steps: int = 300, ngf: int = 8, log=print) -> str:
+                   steps: int = 300, ngf: int = 8, append: bool = False, log=print) -> str:
+  """`out`: the kit with a model null of `models` new null models, or with `append`, the
+  kit's own model null and these appended (to widen the population, e.g. wider models)."""
   kit = kit_lib.load_kit(kit_path)
   if os.path.exists(out):  # before the training, not after it
     raise DeepwmError(f"'{out}' already exists; give a new folder for the new kit")
   if "method" in kit.info and kit.info["method"] != "deep":
     raise DeepwmError(f"kit '{kit_path}' is a {kit.info['method']} kit; a model-level null is "
                       "built for deep (H/R) kits")
-  scores = build(kit, workdir, models, images, steps, ngf, log=log)
+  old = kit.calibration.model_null if append else None
+  if append and old is None:
+    raise DeepwmError(f"kit '{kit_path}' has no model-level null to append to; run without "
+                      "--append first")
+  if old is not None and old.shape[1] != images:
+    raise DeepwmError(f"kit '{kit_path}' scores {old.shape[1]} images per null model; append "
+                      f"with --images {old.shape[1]}")
+  first = 0 if old is None else old.shape[0]
+  scores = build(kit, workdir, models, images, steps, ngf, first=first, log=log)
   stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   how = (f"added {stamp} by deepwm_jax.model_null: {models} null models ({', '.join(NULL_ARCHS)} "
-         f"in turn, L1/L2, seeds {SEED_BASE}+i, {steps} steps, width {ngf}) on clean pairs of the "
-         f"attack split, {images} held-out outputs each")
+         f"in turn, L1/L2, seeds {SEED_BASE + first}+i, {steps} steps, width {ngf}) on clean "
+         f"pairs of the attack split, {images} held-out outputs each")
+  if old is not None:
+    how = f"{kit.info['calibration_model_null']['how']}; then {how}"
+    scores = np.concatenate([old, scores])
   return write(kit, out, scores, how)
 
 
@@ -119,10 +135,13 @@ def main(argv=None) -> int:
                  help="outputs scored per model: the largest set the model null speaks for")
   p.add_argument("--steps", type=int, default=300, help="training steps per null model")
   p.add_argument("--ngf", type=int, default=8, help="base width of the null models")
+  p.add_argument("--append", action="store_true",
+                 help="keep the kit's model null and add these models to it")
   args = p.parse_args(argv)
   try:
     path = add_model_null(args.kit, args.workdir, args.out, args.models, args.images,
-                          args.steps, args.ngf, log=lambda m: print(m, file=sys.stderr))
+                          args.steps, args.ngf, args.append,
+                          log=lambda m: print(m, file=sys.stderr))
   except DeepwmError as e:
     print(f"model_null: error: {e}", file=sys.stderr)
     return 2

@@ -74,6 +74,19 @@ def test_model_null_kit_end_to_end(tiny_run, tmp_path):
   assert kit.verify(np.concatenate([held, held])).p_method == "calibrated per source"
   original = kit_lib.load_kit(kit_path)  # only read
   assert original.calibration.model_null is None
+  # --append widens the population: the kit's rows kept, new models (own seeds) after them.
+  wider = model_null.add_model_null(path, str(tmp_path / "work"), str(tmp_path / "wider"),
+                                    models=1, images=8, steps=2, ngf=8, append=True,
+                                    log=lambda *_: None)
+  rows = kit_lib.load_kit(wider).calibration.model_null
+  assert rows.shape == (3, 8)
+  np.testing.assert_array_equal(rows[:2], kit.calibration.model_null)
+  with pytest.raises(DeepwmError, match="no model-level null to append"):
+    model_null.add_model_null(kit_path, str(tmp_path / "work"), str(tmp_path / "k2"), models=1,
+                              images=8, steps=2, ngf=4, append=True, log=lambda *_: None)
+  with pytest.raises(DeepwmError, match="--images 8"):
+    model_null.add_model_null(path, str(tmp_path / "work"), str(tmp_path / "k3"), models=1,
+                              images=4, steps=2, ngf=4, append=True, log=lambda *_: None)
   with pytest.raises(DeepwmError, match="already exists"):
     model_null.add_model_null(kit_path, str(tmp_path / "work"), out, models=2, images=8,
                               steps=2, ngf=4, log=lambda *_: None)
