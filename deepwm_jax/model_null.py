@@ -15,6 +15,8 @@ same data and seed (docs/verdicts.md). `verify` then
 gives a set without enough hits the rank of its mean score among the null models' means
 (verdict.model_pvalue): for a suspect model drawn like these, P(p <= x) <= x with p uniform on
 the grid 1/(models + 1). Sets of more images than `images` fall back to the per-source p-value.
+Innocents unlike the population are not covered: build it from the kinds of model you expect
+to verify (`--ngf`, `--steps`; `--append` adds models to a kit's model null).
 
 The decision at alpha (1e-6 by default) still rests on the images over the threshold (the
 binomial bound; a rank among J models cannot go below 1/(J + 1)), so detections and success
