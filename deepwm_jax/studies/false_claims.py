@@ -43,10 +43,10 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from deepwm_jax import kit as kit_lib
-from deepwm_jax.model_null import null_spec
 from deepwm_jax import payload as payload_lib
 from deepwm_jax import pipeline, report, verdict
 from deepwm_jax.errors import DeepwmError
+from deepwm_jax.model_null import null_spec
 from deepwm_jax.train import imitation
 
 NULL_ARCHS = ("unet", "resnet", "cnn")
@@ -224,7 +224,7 @@ def _summarize(groups, alpha, set_size, curves, seconds, kit_path) -> dict:
       # Uniform is only possible within one kind of innocent (verdict.model_pvalue): per kind.
       "by_kind": {kind: _uniformity(np.concatenate([g["image_p_values"] for g in negatives
                                                     if g["kind"] == kind]))
-                  for kind in ("clean", "null")},
+                  for kind in ("clean", "null") if any(g["kind"] == kind for g in negatives)},
       "ks_by_group": {g["name"]: float(scipy_stats.kstest(g["image_p_values"], "uniform").statistic)
                       for g in negatives}}
   if all("_rank" in g for g in negatives):
@@ -303,8 +303,8 @@ def _write(workdir, summary, groups, kit, curves) -> None:
   lines.append(f"- image p-values of {ip['n']} innocent sets ({ip['method']}): KS statistic "
                f"{ip['ks_statistic']:.3f} against the uniform, P(p <= x) = {ip['cdf']}")
   for kind, u in ip["by_kind"].items():
-    lines.append(f"  - {kind} sets ({u['n']}): KS {u['ks_statistic']:.3f} (p {u['ks_pvalue']:.2g}), "
-                 f"P(p <= x) = {u['cdf']}")
+    lines.append(f"  - {kind} sets ({u['n']}): KS {u['ks_statistic']:.3f} "
+                 f"(p {u['ks_pvalue']:.2g}), P(p <= x) = {u['cdf']}")
   if "rank_p_values" in summary:
     rp = summary["rank_p_values"]
     lines.append(f"- rank p-values of {rp['n']} innocent images: KS statistic "
