@@ -66,6 +66,7 @@ def build(kit, workdir: str, models: int = 24, images: int = 64, steps: int = 30
   cfg.ckpt_every = max(50, steps // 2)
   # Other crops than the run's (offsets 1, 2) and the false-claim study's (101-103, 10000+).
   train = pipeline.make_pairs(cfg, "attack", max(256, 4 * images), seed_offset=201)
+  val = pipeline.load_split(cfg, "val")  # once: each model crops it anew
   runner = pipeline.Run(cfg, workdir, log=lambda *_: None)
   w, blank = jnp.asarray(kit.watermark), jnp.asarray(kit.blank)
   rows = []
@@ -76,7 +77,7 @@ def build(kit, workdir: str, models: int = 24, images: int = 64, steps: int = 30
     # Each model on inputs of its own: a suspect is queried on other images than the null
     # models, so a shared input set would make every T_j lean the same way (seen in the
     # false-claim study: its sets ranked high or low together by which inputs they had).
-    held = pipeline.make_pairs(cfg, "val", images, seed_offset=HELD_OFFSET + i)
+    held = pipeline.pairs_from(cfg, val, images, seed_offset=HELD_OFFSET + i)
     out = pipeline.predict(imitation.make_predict_fn(spec, cfg), variables, held.a)
     rows.append(np.asarray(verdict.watermark_score(jnp.asarray(kit.extract(out)), w, blank)))
     log(f"null model {i} ({spec.arch}, {spec.loss}): mean score {rows[-1].mean():.4f}")

@@ -34,9 +34,19 @@ class Pairs:
 
 
 def make_pairs(cfg, split: str, n: int, seed_offset: int) -> Pairs:
+  return pairs_from(cfg, load_split(cfg, split), n, seed_offset)
+
+
+def load_split(cfg, split: str) -> list[np.ndarray]:
+  """The photos of `split` of the config's data source (for callers that crop them often)."""
   d = cfg.data
-  images = sources.load_split(d.source, split, d.channels, d.get("tfds_dir", ""),
-                              d.get("tfds_max_images", 0))
+  return sources.load_split(d.source, split, d.channels, d.get("tfds_dir", ""),
+                            d.get("tfds_max_images", 0))
+
+
+def pairs_from(cfg, images: list[np.ndarray], n: int, seed_offset: int) -> Pairs:
+  """`n` (A, B) crops of already loaded photos; the same crops as make_pairs of their split."""
+  d = cfg.data
   rng = np.random.default_rng([cfg.seed, seed_offset])
   b = sources.make_patches(images, n, d.image_size, rng, flip=True, scale=d.scale)
   a = degrade.degrade(b, d.task, seed=cfg.seed * 1000 + seed_offset, strength=d.strength)

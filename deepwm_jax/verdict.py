@@ -422,14 +422,13 @@ def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_A
                         "of each per image.")
     if calibration.model_null is not None:
       p_combined = model_pvalue(score_values, calibration.model_null)
-      p_method = "calibrated over models"
+      if p_combined is not None:
+        p_method = "calibrated over models"
     if p_combined is None and calibration.null is not None:
       p_combined = cauchy_pvalue(rank_pvalues(score_values, calibration.null),
                                  null_size(calibration.null))
       p_method = ("calibrated per source" if isinstance(calibration.null, dict)
                   else "calibrated")
-    if p_combined is None:
-      p_method = "bound"
   p_value = set_pvalue(n_hits, n, calibration.p0, p_combined)
   verdict = Verdict(
       detected=bool(p_value < alpha and n_hits / n >= min_success_rate), n_images=n,

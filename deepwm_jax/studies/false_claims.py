@@ -144,12 +144,13 @@ def run_study(kit_path: str, workdir: str, n_clean: int = 1000, n_nulls: int = 1
   log(f"clean: {groups[0]['false_or_true_detections']} detections in {groups[0]['n_sets']} sets")
 
   runner = pipeline.Run(cfg, workdir, log=lambda *_: None)
+  val = pipeline.load_split(cfg, "val")  # once: each null model crops it anew
   for i in range(n_nulls):
     spec = null_spec(cfg, archs[i % len(archs)], 1000 + i, null_steps, null_ngf)
     variables = runner.imitate(f"study_null_{i}", spec, train.a, train.b)
     # Inputs of its own per null model: with one shared input set, the models' sets are
     # correlated through their inputs and a KS test over them overstates non-uniformity.
-    own = pipeline.make_pairs(cfg, "val", null_images, seed_offset=10_000 + i)
+    own = pipeline.pairs_from(cfg, val, null_images, seed_offset=10_000 + i)
     out = pipeline.predict(imitation.make_predict_fn(spec, cfg), variables, own.a)
     g = _group(f"null {i} ({spec.arch}, {spec.loss})", kit, out, set_size, alpha, rng)
     g["kind"] = "null"
