@@ -8,7 +8,7 @@ kind of innocent, but uniform only for the least favourable kind, and the images
 are not independent draws anyway. The unit an ownership claim is about is a model; so this
 trains `models` null models (image-to-image networks fitted to clean pairs (A, B) of the kit's
 attack split, never shown the watermark: U-Net, ResNet and plain CNN in turn, L1 and L2 loss,
-seeds 3000 + i), scores `images` of each one's outputs on held-out inputs of its own, and
+seeds 3000 + i, each on crops of its own), scores `images` of each one's outputs on held-out inputs of its own, and
 writes a copy of the kit with those scores (null_models.npy, one row per model, in the
 manifest). A workdir's null models are reused as they are: share one only between kits of the
 same data and seed (docs/verdicts.md). `verify` then
@@ -42,6 +42,7 @@ from deepwm_jax.train import imitation
 NULL_ARCHS = ("unet", "resnet", "cnn")
 SEED_BASE = 3000  # the false-claim study's own null models use 1000 + i: never the same
 HELD_OFFSET = 20_000  # model i is scored on val crops of seed offset HELD_OFFSET + i
+TRAIN_OFFSET = 30_000  # and trained on attack crops of seed offset TRAIN_OFFSET + i
 
 
 def null_spec(cfg, arch: str, seed: int, steps: int, ngf: int) -> ml_collections.ConfigDict:
@@ -64,16 +65,21 @@ def build(kit, workdir: str, models: int = 24, images: int = 64, steps: int = 30
   cfg = ml_collections.ConfigDict(kit.config.to_dict())
   cfg.log_every = max(25, steps // 4)
   cfg.ckpt_every = max(50, steps // 2)
-  # Other crops than the run's (offsets 1, 2) and the false-claim study's (101-103, 10000+).
-  train = pipeline.make_pairs(cfg, "attack", max(256, 4 * images), seed_offset=201)
-  val = pipeline.load_split(cfg, "val")  # once: each model crops it anew
+  # Other crops than the run's (offsets 1-4) and the false-claim study's (101-103, 10000+,
+  # 40000+). Photos loaded once: each model crops them anew.
+  attack, val = pipeline.load_split(cfg, "attack"), pipeline.load_split(cfg, "val")
   runner = pipeline.Run(cfg, workdir, log=lambda *_: None)
   w, blank = jnp.asarray(kit.watermark), jnp.asarray(kit.blank)
   rows = []
   for i in tqdm(range(first, first + models), desc="null models",
                 disable=not sys.stderr.isatty()):
     spec = null_spec(cfg, archs[i % len(archs)], SEED_BASE + i, steps, ngf)
-    variables = runner.imitate(f"model_null_{i}", spec, train.a, train.b)
+    # Training crops of its own too: models fitted to one shared crop set vary less than
+    # innocents trained on data their owners collected, so the population would be too narrow.
+    # (The checkpoint name says so: workdirs of the shared-crop version are not reused.)
+    offset = TRAIN_OFFSET + i
+    train = pipeline.pairs_from(cfg, attack, max(256, 4 * images), seed_offset=offset)
+    variables = runner.imitate(f"model_null_{i}_crops{offset}", spec, train.a, train.b)
     # Each model on inputs of its own: a suspect is queried on other images than the null
     # models, so a shared input set would make every T_j lean the same way (seen in the
     # false-claim study: its sets ranked high or low together by which inputs they had).
@@ -120,8 +126,8 @@ def add_model_null(kit_path: str, workdir: str, out: str, models: int = 24, imag
   scores = build(kit, workdir, models, images, steps, ngf, first=first, log=log)
   stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   how = (f"added {stamp} by deepwm_jax.model_null: {models} null models ({', '.join(NULL_ARCHS)} "
-         f"in turn, L1/L2, seeds {SEED_BASE + first}+i, {steps} steps, width {ngf}) on clean "
-         f"pairs of the attack split, {images} held-out outputs each")
+         f"in turn, L1/L2, seeds {SEED_BASE + first}+i, {steps} steps, width {ngf}), each on clean "
+         f"pairs of its own from the attack split, {images} held-out outputs each")
   if old is not None:
     how = f"{kit.info['calibration_model_null']['how']}; then {how}"
     scores = np.concatenate([old, scores])

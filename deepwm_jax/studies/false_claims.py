@@ -7,8 +7,8 @@ Given a kit, with the kit's own data source and task:
   - clean images: >= 1000 fresh crops of the validation photos, inputs A and targets B,
     verified in sets of `set_size` images;
   - null models: `n_nulls` image-to-image models trained on clean pairs (A, B) only, with other
-    seeds and architectures (unet / resnet / cnn in turn), verified on their outputs for
-    validation crops of their own;
+    seeds and architectures (unet / resnet / cnn in turn), each trained on crops of its own and
+    verified on its outputs for validation crops of its own;
   - protected outputs: the kit's embedder applied to clean targets, and `n_surrogates` surrogates
     trained on (A, H(B)), as an attacker would;
   - post-processing attacks (deepwm_jax/removal.py) on the protected outputs: bit accuracy and
@@ -135,19 +135,24 @@ def run_study(kit_path: str, workdir: str, n_clean: int = 1000, n_nulls: int = 1
   rng = np.random.default_rng(0)
   t0 = time.time()
 
-  # Fresh crops of the validation photos (other offsets than the run's).
-  clean = pipeline.make_pairs(cfg, "val", (n_clean + 1) // 2, seed_offset=101)
+  # Photos loaded once: each null model crops them anew. Fresh crops of the validation photos
+  # (other offsets than the run's).
+  attack_photos, val = pipeline.load_split(cfg, "attack"), pipeline.load_split(cfg, "val")
+  clean = pipeline.pairs_from(cfg, val, (n_clean + 1) // 2, seed_offset=101)
   clean_images = np.concatenate([clean.a, clean.b])[:n_clean]
-  train = pipeline.make_pairs(cfg, "attack", max(256, 4 * null_images), seed_offset=102)
-  held = pipeline.make_pairs(cfg, "val", max(null_images, n_protected), seed_offset=103)
+  train = pipeline.pairs_from(cfg, attack_photos, max(256, 4 * null_images), seed_offset=102)
+  held = pipeline.pairs_from(cfg, val, max(null_images, n_protected), seed_offset=103)
   groups = [_group("clean images", kit, clean_images, set_size, alpha, rng)]
   log(f"clean: {groups[0]['false_or_true_detections']} detections in {groups[0]['n_sets']} sets")
 
   runner = pipeline.Run(cfg, workdir, log=lambda *_: None)
-  val = pipeline.load_split(cfg, "val")  # once: each null model crops it anew
   for i in range(n_nulls):
     spec = null_spec(cfg, archs[i % len(archs)], 1000 + i, null_steps, null_ngf)
-    variables = runner.imitate(f"study_null_{i}", spec, train.a, train.b)
+    # Training crops of its own (as model_null's population): innocent models are fitted to
+    # their owners' data, not to one shared crop set. The name keeps old workdirs' apart.
+    offset = 40_000 + i
+    own_train = pipeline.pairs_from(cfg, attack_photos, len(train.a), seed_offset=offset)
+    variables = runner.imitate(f"study_null_{i}_crops{offset}", spec, own_train.a, own_train.b)
     # Inputs of its own per null model: with one shared input set, the models' sets are
     # correlated through their inputs and a KS test over them overstates non-uniformity.
     own = pipeline.pairs_from(cfg, val, null_images, seed_offset=10_000 + i)
