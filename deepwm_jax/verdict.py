@@ -288,6 +288,13 @@ class Verdict:
   p_method: str | None = None
   p_bound: float | None = None
   p_combined: float | None = None
+  # The set p-value against each single kind of innocent the kit's null holds: each source of
+  # a per-source null ('clean_A', 'M_A', 'null_unet', ...; the Cauchy combination of the
+  # images' ranks within that source) and 'null models' for a model-level null, each with the
+  # hits' bound as in p_value. Each is valid, and close to uniform, for innocents of that kind;
+  # p_value, which decides, must hold whatever kind the suspect is, so it is conservative for
+  # all kinds but the least favourable (docs/verdicts.md). They say what a suspect resembles.
+  p_by_kind: dict[str, float] | None = None
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -389,6 +396,21 @@ def set_pvalue(n_hits: int, n: int, p0: float, p_combined: float | None) -> floa
   return float(min(bound, binomial_tail(n_hits + 1, n, p0) + p_combined, 1.0))
 
 
+def _pvalues_by_kind(scores: np.ndarray, calibration: Calibration,
+                     n_hits: int) -> dict[str, float] | None:
+  """Verdict.p_by_kind: the set p-value against each kind of innocent on its own."""
+  n, p0, out = scores.size, calibration.p0, {}
+  if isinstance(calibration.null, dict):
+    for source, null in calibration.null.items():
+      out[source] = set_pvalue(n_hits, n, p0,
+                               cauchy_pvalue(rank_pvalues(scores, null), null.size))
+  if calibration.model_null is not None:
+    p_models = model_pvalue(scores, calibration.model_null)
+    if p_models is not None:
+      out["null models"] = set_pvalue(n_hits, n, p0, p_models)
+  return out or None
+
+
 def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_ALPHA,
            nc_values: np.ndarray | None = None,
            min_success_rate: float = DEFAULT_MIN_SUCCESS_RATE,
@@ -414,7 +436,7 @@ def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_A
     raise DeepwmError(f"alpha must be in (0, 1), got {alpha}.")
   hits = values >= calibration.threshold
   n, n_hits = int(values.size), int(np.sum(hits))
-  p_combined, p_method = None, "bound"
+  p_combined, p_method, p_by_kind = None, "bound", None
   if scores is not None and (calibration.null is not None or calibration.model_null is not None):
     score_values = _as_finite_vector(scores, "decide's scores")
     if score_values.size != n:
@@ -429,6 +451,7 @@ def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_A
                                  null_size(calibration.null))
       p_method = ("calibrated per source" if isinstance(calibration.null, dict)
                   else "calibrated")
+    p_by_kind = _pvalues_by_kind(score_values, calibration, n_hits)
   p_value = set_pvalue(n_hits, n, calibration.p0, p_combined)
   verdict = Verdict(
       detected=bool(p_value < alpha and n_hits / n >= min_success_rate), n_images=n,
@@ -436,7 +459,8 @@ def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_A
       threshold=float(calibration.threshold), alpha=float(alpha),
       stat_mean=float(np.mean(values)), p0=float(calibration.p0),
       p_method=p_method,
-      p_bound=binomial_tail(n_hits, n, calibration.p0), p_combined=p_combined)
+      p_bound=binomial_tail(n_hits, n, calibration.p0), p_combined=p_combined,
+      p_by_kind=p_by_kind)
   if nc_values is not None:
     nc = _as_finite_vector(nc_values, "decide's nc_values")
     verdict.nc_mean = float(np.mean(nc))

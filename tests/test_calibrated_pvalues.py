@@ -103,6 +103,33 @@ def test_per_source_pvalues_stay_valid_for_every_source():
   assert cal.to_dict()["null_sources"] == {"clean": 3000, "null_resnet": 300}
 
 
+def test_each_kind_alone_is_uniform_for_its_own_innocents():
+  # Verdict.p_by_kind: sets of clean-like images (scores like the 'clean' source) get uniform
+  # p-values against 'clean' alone, where the deciding per-source p-value, which must also hold
+  # for the higher 'null_resnet' kind, is conservative for them and never below any kind's.
+  rng = np.random.default_rng(6)
+  null = {"clean": np.sort(rng.normal(0, 1, 3000)), "null_resnet": np.sort(rng.normal(2, 1, 3000))}
+  cal = verdict.calibrate(np.concatenate(list(null.values())), margin=0.05)
+  cal = cal.with_heldout(null, null)  # p0 ~ 1 / 6000: B(1) adds little to a set without hits
+  own, decided = [], []
+  for _ in range(300):
+    s = rng.normal(0, 1, 16)
+    v = verdict.decide(np.zeros(16), cal, scores=s)  # no image over the threshold
+    assert set(v.p_by_kind) == {"clean", "null_resnet"}
+    assert v.p_value >= max(v.p_by_kind.values()) - 1e-12
+    own.append(v.p_by_kind["clean"])
+    decided.append(v.p_value)
+  own, decided = np.array(own), np.array(decided)
+  assert scipy_stats.kstest(own, "uniform").statistic < 0.1
+  assert np.mean(own <= 0.1) <= 0.1 + 0.04 and np.mean(own <= 0.5) > 0.4
+  assert np.mean(decided <= 0.5) < 0.1  # conservative for this kind: the price of validity
+  # A set of the high kind is judged small against 'clean' but not against its own kind.
+  v = verdict.decide(np.zeros(16), cal, scores=rng.normal(2, 1, 16))
+  assert v.p_by_kind["clean"] < 0.05 and v.p_by_kind["null_resnet"] > 0.1
+  assert verdict.decide(np.zeros(16), verdict.calibrate(null["clean"], margin=0.05),
+                        scores=np.zeros(16)).p_by_kind is None  # no null stored: nothing to say
+
+
 def _message_payload():
   return payload.make_payload("text:ACME", 64, 8, 7, 32)
 

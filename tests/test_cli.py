@@ -85,6 +85,9 @@ def test_embed_then_verify_exit_codes(kit_dir, images_dir, tmp_path, capsys):
   for key in ("detected", "n_images", "success_rate", "nc_mean", "p_value"):
     assert key in result
   assert result["n_images"] == 4
+  # The tiny kit keeps its null per source: each kind's p-value alone, in the JSON and printed.
+  assert {"clean_A", "clean_B", "M_A", "flat"} <= set(result["p_by_kind"])
+  assert "against each kind of innocent alone: clean_A" in capsys.readouterr().out
   detecting = _always_detecting_kit(kit_dir, str(tmp_path / "kit_all"))
   assert deepwm("verify", "--kit", detecting, "--input", out, "--json", report) == 0
   result = json.loads(report.read_text())

@@ -27,12 +27,18 @@ def test_false_claim_study_small(tiny_run, tmp_path):
   assert s["set_p_value_min"] >= s["alpha"] and s["n_negative_sets"] == 10
   by_kind = s["image_p_values"]["by_kind"]
   assert by_kind["clean"]["n"] == 6 and by_kind["null"]["n"] == 4
+  # Against its own kind alone: 3 sets of inputs A vs clean_A, 3 of targets B vs clean_B; no
+  # model-level null in this kit, so nothing for the null models' sets.
+  own = s["image_p_values"]["own_kind"]
+  assert list(own) == ["clean sets against clean_A / clean_B"] and own[list(own)[0]]["n"] == 6
+  clean_sets = s["groups"][0]["p_by_kind"]
+  assert all(0 < by["clean_A"] <= 1 and 0 < by["clean_B"] <= 1 for by in clean_sets)
   assert 0 <= s["fair_bits"]["ks_statistic"] <= 1 and s["fair_bits"]["n_images"] == 48 + 32
   assert [(r["attack"], r["value"]) for r in s["attacks"]] == [("jpeg", 50), ("blur", 1.0)]
   assert all(0 <= r["bit_accuracy"] <= 1 for r in s["attacks"])
   with open(os.path.join(workdir, "study.json")) as f:
     assert json.load(f)["false_detections"] == fd
-  for name in ("qq.png", "stats_hist.png", "attacks.png"):
+  for name in ("qq.png", "qq_own_kind.png", "stats_hist.png", "attacks.png"):
     assert os.path.getsize(os.path.join(workdir, "figures", name)) > 1000
   assert "False-claim study" in open(os.path.join(workdir, "study.md")).read()
   # Resumable: a second call reuses the trained nulls' checkpoints and gives the same numbers.

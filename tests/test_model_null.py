@@ -51,6 +51,8 @@ def test_decide_uses_the_model_null_and_falls_back_for_big_sets():
   s = rng.normal(size=16)
   v = verdict.decide(s, cal, scores=s)
   assert v.p_method == "calibrated over models" and v.p_combined >= 1 / 25
+  assert set(v.p_by_kind) == {"a", "b", "null models"}
+  assert v.p_by_kind["null models"] == pytest.approx(v.p_value)  # no hits: the same rank
   big = rng.normal(size=32)
   assert verdict.decide(big, cal, scores=big).p_method == "calibrated per source"
   hit = verdict.decide(np.full(16, 5.0), cal, scores=np.full(16, 5.0))

@@ -76,7 +76,7 @@ def _verdicts(kit, images, set_size, alpha):
   for s in _sets(images, set_size):
     v = kit.verify(s, alpha=alpha)
     row = {"detected": v.detected, "p_value": v.p_value, "n_hits": v.n_hits,
-           "stat_mean": v.stat_mean, "p_method": v.p_method,
+           "stat_mean": v.stat_mean, "p_method": v.p_method, "p_by_kind": v.p_by_kind or {},
            "image_p_value": v.p_value if v.image_p_value is None else v.image_p_value}
     if v.payload is not None:
       b = v.payload
@@ -99,6 +99,7 @@ def _group(name, kit, images, set_size, alpha, rng) -> dict:
        "p_values": [r["p_value"] for r in rows],
        "image_p_values": [r["image_p_value"] for r in rows],
        "p_method": rows[0]["p_method"] if rows else None,
+       "p_by_kind": [r["p_by_kind"] for r in rows],
        "image_hits": int(np.sum(stats >= kit.calibration.threshold)),
        "stat_max": float(np.max(stats)), "_stats": stats}
   if kit.calibration.null is not None:
@@ -178,6 +179,17 @@ def run_study(kit_path: str, workdir: str, n_clean: int = 1000, n_nulls: int = 1
     log(f"surrogate {i} ({spec.arch}): {g['false_or_true_detections']}/{g['n_sets']} sets "
         f"detected")
   groups[0]["kind"] = "clean"
+  # Each innocent set against the null of its own kind (Verdict.p_by_kind): the clean sets
+  # of inputs A against the kit's clean_A source, of targets B against clean_B (a set of both
+  # is skipped), the null models' sets against the model-level null.
+  n_a = len(clean.a)
+  groups[0]["_own"] = [
+      by.get("clean_A" if (j + 1) * set_size <= n_a else "clean_B" if j * set_size >= n_a
+             else "")
+      for j, by in enumerate(groups[0]["p_by_kind"])]
+  for g in groups[1:]:
+    if g["kind"] == "null":
+      g["_own"] = [by.get("null models") for by in g["p_by_kind"]]
 
   curves = attack_curves(kit, protected, ATTACKS if attacks is None else attacks, alpha,
                          set_size)
@@ -233,6 +245,14 @@ def _summarize(groups, alpha, set_size, curves, seconds, kit_path) -> dict:
                   for kind in ("clean", "null") if any(g["kind"] == kind for g in negatives)},
       "ks_by_group": {g["name"]: float(scipy_stats.kstest(g["image_p_values"], "uniform").statistic)
                       for g in negatives}}
+  own = {kind: np.array([p for g in negatives if g["kind"] == kind for p in g.get("_own", [])
+                         if p is not None], np.float64) for kind in ("clean", "null")}
+  if any(v.size for v in own.values()):
+    # Valid for its own kind only, so it may be uniform: how well each part of the null fits.
+    out["image_p_values"]["own_kind"] = {
+        {"clean": "clean sets against clean_A / clean_B",
+         "null": "null-model sets against the null models"}[kind]: _uniformity(v)
+        for kind, v in own.items() if v.size}
   if all("_rank" in g for g in negatives):
     out["rank_p_values"] = _uniformity(np.concatenate([g["_rank"] for g in negatives])) | {
         "ks_by_group": {g["name"]: float(scipy_stats.kstest(g["_rank"], "uniform").statistic)
@@ -283,6 +303,14 @@ def _write(workdir, summary, groups, kit, curves) -> None:
   report.save_figure(report.qq_figure({k: v for k, v in qq.items() if len(v)},
                                       "p-values of innocent images against the uniform"),
                      os.path.join(fig_dir, "qq.png"))
+  own = {f"{kind} sets, own kind": np.array(
+      [p for g in innocent if g["kind"] == kind for p in g.get("_own", []) if p is not None])
+      for kind in ("clean", "null")}
+  if any(v.size for v in own.values()):
+    report.save_figure(report.qq_figure(
+        {k: v for k, v in own.items() if v.size},
+        "innocent sets against the null of their own kind"),
+        os.path.join(fig_dir, "qq_own_kind.png"))
   if any("_fair" in g for g in innocent):
     report.save_figure(report.qq_figure(
         {g["name"]: g["_fair"] for g in innocent if "_fair" in g},
@@ -311,6 +339,9 @@ def _write(workdir, summary, groups, kit, curves) -> None:
   for kind, u in ip["by_kind"].items():
     lines.append(f"  - {kind} sets ({u['n']}): KS {u['ks_statistic']:.3f} "
                  f"(p {u['ks_pvalue']:.2g}), P(p <= x) = {u['cdf']}")
+  for what, u in ip.get("own_kind", {}).items():
+    lines.append(f"- {what} alone ({u['n']}): KS {u['ks_statistic']:.3f} "
+                 f"(p {u['ks_pvalue']:.2g}), P(p <= x) = {u['cdf']}")
   if "rank_p_values" in summary:
     rp = summary["rank_p_values"]
     lines.append(f"- rank p-values of {rp['n']} innocent images: KS statistic "
@@ -336,6 +367,8 @@ def _write(workdir, summary, groups, kit, curves) -> None:
     lines += ["## Post-processing attacks on the protected outputs\n",
               report.markdown_table(curves, list(dict.fromkeys(k for r in curves for k in r)))]
   lines += ["![QQ](figures/qq.png)\n", "![statistic](figures/stats_hist.png)\n"]
+  if "own_kind" in ip:
+    lines.append("![QQ, own kind](figures/qq_own_kind.png)\n")
   if curves:
     lines.append("![attacks](figures/attacks.png)\n")
   report.write_text_atomic(os.path.join(workdir, "study.md"), "\n".join(lines))
