@@ -135,6 +135,8 @@ def save_kit(kit: "kit_lib.Kit", path: str) -> str:
     raise DeepwmError(f"'{path}' already exists; save the kit to a new folder or remove that "
                       f"one first")
   extra = {"payload": kit.info["payload"]} if "payload" in kit.info else {}
+  if "calibration_model_null" in kit.info:  # kept with the calibration, and how it was made
+    extra["model_null_how"] = kit.info["calibration_model_null"]["how"]
   return kit_lib.write_kit(path, kit.config, kit.embedder_vars, kit.extractor_vars,
                            kit.watermark, kit.blank, kit.calibration, owner=kit.info.get("owner"),
                            **extra)

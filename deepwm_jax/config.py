@@ -113,7 +113,12 @@ def base_config() -> ml_collections.ConfigDict:
       # Fraction of the stage-2 calibration negatives the per-image threshold may leave at or
       # above it (0: above every one). One stray negative then no longer decides the threshold;
       # the kit's p0 still counts those above it (verdict.calibrate).
-      per_image_fpr=0.0)
+      per_image_fpr=0.0,
+      # A model-level null built with the kit (deepwm_jax/model_null.py, docs/verdicts.md):
+      # `models` null models trained on clean pairs of their own (0 = none: the kit's p-values
+      # are per source); verify then ranks a suspect set of up to `images` images among them.
+      # 24 models take about 5 minutes on a 2-core CPU at quickstart scale.
+      model_null=dict(models=0, images=64, steps=300, ngf=8))
 
   # How the outputs are protected (docs/strategies.md).
   c.protect = dict(
@@ -265,6 +270,10 @@ def validate(cfg) -> None:
        "strength in (0, 1), e.g. 0.25")
   need(0 <= cfg.evaluate.per_image_fpr < 0.5,
        f"evaluate.per_image_fpr={cfg.evaluate.per_image_fpr}; use a rate in [0, 0.5), e.g. 1e-3")
+  mn = cfg.evaluate.get("model_null", None)
+  need(mn is None or (mn.models >= 0 and min(mn.images, mn.steps, mn.ngf) >= 1),
+       f"evaluate.model_null={None if mn is None else mn.to_dict()}; use models >= 0 (0 = "
+       "none) and images, steps, ngf >= 1")
   need(0 <= cfg.evaluate.min_success_rate <= 1,
        f"evaluate.min_success_rate={cfg.evaluate.min_success_rate}; use a fraction in [0, 1]")
   need(len(cfg.attack.null_archs) >= 1 and all(a in ("unet", "resnet", "cnn")

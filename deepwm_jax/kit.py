@@ -43,10 +43,11 @@ MODEL_NULL_FILE = "null_models.npy"  # model-level null (deepwm_jax.model_null)
 
 def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
               calibration: "verdict.Calibration", owner: str | None = None,
-              payload: dict | None = None) -> str:
+              payload: dict | None = None, model_null_how: str = "written with the kit") -> str:
   """Writes the kit atomically: a failed write never leaves a half kit at `path`.
 
-  `payload`: the bit payload's record and its calibration (deepwm_jax/payload.py), if any.
+  `payload`: the bit payload's record and its calibration (deepwm_jax/payload.py), if any;
+  `model_null_how`: how the calibration's model-level null was made, if it has one.
   """
   path = os.path.abspath(path)
   if jax.process_index() != 0:  # multi-process run: process 0 writes the one kit
@@ -79,6 +80,9 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
       info["payload"] = payload
     if calibration.null is not None:
       info["calibration_null"] = null_record(calibration.null)
+    if calibration.model_null is not None:  # `evaluate.model_null.models` > 0
+      np.save(os.path.join(tmp, MODEL_NULL_FILE), calibration.model_null)
+      info["calibration_model_null"] = model_null_record(calibration.model_null, model_null_how)
     publish(tmp, path, info)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -104,6 +108,15 @@ def null_record(null, how: str = "written with the kit") -> dict:
                     "stage 2), one sorted float64 array per source"}
   return {"file": NULL_FILE, "n": int(np.size(null)), "how": how,
           "what": "verdict.watermark_score of every calibration negative, sorted (float64)"}
+
+
+def model_null_record(scores, how: str) -> dict:
+  """kit.json's pointer to the model-level null (deepwm_jax/model_null.py)."""
+  return {"file": MODEL_NULL_FILE, "n_models": int(scores.shape[0]),
+          "n_images": int(scores.shape[1]), "how": how,
+          "what": "verdict.watermark_score of each null model's outputs on held-out inputs, one "
+                  "row per model (float64); verify ranks a set's mean score among the models' "
+                  "means"}
 
 
 def load_null(path: str, info: dict) -> np.ndarray | dict[str, np.ndarray] | None:

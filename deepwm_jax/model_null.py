@@ -54,40 +54,52 @@ def null_spec(cfg, arch: str, seed: int, steps: int, ngf: int) -> ml_collections
   return spec
 
 
-def build(kit, workdir: str, models: int = 24, images: int = 64, steps: int = 300,
-          ngf: int = 8, archs: tuple[str, ...] = NULL_ARCHS, first: int = 0,
+def build(config, extract, watermark, blank, workdir: str, models: int = 24, images: int = 64,
+          steps: int = 300, ngf: int = 8, archs: tuple[str, ...] = NULL_ARCHS, first: int = 0,
           log=print) -> np.ndarray:
   """The scores (models x images) of `models` null models' outputs on held-out inputs; model
-  i is number first + i of the population (its seed, checkpoint name and inputs)."""
+  i is number first + i of the population (its seed, checkpoint name and inputs).
+
+  `config`: the kit's config (its data and task); `extract`: images -> R's extractions (a
+  kit's `extract`, or the extractor of a run that is writing its kit)."""
   if models < 1 or images < 1 or steps < 1 or ngf < 1:
     raise DeepwmError(f"model_null needs models, images, steps and ngf >= 1 (got {models}, "
                       f"{images}, {steps}, {ngf})")
-  cfg = ml_collections.ConfigDict(kit.config.to_dict())
+  cfg = ml_collections.ConfigDict(config.to_dict())
   cfg.log_every = max(25, steps // 4)
   cfg.ckpt_every = max(50, steps // 2)
   # Other crops than the run's (offsets 1-4) and the false-claim study's (101-103, 10000+,
   # 40000+). Photos loaded once: each model crops them anew.
   attack, val = pipeline.load_split(cfg, "attack"), pipeline.load_split(cfg, "val")
   runner = pipeline.Run(cfg, workdir, log=lambda *_: None)
-  w, blank = jnp.asarray(kit.watermark), jnp.asarray(kit.blank)
+  w, blank = jnp.asarray(watermark), jnp.asarray(blank)
   rows = []
   for i in tqdm(range(first, first + models), desc="null models",
                 disable=not sys.stderr.isatty()):
     spec = null_spec(cfg, archs[i % len(archs)], SEED_BASE + i, steps, ngf)
     # Training crops of its own too: models fitted to one shared crop set vary less than
     # innocents trained on data their owners collected, so the population would be too narrow.
-    # (The checkpoint name says so: workdirs of the shared-crop version are not reused.)
+    # The checkpoint name says what was trained, so a workdir is only reused for the same
+    # model (not for another width or length, nor the earlier shared-crop version).
     offset = TRAIN_OFFSET + i
     train = pipeline.pairs_from(cfg, attack, max(256, 4 * images), seed_offset=offset)
-    variables = runner.imitate(f"model_null_{i}_crops{offset}", spec, train.a, train.b)
+    variables = runner.imitate(f"model_null_{i}_crops{offset}_w{ngf}_s{steps}", spec, train.a,
+                               train.b)
     # Each model on inputs of its own: a suspect is queried on other images than the null
     # models, so a shared input set would make every T_j lean the same way (seen in the
     # false-claim study: its sets ranked high or low together by which inputs they had).
     held = pipeline.pairs_from(cfg, val, images, seed_offset=HELD_OFFSET + i)
     out = pipeline.predict(imitation.make_predict_fn(spec, cfg), variables, held.a)
-    rows.append(np.asarray(verdict.watermark_score(jnp.asarray(kit.extract(out)), w, blank)))
+    rows.append(np.asarray(verdict.watermark_score(jnp.asarray(extract(out)), w, blank)))
     log(f"null model {i} ({spec.arch}, {spec.loss}): mean score {rows[-1].mean():.4f}")
   return np.stack(rows)
+
+
+def describe(models: int, images: int, steps: int, ngf: int, first: int = 0) -> str:
+  """How a model null was made, for kit.json."""
+  return (f"{models} null models ({', '.join(NULL_ARCHS)} in turn, L1/L2, seeds "
+          f"{SEED_BASE + first}+i, {steps} steps, width {ngf}), each on clean pairs of its own "
+          f"from the attack split, {images} held-out outputs each")
 
 
 def write(kit, out: str, scores: np.ndarray, how: str) -> str:
@@ -95,11 +107,7 @@ def write(kit, out: str, scores: np.ndarray, how: str) -> str:
   calibration = kit.calibration.with_model_null(scores)  # validates the array
   info = kit_lib.read_info(kit.path, kit_lib.KIT_KIND, kit_lib.KIT_FORMAT)
   info["calibration"] = {**info["calibration"], "null_models": list(scores.shape)}
-  info["calibration_model_null"] = {
-      "file": kit_lib.MODEL_NULL_FILE, "n_models": int(scores.shape[0]),
-      "n_images": int(scores.shape[1]), "how": how,
-      "what": "verdict.watermark_score of each null model's outputs on held-out inputs, one row "
-              "per model (float64); verify ranks a set's mean score among the models' means"}
+  info["calibration_model_null"] = kit_lib.model_null_record(scores, how)
   return kit_lib.republish(kit.path, out, info, lambda folder: np.save(
       os.path.join(folder, kit_lib.MODEL_NULL_FILE), calibration.model_null),
       drop=(kit_lib.MODEL_NULL_FILE,))
@@ -123,11 +131,10 @@ def add_model_null(kit_path: str, workdir: str, out: str, models: int = 24, imag
     raise DeepwmError(f"kit '{kit_path}' scores {old.shape[1]} images per null model; append "
                       f"with --images {old.shape[1]}")
   first = 0 if old is None else old.shape[0]
-  scores = build(kit, workdir, models, images, steps, ngf, first=first, log=log)
+  scores = build(kit.config, kit.extract, kit.watermark, kit.blank, workdir, models, images,
+                 steps, ngf, first=first, log=log)
   stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-  how = (f"added {stamp} by deepwm_jax.model_null: {models} null models ({', '.join(NULL_ARCHS)} "
-         f"in turn, L1/L2, seeds {SEED_BASE + first}+i, {steps} steps, width {ngf}), each on clean "
-         f"pairs of its own from the attack split, {images} held-out outputs each")
+  how = f"added {stamp} by deepwm_jax.model_null: {describe(models, images, steps, ngf, first)}"
   if old is not None:
     how = f"{kit.info['calibration_model_null']['how']}; then {how}"
     scores = np.concatenate([old, scores])

@@ -338,6 +338,15 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
       pay, pay.soft_bits(r_neg), pay.soft_bits(r_pos), margin=ev.margin,
       heldout_soft=pay.soft_bits(np.concatenate(list(r_held.values()))))
   del r_neg, r_pos, r_held
+  model_null_how, mn = "written with the kit", ev.get("model_null", None)
+  if mn is not None and mn.models > 0:  # suspects ranked among null models (model_null.py)
+    from deepwm_jax import model_null
+    t = time.time()
+    calibration = calibration.with_model_null(model_null.build(
+        cfg, lambda x: predict(extract, ext_vars, x), w, blank, workdir, mn.models, mn.images,
+        mn.steps, mn.ngf, log=log))
+    model_null_how = f"built by deepwm run: {model_null.describe(**mn.to_dict())}"
+    r.timing["model_null"] = round(time.time() - t, 2)
 
   # ---- evaluation on held-out validation images
   t = time.time()
@@ -406,7 +415,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   # ---- the verification kit and the report
   kit_lib.write_kit(os.path.join(workdir, "kit"), cfg, emb_vars, ext_vars, w, blank, calibration,
                     owner=owner, payload=None if pay is None else
-                    {**pay.record(), "calibration": bit_calibration.to_dict()})
+                    {**pay.record(), "calibration": bit_calibration.to_dict()},
+                    model_null_how=model_null_how)
   n = min(6, d.n_val)
   grid = {"A": val.a[:n], "B": m_val[:n], "B'": wm_val[:n],
           "|B'-B| x10": np.clip(10 * np.abs(wm_val[:n] - m_val[:n]), 0, 1),
@@ -535,6 +545,11 @@ def _check_workdir_config(cfg, workdir: str) -> None:
       saved.pop(k, None)
       if k in current:
         saved[k] = current[k]
+    # The model null only adds to the calibration, and its checkpoints are named by what they
+    # are: a finished run may be resumed with one to add it to the kit.
+    saved.get("evaluate", {}).pop("model_null", None)
+    if "model_null" in current.get("evaluate", {}):
+      saved.setdefault("evaluate", {})["model_null"] = current["evaluate"]["model_null"]
     if saved != current:
       diff = sorted(_diff_keys(saved, current))[:5]
       raise DeepwmError(f"workdir '{workdir}' holds a run with a different config (differs at "

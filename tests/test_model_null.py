@@ -2,13 +2,15 @@
 among independently trained null models."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from deepwm_jax import api
 from deepwm_jax import kit as kit_lib
-from deepwm_jax import model_null, verdict
+from deepwm_jax import model_null, pipeline, verdict
 from deepwm_jax.errors import DeepwmError
 
 
@@ -102,3 +104,33 @@ def test_model_null_kit_end_to_end(tiny_run, tmp_path):
                           "--models", "1"]) == 2
   with open(os.path.join(out, "kit.json")) as f:
     assert json.load(f)["calibration_model_null"]["n_images"] == 8  # untouched by the refusal
+
+
+@pytest.mark.slow
+def test_deepwm_run_builds_the_model_null_with_the_kit(tiny_run, tiny_cfg, tmp_path):
+  # `evaluate.model_null.models` > 0: the run trains the null models and writes the kit with
+  # them. A finished run resumed with it only adds them (nothing else trains again), and
+  # api.save_kit keeps the model null with its record.
+  workdir = str(tmp_path / "run")
+  shutil.copytree(tiny_run[0], workdir)
+  cfg = tiny_cfg.copy_and_resolve_references()
+  cfg.evaluate.model_null.update(models=2, images=8, steps=2, ngf=4)
+  lines = []
+  rep = pipeline.run(cfg, workdir, log=lines.append)
+  assert [l for l in lines if "] step " in l] == []  # the run's own stages: all reused
+  assert sorted(n for n in os.listdir(os.path.join(workdir, "checkpoints"))
+                if n.startswith("model_null")) == [f"model_null_{i}_crops{30000 + i}_w4_s2"
+                                                    for i in range(2)]
+  kit = kit_lib.load_kit(os.path.join(workdir, "kit"))
+  assert kit.calibration.model_null.shape == (2, 8) and rep["calibration"]["null_models"] == [2, 8]
+  how = kit.info["calibration_model_null"]["how"]
+  assert how.startswith("built by deepwm run: 2 null models") and "width 4" in how
+  x = np.random.default_rng(1).uniform(size=(8, 32, 32, kit.channels)).astype(np.float32)
+  assert kit.verify(x).p_method == "calibrated over models"
+  saved = kit_lib.load_kit(api.save_kit(kit, str(tmp_path / "saved")))
+  np.testing.assert_array_equal(saved.calibration.model_null, kit.calibration.model_null)
+  assert saved.info["calibration_model_null"]["how"] == how
+  bad = tiny_cfg.copy_and_resolve_references()
+  bad.evaluate.model_null.models = -1
+  with pytest.raises(DeepwmError, match="evaluate.model_null"):
+    pipeline.run(bad, workdir, log=lambda *_: None)
