@@ -9,6 +9,8 @@ Given a kit, with the kit's own data source and task:
   - null models: `n_nulls` image-to-image models trained on clean pairs (A, B) only, with other
     seeds and architectures (unet / resnet / cnn in turn), each trained on crops of its own and
     verified on its outputs for validation crops of its own;
+  - clean crops of the photos the kit's null came from (`n_calibration_photos`, attack split):
+    against their own source of the null these are exchangeable with it, so uniform;
   - protected outputs: the kit's embedder applied to clean targets, and `n_surrogates` surrogates
     trained on (A, H(B)), as an attacker would;
   - post-processing attacks (deepwm_jax/removal.py) on the protected outputs: bit accuracy and
@@ -33,6 +35,7 @@ leave-one-out rule of payload.combine.
 Null models are trained with checkpoints in `workdir`, so an interrupted study resumes.
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -52,6 +55,20 @@ from deepwm_jax.train import imitation
 NULL_ARCHS = ("unet", "resnet", "cnn")
 ATTACKS = {"jpeg": (90, 70, 50, 30), "blur": (0.5, 1.0, 1.5), "noise": (0.01, 0.02, 0.05),
            "rescale": (0.75, 0.5), "crop": (0.9, 0.8)}
+
+
+OWN_KIND = {  # study group kind -> what its sets are compared with in Verdict.p_by_kind
+    "clean": "clean sets against clean_A / clean_B",
+    "clean-calibration": "clean sets of the null's own photos against clean_A / clean_B",
+    "null": "null-model sets against the null models"}
+
+
+def _networks_tag(kit_path: str) -> str:
+  """8 hex digits naming the kit's networks (the manifest's digests of its state files): the
+  same for copies of one kit that differ only in their calibration."""
+  with open(os.path.join(kit_path, "manifest.json")) as f:
+    state = {k: v for k, v in json.load(f).items() if k.startswith("state")}
+  return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _sets(x: np.ndarray, size: int) -> list[np.ndarray]:
@@ -122,6 +139,7 @@ def _group(name, kit, images, set_size, alpha, rng) -> dict:
 def run_study(kit_path: str, workdir: str, n_clean: int = 1000, n_nulls: int = 10,
               n_surrogates: int = 2, null_steps: int = 300, null_ngf: int = 8,
               null_images: int = 64, set_size: int = 16, n_protected: int = 64,
+              n_calibration_photos: int = 512,
               alpha: float | None = None, attacks: dict | None = None,
               archs: tuple[str, ...] = NULL_ARCHS, log=print) -> dict:
   """Runs the study; returns the summary dict (also written to workdir/study.json)."""
@@ -150,10 +168,12 @@ def run_study(kit_path: str, workdir: str, n_clean: int = 1000, n_nulls: int = 1
   for i in range(n_nulls):
     spec = null_spec(cfg, archs[i % len(archs)], 1000 + i, null_steps, null_ngf)
     # Training crops of its own (as model_null's population): innocent models are fitted to
-    # their owners' data, not to one shared crop set. The name keeps old workdirs' apart.
+    # their owners' data, not to one shared crop set. The name says what was trained, so a
+    # workdir is only reused for the same model.
     offset = 40_000 + i
     own_train = pipeline.pairs_from(cfg, attack_photos, len(train.a), seed_offset=offset)
-    variables = runner.imitate(f"study_null_{i}_crops{offset}", spec, own_train.a, own_train.b)
+    variables = runner.imitate(f"study_null_{i}_crops{offset}_w{null_ngf}_s{null_steps}", spec,
+                               own_train.a, own_train.b)
     # Inputs of its own per null model: with one shared input set, the models' sets are
     # correlated through their inputs and a KS test over them overstates non-uniformity.
     own = pipeline.pairs_from(cfg, val, null_images, seed_offset=10_000 + i)
@@ -171,7 +191,10 @@ def run_study(kit_path: str, workdir: str, n_clean: int = 1000, n_nulls: int = 1
   wm_train = kit.embed(train.b)
   for i in range(n_surrogates):
     spec = null_spec(cfg, archs[i % len(archs)], 2000 + i, null_steps, null_ngf)
-    variables = runner.imitate(f"study_surrogate_{i}", spec, train.a, wm_train)
+    # Trained on this kit's watermarked outputs: named by its networks, so a workdir shared
+    # between kits (the nulls are the same for kits of the same data) never mixes them up.
+    variables = runner.imitate(f"study_surrogate_{i}_{_networks_tag(kit_path)}_w{null_ngf}"
+                               f"_s{null_steps}", spec, train.a, wm_train)
     out = pipeline.predict(imitation.make_predict_fn(spec, cfg), variables, held.a[:null_images])
     g = _group(f"surrogate {i} ({spec.arch}, {spec.loss})", kit, out, set_size, alpha, rng)
     g["kind"] = "surrogate"
@@ -190,6 +213,17 @@ def run_study(kit_path: str, workdir: str, n_clean: int = 1000, n_nulls: int = 1
   for g in groups[1:]:
     if g["kind"] == "null":
       g["_own"] = [by.get("null models") for by in g["p_by_kind"]]
+  if n_calibration_photos >= 2 * set_size:
+    # Clean crops of the photos the kit's clean null came from (the attack split, new crops):
+    # the one place where innocents are exchangeable with a source of the null by design, so
+    # their p-values against it must be uniform. The validation photos above are other scenes:
+    # a null from a few photos cannot know how much a new scene moves the score.
+    extra = pipeline.pairs_from(cfg, attack_photos, n_calibration_photos // 2, seed_offset=104)
+    for part, images in (("A", extra.a), ("B", extra.b)):
+      g = _group(f"clean {part}, the null's own photos", kit, images, set_size, alpha, rng)
+      g["kind"] = "clean-calibration"
+      g["_own"] = [by.get(f"clean_{part}") for by in g["p_by_kind"]]
+      groups.append(g)
 
   curves = attack_curves(kit, protected, ATTACKS if attacks is None else attacks, alpha,
                          set_size)
@@ -245,14 +279,16 @@ def _summarize(groups, alpha, set_size, curves, seconds, kit_path) -> dict:
                   for kind in ("clean", "null") if any(g["kind"] == kind for g in negatives)},
       "ks_by_group": {g["name"]: float(scipy_stats.kstest(g["image_p_values"], "uniform").statistic)
                       for g in negatives}}
-  own = {kind: np.array([p for g in negatives if g["kind"] == kind for p in g.get("_own", [])
-                         if p is not None], np.float64) for kind in ("clean", "null")}
+  own = {what: np.array([p for g in groups if g["kind"] == kind for p in g.get("_own", [])
+                         if p is not None], np.float64) for kind, what in OWN_KIND.items()}
   if any(v.size for v in own.values()):
     # Valid for its own kind only, so it may be uniform: how well each part of the null fits.
-    out["image_p_values"]["own_kind"] = {
-        {"clean": "clean sets against clean_A / clean_B",
-         "null": "null-model sets against the null models"}[kind]: _uniformity(v)
-        for kind, v in own.items() if v.size}
+    out["image_p_values"]["own_kind"] = {what: _uniformity(v) for what, v in own.items()
+                                         if v.size}
+  calibration_photos = [g for g in groups if g["kind"] == "clean-calibration"]
+  if calibration_photos:
+    out["false_detections"]["clean_calibration_photo_sets"] = int(
+        sum(g["false_or_true_detections"] for g in calibration_photos))
   if all("_rank" in g for g in negatives):
     out["rank_p_values"] = _uniformity(np.concatenate([g["_rank"] for g in negatives])) | {
         "ks_by_group": {g["name"]: float(scipy_stats.kstest(g["_rank"], "uniform").statistic)
@@ -303,9 +339,8 @@ def _write(workdir, summary, groups, kit, curves) -> None:
   report.save_figure(report.qq_figure({k: v for k, v in qq.items() if len(v)},
                                       "p-values of innocent images against the uniform"),
                      os.path.join(fig_dir, "qq.png"))
-  own = {f"{kind} sets, own kind": np.array(
-      [p for g in innocent if g["kind"] == kind for p in g.get("_own", []) if p is not None])
-      for kind in ("clean", "null")}
+  own = {what: np.array([p for g in groups if g["kind"] == kind for p in g.get("_own", [])
+                         if p is not None]) for kind, what in OWN_KIND.items()}
   if any(v.size for v in own.values()):
     report.save_figure(report.qq_figure(
         {k: v for k, v in own.items() if v.size},
@@ -330,7 +365,9 @@ def _write(workdir, summary, groups, kit, curves) -> None:
            f"- clean: {fd['clean_sets']} detections in {groups[0]['n_sets']} sets of "
            f"{fd['clean_images']} images",
            f"- null models: {fd['null_models_detected']} of {fd['null_models']} detected; "
-           f"{fd['null_images_over_threshold']} of their images over the threshold",
+           f"{fd['null_images_over_threshold']} of their images over the threshold"
+           + (f"\n- clean crops of the null's own photos: {fd['clean_calibration_photo_sets']} "
+              f"detections" if "clean_calibration_photo_sets" in fd else ""),
            f"- negative sets' p-values: P(p <= x) = {summary['set_p_value_cdf']} (min "
            f"{summary['set_p_value_min']:.3g})"]
   ip = summary["image_p_values"]
@@ -385,12 +422,14 @@ def main(argv=None) -> int:
   p.add_argument("--null-ngf", type=int, default=8)
   p.add_argument("--set-size", type=int, default=16)
   p.add_argument("--alpha", type=float)
+  p.add_argument("--n-calibration-photos", type=int, default=512,
+                 help="clean crops of the photos the kit's null came from (0: none)")
   args = p.parse_args(argv)
   try:
     s = run_study(args.kit, args.workdir, n_clean=args.n_clean, n_nulls=args.n_nulls,
                   n_surrogates=args.n_surrogates, null_steps=args.null_steps,
                   null_ngf=args.null_ngf, set_size=args.set_size, alpha=args.alpha,
-                  log=lambda m: print(m, file=sys.stderr, flush=True))
+                  n_calibration_photos=args.n_calibration_photos, log=lambda m: print(m, file=sys.stderr, flush=True))
   except DeepwmError as e:
     print(f"false_claims: error: {e}", file=sys.stderr)
     return 2
