@@ -8,11 +8,12 @@ kind of innocent, but uniform only for the least favourable kind, and the images
 are not independent draws anyway. The unit an ownership claim is about is a model; so this
 trains `models` null models (image-to-image networks fitted to clean pairs (A, B) of the kit's
 attack split, never shown the watermark: U-Net, ResNet and plain CNN in turn, L1 and L2 loss,
-seeds 3000 + i, each on crops of its own), scores `images` of each one's outputs on held-out inputs of its own, and
-writes a copy of the kit with those scores (null_models.npy, one row per model, in the
-manifest). A workdir's null models are reused as they are: share one only between kits of the
-same data and seed (docs/verdicts.md). `verify` then
-gives a set without enough hits the rank of its mean score among the null models' means
+seeds 3000 + i, each on crops of its own), scores `images` of each one's outputs on held-out
+inputs of its own, and writes a copy of the kit with those scores (null_models.npy, one row
+per model, in the manifest). `deepwm run` builds the same with the kit when the config's
+`evaluate.model_null.models` > 0. A workdir's null models are reused as they are (checkpoints
+named by index, crops, width and steps): share one only between kits of the same data and
+seed (docs/verdicts.md). `verify` then gives a set without enough hits the rank of its mean score among the null models' means
 (verdict.model_pvalue): for a suspect model drawn like these, P(p <= x) <= x with p uniform on
 the grid 1/(models + 1). Sets of more images than `images` fall back to the per-source p-value.
 Innocents unlike the population are not covered: build it from the kinds of model you expect

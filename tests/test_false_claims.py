@@ -48,8 +48,8 @@ def test_false_claim_study_small(tiny_run, tmp_path):
   # Resumable: a second call reuses the trained nulls' checkpoints and gives the same numbers.
   again = false_claims.run_study(kit, workdir, n_clean=48, n_nulls=2, n_surrogates=1,
                                  null_steps=3, null_ngf=4, null_images=16, set_size=8,
-                                 n_protected=16, n_calibration_photos=32, attacks={}, archs=("unet",),
-                                 log=lambda *_: None)
+                                 n_protected=16, n_calibration_photos=32, attacks={},
+                                 archs=("unet",), log=lambda *_: None)
   assert again["false_detections"] == fd
   np.testing.assert_allclose(again["set_p_value_min"], s["set_p_value_min"])
 

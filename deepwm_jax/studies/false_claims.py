@@ -429,7 +429,8 @@ def main(argv=None) -> int:
     s = run_study(args.kit, args.workdir, n_clean=args.n_clean, n_nulls=args.n_nulls,
                   n_surrogates=args.n_surrogates, null_steps=args.null_steps,
                   null_ngf=args.null_ngf, set_size=args.set_size, alpha=args.alpha,
-                  n_calibration_photos=args.n_calibration_photos, log=lambda m: print(m, file=sys.stderr, flush=True))
+                  n_calibration_photos=args.n_calibration_photos,
+                  log=lambda m: print(m, file=sys.stderr, flush=True))
   except DeepwmError as e:
     print(f"false_claims: error: {e}", file=sys.stderr)
     return 2
