@@ -349,20 +349,26 @@ def cauchy_pvalue(p_values: np.ndarray, n_null: int) -> float:
   return float(scipy_stats.cauchy.sf(np.mean(np.tan((0.5 - p) * np.pi))))
 
 
-def model_pvalue(scores, model_null: np.ndarray) -> float | None:
-  """The suspect set's rank among independently trained null models: (1 + #{j: T_j >= T}) /
-  (1 + J), with T the mean `watermark_score` of the set's N images and T_j the mean score of N
-  of null model j's images (a fixed draw per N, without replacement).
+def model_pvalue(scores, model_null: np.ndarray, threshold: float | None = None) -> float | None:
+  """The suspect set's rank among independently trained null models: (1 + #{j: (k_j, T_j) >=
+  (k, T)}) / (1 + J), ordered lexicographically, with k the set's images at or over
+  `threshold` (its hits; none counted without a threshold), T the mean `watermark_score` of its
+  N images, and (k_j, T_j) the same for N of null model j's images (a fixed draw per N, without
+  replacement). The score is the statistic wherever that is above 0, so for a threshold above
+  0 a null image's hit is its score at or over it.
 
   Why: the images of one suspect model are not independent draws, and innocents differ in kind
   (clean crops, U-Net or ResNet imitations), so per-image ranks are either invalid (pooled) or
   conservative for every kind but the least favourable one (`rank_pvalues`, per source). Ranked
   among whole models, a suspect model drawn like the calibration's null models is exchangeable
   with them, so P(p <= x) <= x and the p-values are uniform up to the grid 1/(J + 1) (the
-  conformal argument, with models as the units). It speaks for innocents *of that population*:
-  innocents R reads lower (clean crops) get larger p-values, and ones it reads higher (wider,
-  longer-trained imitators than the null models: measured 9% of sets at or below 0.05,
-  docs/verdicts.md) smaller ones too often, though nowhere near alpha.
+  conformal argument, with models as the units). The hits come first because an innocent model
+  can put a stray image over the threshold more often than p0 says (measured: null ResNets and
+  CNNs 5 images of 1920, 14 times p0): ranked among models that do the same, one hit is
+  ordinary. It speaks for innocents *of that population*: innocents R reads lower (clean crops)
+  get larger p-values, and ones it reads higher (wider, longer-trained imitators than the null
+  models: measured 9% of sets at or below 0.05, docs/verdicts.md) smaller ones too often,
+  though nowhere near alpha.
   None when the set has more images than each null model has scores: the caller falls back.
   """
   s = _as_finite_vector(scores, "model_pvalue's scores")
@@ -372,8 +378,30 @@ def model_pvalue(scores, model_null: np.ndarray) -> float | None:
     return None
   rng = np.random.default_rng(s.size)  # one draw per set size: verify is reproducible
   pick = np.argsort(rng.random(null.shape), axis=1)[:, :s.size]
-  t_null = np.take_along_axis(null, pick, axis=1).mean(axis=1)
-  return float((1.0 + np.sum(t_null >= np.mean(s))) / (1.0 + n_models))
+  drawn = np.take_along_axis(null, pick, axis=1)
+  t_null, t = drawn.mean(axis=1), np.mean(s)
+  if threshold is None:
+    at_or_above = t_null >= t
+  else:
+    k_null, k = np.sum(drawn >= threshold, axis=1), np.sum(s >= threshold)
+    at_or_above = (k_null > k) | ((k_null == k) & (t_null >= t))
+  return float((1.0 + np.sum(at_or_above)) / (1.0 + n_models))
+
+
+def model_set_pvalue(n_hits: int, n: int, p0: float, p_model: float,
+                     n_models: int) -> float:
+  """The set p-value with a model-level null: the rank among null models (`model_pvalue`,
+  hits first), and the binomial bound B(k) only for a set that out-hits every null model.
+
+  Exchangeability makes P(p <= x) <= x for x >= 1 / (J + 1) with no assumption about p0; below
+  that only a set with more hits than all J null models (probability <= 1 / (J + 1) for an
+  innocent like them) can go, and then only as far as B(k) says. So a null model's one stray
+  hit cannot make p ~ 16 p0 (what min(B(k), ...) of `set_pvalue` gives it), while a surrogate
+  with most of its images over the threshold keeps its astronomically small bound.
+  """
+  if p_model > 1.0 / (n_models + 1) + 1e-12:  # some null model has as many hits or more
+    return p_model
+  return float(min(p_model, binomial_tail(n_hits, n, p0)))
 
 
 def set_pvalue(n_hits: int, n: int, p0: float, p_combined: float | None) -> float:
@@ -405,9 +433,10 @@ def _pvalues_by_kind(scores: np.ndarray, calibration: Calibration,
       out[source] = set_pvalue(n_hits, n, p0,
                                cauchy_pvalue(rank_pvalues(scores, null), null.size))
   if calibration.model_null is not None:
-    p_models = model_pvalue(scores, calibration.model_null)
+    p_models = model_pvalue(scores, calibration.model_null, calibration.threshold)
     if p_models is not None:
-      out["null models"] = set_pvalue(n_hits, n, p0, p_models)
+      out["null models"] = model_set_pvalue(n_hits, n, p0, p_models,
+                                            calibration.model_null.shape[0])
   return out or None
 
 
@@ -422,7 +451,8 @@ def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_A
   calibration that carries its null, the lexicographic combination of the binomial count of
   hits (X ~ Binomial(n_images, p0)) and the Cauchy combination of the images' rank p-values
   ('calibrated'), or, with a model-level null and no more images than it holds per model, the
-  set's rank among null models (`model_pvalue`, 'calibrated over models'); otherwise the
+  set's rank among null models, hits first (`model_pvalue`, 'calibrated over models'; the
+  binomial bound only beyond every null model's hits, `model_set_pvalue`); otherwise the
   binomial tail P(X >= n_hits) alone ('bound', 1 without hits).
   Both treat the images as independent draws exchangeable with the calibration negatives,
   which outputs of one suspect model need not be: a null model unlike the calibration's
@@ -443,7 +473,7 @@ def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_A
       raise DeepwmError(f"decide got {n} statistics but {score_values.size} scores; give one "
                         "of each per image.")
     if calibration.model_null is not None:
-      p_combined = model_pvalue(score_values, calibration.model_null)
+      p_combined = model_pvalue(score_values, calibration.model_null, calibration.threshold)
       if p_combined is not None:
         p_method = "calibrated over models"
     if p_combined is None and calibration.null is not None:
@@ -452,7 +482,11 @@ def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_A
       p_method = ("calibrated per source" if isinstance(calibration.null, dict)
                   else "calibrated")
     p_by_kind = _pvalues_by_kind(score_values, calibration, n_hits)
-  p_value = set_pvalue(n_hits, n, calibration.p0, p_combined)
+  if p_method == "calibrated over models":
+    p_value = model_set_pvalue(n_hits, n, calibration.p0, p_combined,
+                               calibration.model_null.shape[0])
+  else:
+    p_value = set_pvalue(n_hits, n, calibration.p0, p_combined)
   verdict = Verdict(
       detected=bool(p_value < alpha and n_hits / n >= min_success_rate), n_images=n,
       n_hits=n_hits, success_rate=n_hits / n, p_value=p_value,

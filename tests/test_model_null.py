@@ -44,6 +44,37 @@ def test_model_pvalue_is_conservative_for_other_kinds_and_refuses_big_sets():
   assert verdict.model_pvalue(s, null) == verdict.model_pvalue(s, null)
 
 
+def test_a_stray_hit_is_ranked_among_null_models_not_called_rare():
+  # Innocent models that put one image in ~50 over the threshold, where p0 says 1e-4: the
+  # binomial bound calls one hit in 16 images p ~ 2e-3. Ranked among null models that do the
+  # same (hits first), their p-values stay valid, while a copier's many hits keep the bound.
+  rng = np.random.default_rng(3)
+  threshold, p0 = 0.6, 1e-4
+
+  def model(n, rate=0.02):
+    s = rng.normal(0, 0.01, n)
+    s[rng.uniform(size=n) < rate] = 0.9
+    return s
+
+  p_new, p_old = [], []
+  for _ in range(400):
+    cal = verdict.Calibration(threshold=threshold, n_negatives=10000, n_negatives_above=0,
+                              p0=p0, max_negative=0.5)
+    cal = cal.with_model_null(np.stack([model(64) for _ in range(24)]))
+    s = model(16)
+    v = verdict.decide(s, cal, scores=s)
+    assert v.p_method == "calibrated over models" and not v.detected
+    p_new.append(v.p_value)
+    p_old.append(verdict.set_pvalue(v.n_hits, 16, p0, v.p_combined))
+  p_new, p_old = np.array(p_new), np.array(p_old)
+  assert np.mean(p_old <= 0.01) > 0.2  # the binomial bound: far too many small p-values
+  for x in (0.01, 0.05, 0.2, 0.5):
+    assert np.mean(p_new <= x) <= x + 0.03, (x, np.mean(p_new <= x))
+  copier = np.where(np.arange(16) < 12, 0.9, 0.0)
+  v = verdict.decide(copier, cal, scores=copier)
+  assert v.detected and v.p_value < 1e-30 and v.p_combined == pytest.approx(1 / 25)
+
+
 def test_decide_uses_the_model_null_and_falls_back_for_big_sets():
   rng = np.random.default_rng(2)
   per_source = {"a": np.sort(rng.normal(size=500)), "b": np.sort(rng.normal(size=500))}
