@@ -135,7 +135,7 @@ def cmd_verify(args, overrides):
   word = "DETECTED" if v.detected else "not detected"
   print(f"watermark {word}: {v.n_hits}/{v.n_images} images over the threshold, "
         f"p-value {v.p_value:.3g} (alpha {v.alpha:g}); paper NC mean {v.nc_mean:.3f}")
-  if v.p_by_kind:  # what the suspect resembles; the p-value above holds for every kind
+  if v.p_by_kind and not v.detected:  # what an innocent-looking suspect resembles
     print("  against each kind of innocent alone: "
           + ", ".join(f"{k} {p:.3g}" for k, p in v.p_by_kind.items()))
   if v.payload is not None:
