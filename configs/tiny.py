@@ -18,6 +18,7 @@ def get_config():
     spec.ngf, spec.steps, spec.batch, spec.n_blocks = 4, 3, 4, 1
   c.attack.extra_surrogate_archs = ("resnet",)  # exercises stage 2 against several surrogates
   c.stage1.steps = c.stage2.steps = 4
+  c.evaluate.model_null.models = 0  # tests build their own tiny model nulls where they need one
   c.stage1.batch = c.stage2.batch = 4
   c.log_every = 2
   c.ckpt_every = 2
