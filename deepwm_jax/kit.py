@@ -115,8 +115,8 @@ def model_null_record(scores, how: str) -> dict:
   return {"file": MODEL_NULL_FILE, "n_models": int(scores.shape[0]),
           "n_images": int(scores.shape[1]), "how": how,
           "what": "verdict.watermark_score of each null model's outputs on held-out inputs, one "
-                  "row per model (float64); verify ranks a set's mean score among the models' "
-                  "means"}
+                  "row per model (float64); verify ranks a set among the models by its images "
+                  "over the threshold, then its mean score"}
 
 
 def load_null(path: str, info: dict) -> np.ndarray | dict[str, np.ndarray] | None:

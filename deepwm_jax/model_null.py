@@ -13,9 +13,9 @@ inputs of its own, and writes a copy of the kit with those scores (null_models.n
 per model, in the manifest). `deepwm run` builds the same with the kit when the config's
 `evaluate.model_null.models` > 0. A workdir's null models are reused as they are (checkpoints
 named by index, crops, width and steps): share one only between kits of the same data and
-seed (docs/verdicts.md). `verify` then gives a set without enough hits the rank of its mean score among the null models' means
-(verdict.model_pvalue): for a suspect model drawn like these, P(p <= x) <= x with p uniform on
-the grid 1/(models + 1). Sets of more images than `images` fall back to the per-source p-value.
+seed (docs/verdicts.md). `verify` then gives a set its rank among the null models, by images
+over the threshold first and mean score second (verdict.model_pvalue): for a suspect model
+drawn like these, P(p <= x) <= x with p uniform on the grid 1/(models + 1). Sets of more images than `images` fall back to the per-source p-value.
 Innocents unlike the population are not covered: build it from the kinds of model you expect
 to verify (`--ngf`, `--steps`; `--append` adds models to a kit's model null).
 

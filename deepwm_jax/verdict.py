@@ -366,40 +366,48 @@ def model_pvalue(scores, model_null: np.ndarray, threshold: float | None = None)
   can put a stray image over the threshold more often than p0 says (measured: null ResNets and
   CNNs 5 images of 1920, 14 times p0): ranked among models that do the same, one hit is
   ordinary. It speaks for innocents *of that population*: innocents R reads lower (clean crops)
-  get larger p-values, and ones it reads higher (wider, longer-trained imitators than the null
-  models: measured 9% of sets at or below 0.05, docs/verdicts.md) smaller ones too often,
-  though nowhere near alpha.
+  get larger p-values; ones it reads higher (wider, longer-trained imitators than the null
+  models) got small ones too often when models were ranked by T alone (9% of sets at or below
+  0.05), and none of 80 sets at or below 0.05 with hits first (docs/verdicts.md).
   None when the set has more images than each null model has scores: the caller falls back.
   """
   s = _as_finite_vector(scores, "model_pvalue's scores")
-  null = np.asarray(model_null, np.float64)
-  n_models, n_images = null.shape
-  if s.size > n_images:
+  drawn = _model_null_draw(model_null, s.size)
+  if drawn is None:
     return None
-  rng = np.random.default_rng(s.size)  # one draw per set size: verify is reproducible
-  pick = np.argsort(rng.random(null.shape), axis=1)[:, :s.size]
-  drawn = np.take_along_axis(null, pick, axis=1)
   t_null, t = drawn.mean(axis=1), np.mean(s)
   if threshold is None:
     at_or_above = t_null >= t
   else:
     k_null, k = np.sum(drawn >= threshold, axis=1), np.sum(s >= threshold)
     at_or_above = (k_null > k) | ((k_null == k) & (t_null >= t))
-  return float((1.0 + np.sum(at_or_above)) / (1.0 + n_models))
+  return float((1.0 + np.sum(at_or_above)) / (1.0 + drawn.shape[0]))
 
 
-def model_set_pvalue(n_hits: int, n: int, p0: float, p_model: float,
-                     n_models: int) -> float:
+def _model_null_draw(model_null: np.ndarray, n: int) -> np.ndarray | None:
+  """N of each null model's scores (models x n), one fixed draw per n, so verify is
+  reproducible; None when the models have fewer than n scores each."""
+  null = np.asarray(model_null, np.float64)
+  if n > null.shape[1]:
+    return None
+  pick = np.argsort(np.random.default_rng(n).random(null.shape), axis=1)[:, :n]
+  return np.take_along_axis(null, pick, axis=1)
+
+
+def model_set_pvalue(n_hits: int, n: int, p0: float, p_model: float, model_null: np.ndarray,
+                     threshold: float) -> float:
   """The set p-value with a model-level null: the rank among null models (`model_pvalue`,
-  hits first), and the binomial bound B(k) only for a set that out-hits every null model.
+  hits first), and the binomial bound B(k) only for a set with more hits than every null
+  model has among its N drawn images.
 
   Exchangeability makes P(p <= x) <= x for x >= 1 / (J + 1) with no assumption about p0; below
-  that only a set with more hits than all J null models (probability <= 1 / (J + 1) for an
-  innocent like them) can go, and then only as far as B(k) says. So a null model's one stray
-  hit cannot make p ~ 16 p0 (what min(B(k), ...) of `set_pvalue` gives it), while a surrogate
-  with most of its images over the threshold keeps its astronomically small bound.
+  that only a set that out-hits all J null models (probability <= 1 / (J + 1) for an innocent
+  like them) can go, and then only as far as B(k) says. So a null model's one stray hit
+  cannot make p ~ 16 p0 (what min(B(k), ...) of `set_pvalue` gives it), while a surrogate with
+  most of its images over the threshold keeps its astronomically small bound.
   """
-  if p_model > 1.0 / (n_models + 1) + 1e-12:  # some null model has as many hits or more
+  drawn = _model_null_draw(model_null, n)
+  if n_hits <= np.max(np.sum(drawn >= threshold, axis=1)):
     return p_model
   return float(min(p_model, binomial_tail(n_hits, n, p0)))
 
@@ -435,8 +443,8 @@ def _pvalues_by_kind(scores: np.ndarray, calibration: Calibration,
   if calibration.model_null is not None:
     p_models = model_pvalue(scores, calibration.model_null, calibration.threshold)
     if p_models is not None:
-      out["null models"] = model_set_pvalue(n_hits, n, p0, p_models,
-                                            calibration.model_null.shape[0])
+      out["null models"] = model_set_pvalue(n_hits, n, p0, p_models, calibration.model_null,
+                                            calibration.threshold)
   return out or None
 
 
@@ -483,8 +491,8 @@ def decide(stats: np.ndarray, calibration: Calibration, alpha: float = DEFAULT_A
                   else "calibrated")
     p_by_kind = _pvalues_by_kind(score_values, calibration, n_hits)
   if p_method == "calibrated over models":
-    p_value = model_set_pvalue(n_hits, n, calibration.p0, p_combined,
-                               calibration.model_null.shape[0])
+    p_value = model_set_pvalue(n_hits, n, calibration.p0, p_combined, calibration.model_null,
+                               calibration.threshold)
   else:
     p_value = set_pvalue(n_hits, n, calibration.p0, p_combined)
   verdict = Verdict(
