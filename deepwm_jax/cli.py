@@ -180,7 +180,8 @@ def cmd_kit_info(args, overrides):
   mn = rec.get("calibration_model_null")
   if mn:
     lines.append(f"model null {mn['n_models']} null models x {mn['n_images']} images "
-                 "(sets without hits are ranked among them)")
+                 f"(sets of up to {mn['n_images']} images are ranked among them, images over "
+                 "the threshold first)")
   pay = rec.get("payload")
   if pay:
     bound = {True: ", owner binding verified", False: ", owner binding BROKEN",
