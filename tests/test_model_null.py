@@ -12,6 +12,7 @@ from deepwm_jax import api
 from deepwm_jax import kit as kit_lib
 from deepwm_jax import model_null, pipeline, verdict
 from deepwm_jax.errors import DeepwmError
+from deepwm_jax.train import imitation
 
 
 def _population(rng, n_models, n_images, shift=0.0):
@@ -93,6 +94,25 @@ def test_decide_uses_the_model_null_and_falls_back_for_big_sets():
   assert cal.to_dict()["null_models"] == [24, 16]
   with pytest.raises(DeepwmError, match="models, images"):
     cal.with_model_null(np.zeros(5))
+
+
+def test_null_models_that_differ_by_seed_share_one_compilation(tiny_cfg):
+  # The model null's models differ by seed within 6 kinds (3 families x L1/L2): one jitted
+  # step and predict function per kind, a new one for any other setting.
+  spec = lambda seed, **kw: model_null.null_spec(tiny_cfg, kw.pop("arch", "unet"), seed, 4,
+                                                 kw.pop("ngf", 4))
+  step = imitation.make_step(spec(3000), tiny_cfg, 4)
+  assert imitation.make_step(spec(3006), tiny_cfg, 4) is step  # same kind, another seed
+  assert imitation.make_predict_fn(spec(3006), tiny_cfg) is imitation.make_predict_fn(
+      spec(3000), tiny_cfg)
+  others = [imitation.make_step(spec(3001), tiny_cfg, 4),  # L2 instead of L1
+            imitation.make_step(spec(3000, arch="cnn"), tiny_cfg, 4),
+            imitation.make_step(spec(3000, ngf=8), tiny_cfg, 4),
+            imitation.make_step(spec(3000), tiny_cfg, 5)]  # another schedule length
+  assert all(o is not step for o in others) and len(set(map(id, others))) == 4
+  wide = tiny_cfg.copy_and_resolve_references()
+  wide.data.image_size = 64
+  assert imitation.make_step(spec(3000), wide, 4) is not step
 
 
 @pytest.mark.slow
