@@ -361,3 +361,23 @@ def test_summary_judges_an_augmentation_against_the_same_surrogate_without_it():
   text = report.summary(rows, [])
   assert "Augmentation attacks defeat detection in 1 of 1" in text
   assert "cannot be judged" not in text
+
+
+def test_summary_blames_an_architecture_only_where_a_pixel_loss_failed_too():
+  """A family tried only with SSIM (the session-11 probe zoo) is not called beaten by its
+  architecture; one whose L2 member failed is."""
+  from deepwm_jax.zoo import report
+
+  def row(name, family, loss, detected):
+    return dict(name=name, member=name, arch=family, family=family, loss=loss,
+                augmentation="none", removal="none", null=False, overwrite=False, n_attack=1024,
+                lr=1e-3, steps=100, seed=0, detected=detected,
+                success_rate=1.0 if detected else 0.1, task_psnr=30.0)
+
+  text = report.summary([row("resnet-l2", "resnet", "l2", True),
+                         row("unet-ssim", "unet", "ssim", False)], [])
+  assert "architecture alone" not in text
+  assert "No unet surrogate was detected, but the zoo tried that family only with ssim" in text
+  text = report.summary([row("cnn-l2+lsgan", "cnn", "l2+lsgan", False),
+                         row("cnn-ssim", "cnn", "ssim", False)], [])
+  assert "No cnn surrogate copied the watermark detectably, so the architecture alone" in text

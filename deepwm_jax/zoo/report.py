@@ -53,11 +53,18 @@ def summary(rows: list[dict], skipped: list, reference: dict | None = None) -> s
           for r in missed[:8]) + (" and more" if len(missed) > 8 else "") + ".")
       fam = {}
       for r in plain:
-        fam.setdefault(r["family"], []).append(r["detected"])
-      worst = [f for f, v in fam.items() if not any(v)]
-      if worst:
-        s.append(f"No {'/'.join(worst)} surrogate copied the watermark detectably, so the "
+        fam.setdefault(r["family"], []).append(r)
+      worst = [f for f, v in fam.items() if not any(r["detected"] for r in v)]
+      # The architecture is to blame only where a plain pixel loss (L1/L2, with or without an
+      # adversarial term) failed too; a family tried with SSIM alone says nothing about it.
+      arch = [f for f in worst if any(_pixel_loss(r) for r in fam[f])]
+      if arch:
+        s.append(f"No {'/'.join(arch)} surrogate copied the watermark detectably, so the "
                  f"architecture alone defeats it at this scale.")
+      for f in (f for f in worst if f not in arch):
+        losses = sorted({r["loss"] for r in fam[f]})
+        s.append(f"No {f} surrogate was detected, but the zoo tried that family only with "
+                 f"{'/'.join(losses)}, so the loss and the architecture cannot be told apart.")
   for kind, label in (("augmentation", "Augmentation attacks"), ("overwrite", "Overwriting"),
                       ("removal", "Post-processing removal attacks")):
     rs = [r for r in rows if family_of_attack(r) == kind]
@@ -87,6 +94,10 @@ def summary(rows: list[dict], skipped: list, reference: dict | None = None) -> s
   if skipped:
     s.append(f"{len(skipped)} perceptual-loss member(s) were skipped: no VGG16 weights given.")
   return " ".join(s)
+
+
+def _pixel_loss(r) -> bool:
+  return r["loss"].split("+")[0] in ("l1", "l2")
 
 
 # What makes a plain member the same surrogate as an attacked one, but for the attack.
