@@ -25,7 +25,7 @@ def get_config():
   c.attack.null.steps = 1000
   c.evaluate.surrogate.steps = 800
   c.evaluate.null.steps = 400
-  # A first look: per-source p-values only (24 null models would add ~5 minutes on 2 cores);
+  # A first look: per-source p-values only (24 null models would add ~3.5 minutes on 2 cores);
   # `--config.evaluate.model_null.models=24` or model_null.py adds them (docs/verdicts.md).
   c.evaluate.model_null.models = 0
   return c

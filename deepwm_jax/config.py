@@ -119,8 +119,8 @@ def base_config() -> ml_collections.ConfigDict:
       # set of up to `images` images among them. On by default because it is what keeps an
       # innocent model's p-value valid: with per-source p-values alone (models=0) a null
       # model's one stray image over the threshold was called a 3e-3 event in 4% of the
-      # false-claim study's sets. 24 models take about 5 minutes on a 2-core CPU at
-      # quickstart scale.
+      # false-claim study's sets. 24 models take about 3.5 minutes on a 2-core CPU
+      # at quickstart scale.
       model_null=dict(models=24, images=64, steps=300, ngf=8))
 
   # How the outputs are protected (docs/strategies.md).
