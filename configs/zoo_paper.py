@@ -1,6 +1,7 @@
 """A paper-scale zoo for accelerators: 256 px, the reference widths (ngf 64), ResNet
 generators with 0/1/6/9/16 blocks, U-Nets 128/256-like, DnCNN and EDSR, every loss with and
-without adversarial terms, augmentation, overwriting and nulls: 80 trained members.
+without adversarial terms, augmentation, overwriting and nulls: 86 members (68 trained
+without a VGG16 weights file, which the 18 perceptual-loss members need; docs/zoo.md).
 Checked on CPU only by building it with jax.eval_shape (tests/test_zoo.py).
 
   deepwm attack --kit runs/derain/kit --config configs/zoo_paper.py --workdir runs/zoo_paper

@@ -12,7 +12,7 @@ import pytest
 
 from deepwm_jax import augment, cli, removal
 from deepwm_jax.errors import DeepwmError
-from deepwm_jax.zoo import bench, config as zoo_config, grid, perceptual, train
+from deepwm_jax.zoo import bench, config as zoo_config, grid, perceptual, plan, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,6 +72,77 @@ def test_grid_expansion():
 
 
 # ----------------------------------------------------------------------------- removal
+
+def test_max_group_members_splits_groups_evenly():
+  members = grid.expand(_cfg("zoo_quick.py"))
+  whole = grid.groups(members)
+  assert [g.name for g in grid.groups(members, max_members=0)] == [g.name for g in whole]
+  assert [g.name for g in grid.groups(members, max_members=100)] == [g.name for g in whole]
+  split = grid.groups(members, max_members=3)
+  assert max(len(g.members) for g in split) == 3 < max(len(g.members) for g in whole)
+  assert len({g.name for g in split}) == len(split)
+  # Every member once, in the same order, and the parts of one group differ by <= 1 member.
+  assert [m for g in split for m in g.members] == [m for g in whole for m in g.members]
+  for g in whole:
+    sizes = [len(p.members) for p in split if p.members[0].group_key == g.members[0].group_key]
+    assert sum(sizes) == len(g.members) and max(sizes) - min(sizes) <= 1
+    assert len(sizes) == -(-len(g.members) // 3)
+  with pytest.raises(DeepwmError, match="max_group_members"):
+    grid.groups(members, max_members=-1)
+
+
+_PLAN_CFG = dict(archs=dict(cnn=dict(arch="cnn", ngf=2, depth=2)),
+                 sweeps=[dict(loss=("l2", "l1", "ssim"))])
+
+
+def _plan_cfg(**over):
+  c = zoo_config.base_config()
+  c.conv_impl = "xla"
+  c.archs = _PLAN_CFG["archs"]
+  c.sweeps = _PLAN_CFG["sweeps"]
+  c.defaults.update(arch="cnn", steps=50, batch=2)
+  c.bench.update(image_size=16, channels=1)
+  c.update(over)
+  return c
+
+
+def test_plan_lists_compiles_and_times_groups(monkeypatch):
+  logs = []
+  listed = plan.plan(_plan_cfg(), log=logs.append)
+  assert listed["members"] == 3 and len(listed["groups"]) == 1
+  assert listed["groups"][0]["params_per_member"] > 0
+  assert "peak_bytes" not in listed["groups"][0]      # --plan alone compiles nothing
+  timed = plan.plan(_plan_cfg(max_group_members=2), steps=2, log=logs.append)
+  assert sorted(r["members"] for r in timed["groups"]) == [1, 2]
+  for r in timed["groups"]:
+    assert r["peak_bytes"] >= r["temp_bytes"] > 0 and r["fits"] is True
+    assert r["seconds_per_step"] > 0
+    assert r["train_seconds_estimate"] == pytest.approx(50 * r["seconds_per_step"], abs=0.1)
+  assert timed["train_seconds_estimate"] == pytest.approx(
+      sum(r["train_seconds_estimate"] for r in timed["groups"]), abs=0.2)
+  # A device too small for the group: flagged with a member count that fits, never run.
+  one = next(r["peak_bytes"] for r in timed["groups"] if r["members"] == 1)
+  monkeypatch.setattr(plan, "_bytes_limit", lambda mesh: int(1.5 * one / plan._HEADROOM))
+  small = plan.plan(_plan_cfg(), steps=1, log=logs.append)
+  row = small["groups"][0]
+  assert row["fits"] is False and "seconds_per_step" not in row
+  assert 1 <= row["max_members_that_fit"] < 3
+  assert any("max_group_members=" in line for line in logs)
+
+
+def test_attack_plan_command(tmp_path, capsys):
+  out = tmp_path / "plan.json"
+  assert cli.main(["attack", "--plan", "--config", os.path.join(REPO, "configs", "zoo_paper.py"),
+                   "--config.max_group_members=8", "--json", str(out)]) == 0
+  with open(out) as f:
+    rep = json.load(f)
+  assert rep["members"] >= 64 and rep["image_size"] == 256
+  assert max(r["members"] for r in rep["groups"]) <= 8
+  assert "groups at 256 px" in capsys.readouterr().err
+  assert cli.main(["attack", "--plan-steps", "-1", "--config",
+                   os.path.join(REPO, "configs", "zoo_tiny.py")]) == 2
+  assert "--plan-steps must be >= 0" in capsys.readouterr().err
+
 
 def test_removal_attacks_on_known_inputs():
   x = _smooth()
@@ -214,8 +285,7 @@ def test_paper_zoo_builds_with_eval_shape():
   assert {cfg.archs[a]["n_blocks"] for a in cfg.archs if cfg.archs[a]["arch"] == "resnet"} == {
       0, 1, 6, 9, 16}
   mesh = train.make_mesh(1)
-  vgg = [(jnp.zeros((3, 3, i, o)), jnp.zeros((o,))) for i, o in
-         ((3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256))]
+  vgg = [tuple(jnp.asarray(a) for a in pair) for pair in perceptual.placeholder_weights()]
   params = {}
   groups = grid.groups(members)
   full = max(groups, key=lambda g: (g.adversarial, len({m.pixel_loss for m in g.members}),

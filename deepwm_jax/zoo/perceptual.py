@@ -53,6 +53,17 @@ def load_weights(path: str) -> list[tuple[np.ndarray, np.ndarray]]:
   return out
 
 
+# (in, out) channels of the convolutions in _LAYERS, in order.
+_CHANNELS = ((3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256))
+
+
+def placeholder_weights() -> list[tuple[np.ndarray, np.ndarray]]:
+  """Zero weights of VGG16's shapes: for sizing a zoo (`deepwm attack --plan`) before the real
+  file is at hand. Never a loss to train with (the run skips perceptual members instead)."""
+  return [(np.zeros((3, 3, i, o), np.float32), np.zeros((o,), np.float32))
+          for i, o in _CHANNELS]
+
+
 def features(weights, x_BxHxWxC):
   """VGG16 relu3_3 features of images in [0, 1] (grayscale is repeated to RGB)."""
   x = x_BxHxWxC

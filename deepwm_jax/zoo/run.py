@@ -51,7 +51,7 @@ def run(zcfg, kit_path: str, workdir: str, log=print) -> dict:
           f"weights")
       members = [m for m in members if m.pixel_loss != "perceptual"]
       rows_todo = [(m, s) for m, s in rows_todo if m.pixel_loss != "perceptual"]
-  groups = grid.groups(members, salt=_salt(zcfg))
+  groups = grid.groups(members, salt=_salt(zcfg), max_members=zcfg.get("max_group_members", 0))
   mesh = train.make_mesh(zcfg.mesh.devices)
   log(f"[zoo] {len(members)} members in {len(groups)} groups, {len(rows_todo)} removal rows, "
       f"on {mesh.devices.size} device(s)")

@@ -248,11 +248,17 @@ def make_group_step(setup: GroupSetup, mesh: Mesh, jit: bool = True):
 
   if not jit:
     return step
-  sh = group_shardings(mesh)
-  jitted = jax.jit(step, in_shardings=(sh, member_sharding(mesh)),
-                   out_shardings=(sh, replicated(mesh)),
-                   compiler_options=layers.cpu_compiler_options())
+  jitted = jit_group_step(step, mesh)
   return lambda state, batch, key=None: jitted(state, batch)
+
+
+def jit_group_step(step, mesh: Mesh):
+  """jax.jit of a group step (make_group_step(..., jit=False)) with the member-axis shardings;
+  `.lower(state, batch).compile()` on abstract values gives its memory without training."""
+  sh = group_shardings(mesh)
+  return jax.jit(step, in_shardings=(sh, member_sharding(mesh)),
+                 out_shardings=(sh, replicated(mesh)),
+                 compiler_options=layers.cpu_compiler_options())
 
 
 def make_predict(setup: GroupSetup, mesh: Mesh):
