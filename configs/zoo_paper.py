@@ -2,7 +2,8 @@
 generators with 0/1/6/9/16 blocks, U-Nets 128/256-like, DnCNN and EDSR, every loss with and
 without adversarial terms, augmentation, overwriting and nulls: 86 members (68 trained
 without a VGG16 weights file, which the 18 perceptual-loss members need; docs/zoo.md).
-Checked on CPU only by building it with jax.eval_shape (tests/test_zoo.py).
+Checked on CPU only by building it with jax.eval_shape (tests/test_zoo.py) and by
+`deepwm attack --plan-steps 0` (its memory per group, docs/zoo.md).
 
   deepwm attack --kit runs/derain/kit --config configs/zoo_paper.py --workdir runs/zoo_paper
 """
@@ -41,6 +42,11 @@ def get_config():
   c.gan.widths = (64, 128, 256, 512)
   c.overwrite.update(steps=20000, embedder_ngf=64, extractor_channels=128)
   c.bench.update(arch="resnet9", members=8, image_size=256, channels=3, steps=5)
+  # One step of 16 ResNet-9s at 256 px, batch 16, needs about 126 GiB (XLA's memory analysis,
+  # docs/zoo.md); 3 members per device keep every group of this zoo under about 50 GiB, which
+  # fits an 80 GB GPU with JAX's default 75% preallocation. Check on the device itself with
+  # `deepwm attack --plan-steps 0 --config configs/zoo_paper.py`.
+  c.max_members_per_device = 3
   c.log_every = 100
   c.ckpt_every = 2000
   return c

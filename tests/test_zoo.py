@@ -73,7 +73,7 @@ def test_grid_expansion():
 
 # ----------------------------------------------------------------------------- removal
 
-def test_max_group_members_splits_groups_evenly():
+def test_max_members_splits_groups_evenly():
   members = grid.expand(_cfg("zoo_quick.py"))
   whole = grid.groups(members)
   assert [g.name for g in grid.groups(members, max_members=0)] == [g.name for g in whole]
@@ -87,8 +87,14 @@ def test_max_group_members_splits_groups_evenly():
     sizes = [len(p.members) for p in split if p.members[0].group_key == g.members[0].group_key]
     assert sum(sizes) == len(g.members) and max(sizes) - min(sizes) <= 1
     assert len(sizes) == -(-len(g.members) // 3)
-  with pytest.raises(DeepwmError, match="max_group_members"):
+  with pytest.raises(DeepwmError, match="max_members"):
     grid.groups(members, max_members=-1)
+  cfg = _cfg("zoo_quick.py")
+  cfg.max_members_per_device = 2
+  assert train.members_per_step(cfg, train.make_mesh(1)) == 2
+  cfg.max_members_per_device = -1
+  with pytest.raises(DeepwmError, match="max_members_per_device"):
+    train.members_per_step(cfg, train.make_mesh(1))
 
 
 _PLAN_CFG = dict(archs=dict(cnn=dict(arch="cnn", ngf=2, depth=2)),
@@ -112,7 +118,7 @@ def test_plan_lists_compiles_and_times_groups(monkeypatch):
   assert listed["members"] == 3 and len(listed["groups"]) == 1
   assert listed["groups"][0]["params_per_member"] > 0
   assert "peak_bytes" not in listed["groups"][0]      # --plan alone compiles nothing
-  timed = plan.plan(_plan_cfg(max_group_members=2), steps=2, log=logs.append)
+  timed = plan.plan(_plan_cfg(max_members_per_device=2), steps=2, log=logs.append)
   assert sorted(r["members"] for r in timed["groups"]) == [1, 2]
   for r in timed["groups"]:
     assert r["peak_bytes"] >= r["temp_bytes"] > 0 and r["fits"] is True
@@ -126,14 +132,14 @@ def test_plan_lists_compiles_and_times_groups(monkeypatch):
   small = plan.plan(_plan_cfg(), steps=1, log=logs.append)
   row = small["groups"][0]
   assert row["fits"] is False and "seconds_per_step" not in row
-  assert 1 <= row["max_members_that_fit"] < 3
-  assert any("max_group_members=" in line for line in logs)
+  assert 1 <= row["max_members_per_device"] < 3
+  assert any("max_members_per_device=" in line for line in logs)
 
 
 def test_attack_plan_command(tmp_path, capsys):
   out = tmp_path / "plan.json"
   assert cli.main(["attack", "--plan", "--config", os.path.join(REPO, "configs", "zoo_paper.py"),
-                   "--config.max_group_members=8", "--json", str(out)]) == 0
+                   "--config.max_members_per_device=8", "--json", str(out)]) == 0
   with open(out) as f:
     rep = json.load(f)
   assert rep["members"] >= 64 and rep["image_size"] == 256

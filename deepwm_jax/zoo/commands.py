@@ -40,12 +40,14 @@ def main(args, overrides, log=print) -> int:
     else:
       from deepwm_jax.zoo import plan
       result = plan.plan(zcfg, size, channels, args.plan_steps, log=log)
+      print(json.dumps(result))
     if args.json:
       with open(args.json, "w") as f:
         json.dump(result, f, indent=1)
     return 0
   if not args.kit or not args.workdir:
-    raise DeepwmError("deepwm attack needs --kit KIT and --workdir W (or --benchmark)")
+    raise DeepwmError("deepwm attack needs --kit KIT and --workdir W (or --benchmark, or "
+                      "--plan)")
   from deepwm_jax.zoo import run
   rep = run.run(zcfg, args.kit, args.workdir, log=log)
   print(json.dumps({"members": len(rep["members"]), "targets": rep["targets"],

@@ -51,11 +51,12 @@ def base_config() -> ml_collections.ConfigDict:
   # The overwriting attack's own barrier (stage 1 of the method, the attacker's watermark).
   c.overwrite = dict(watermark="text:ATK", steps=300, embedder_ngf=8, extractor_channels=8)
   c.mesh = dict(devices=0)        # devices on the member axis; 0 = all
-  # At most this many members in one vmapped step (0: a whole group at once). A step's memory
-  # grows with its member count; larger groups are split into near-equal parts trained one
-  # after another (each member learns the same either way, up to float rounding). `deepwm attack --plan-steps 0` prints each
-  # group's compiled memory on this machine and the largest count that fits.
-  c.max_group_members = 0
+  # At most this many members per device in one vmapped step (0: a whole group at once). A
+  # step's memory grows with its members; a larger group is split into near-equal parts
+  # trained one after another (each member learns the same either way, up to float rounding).
+  # `deepwm attack --plan-steps 0` prints each group's compiled memory on this machine and the
+  # largest value that fits.
+  c.max_members_per_device = 0
   # Benchmark mode (`deepwm attack --benchmark`): vmapped vs one-after-another, one arch.
   c.bench = dict(arch="unet", members=4, steps=10, batch=16, image_size=32, channels=3)
   c.log_every = 50

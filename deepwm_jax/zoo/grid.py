@@ -18,6 +18,7 @@ one vmapped step.
 import dataclasses
 import hashlib
 import itertools
+import json
 
 from deepwm_jax import augment, removal
 from deepwm_jax.errors import DeepwmError
@@ -142,17 +143,17 @@ def groups(members: list[Member], salt: str = "", max_members: int = 0) -> list[
 
   With `max_members` > 0 a larger set is split into ceil(K / max_members) groups of nearly
   equal size (they differ by at most one member), trained one after another: a vmapped
-  step's memory grows with its member count, and a paper-scale set of 20 ResNet-9s at 256 px
-  does not fit one accelerator at once. Splitting changes nothing a member learns (its
-  initialisation, data and step are its own under vmap; up to float rounding, and the loop's
-  divergence guard acts on a whole group), only how many train at a time.
+  step's memory grows with its member count, and a paper-scale set of 16 ResNet-9s at 256 px
+  does not fit one accelerator at once (docs/zoo.md). Splitting changes nothing a member
+  learns (its initialisation, data and step are its own under vmap; up to float rounding, and
+  the loop's divergence guard acts on a whole group), only how many train at a time.
 
   The group's name carries a digest of its members' names and of `salt` (the settings that
   decide training besides the members), so adding a member to the config makes a new group
   (trained afresh) and leaves every other finished group as it is.
   """
   if max_members < 0:
-    raise DeepwmError(f"max_group_members must be >= 0 (0: no limit), got {max_members}")
+    raise DeepwmError(f"max_members must be >= 0 (0: no limit), got {max_members}")
   by_key: dict[tuple, list[Member]] = {}
   for m in members:
     by_key.setdefault(m.group_key, []).append(m)
@@ -166,6 +167,12 @@ def groups(members: list[Member], salt: str = "", max_members: int = 0) -> list[
       name = f"{arch}-steps{steps}-b{batch}{'-adv' if adv else ''}-{digest[:8]}"
       out.append(Group(name, arch, steps, batch, adv, tuple(chunk)))
   return out
+
+
+def salt(zcfg) -> str:
+  """What besides member names decides a group's training: a change retrains the group."""
+  keys = ("archs", "gan", "data", "conv_impl", "seed", "perceptual", "overwrite")
+  return json.dumps({k: zcfg.to_dict().get(k) for k in keys}, sort_keys=True, default=str)
 
 
 def removal_rows(cfg, members: list[Member]) -> list[tuple[Member, str]]:

@@ -6,7 +6,7 @@ their member counts and each member's parameter count. --plan-steps 0 also compi
 group's vmapped step on the current backend and reads its memory from XLA
 (`Compiled.memory_analysis()`: arguments + outputs + temporaries, per device); a group that
 would not fit the device's memory (an accelerator's allocator limit, the host's RAM on a CPU)
-is flagged with the largest `max_group_members` that would. --plan-steps N (N >= 1) then
+is flagged with the largest `max_members_per_device` that would. --plan-steps N (N >= 1) then
 times N steps of each group that fits on random inputs and projects its training time (steps
 x seconds per step).
 
@@ -41,9 +41,8 @@ def plan(zcfg, image_size: int | None = None, channels: int | None = None,
     else:
       vgg, placeholder = perceptual.placeholder_weights(), True
   vgg = None if vgg is None else [tuple(jnp.asarray(a) for a in pair) for pair in vgg]
-  max_members = int(zcfg.get("max_group_members", 0))
-  groups = grid.groups(members, max_members=max_members)
   mesh = train.make_mesh(zcfg.mesh.devices)
+  groups = grid.groups(members, salt=grid.salt(zcfg), max_members=train.members_per_step(zcfg, mesh))
   limit = _bytes_limit(mesh)
   log(f"[plan] {len(members)} members in {len(groups)} groups at {size} px x {ch} channels, "
       f"on {mesh.devices.size} {jax.default_backend()} device(s)"
@@ -63,14 +62,14 @@ def plan(zcfg, image_size: int | None = None, channels: int | None = None,
     rows.append(row)
     log("[plan] " + _line(row))
   out = {"backend": jax.default_backend(), "devices": int(mesh.devices.size),
-         "image_size": size, "channels": ch, "max_group_members": max_members,
+         "image_size": size, "channels": ch, "max_members_per_device": zcfg.get("max_members_per_device", 0),
          "members": len(members), "groups": rows, "perceptual_placeholder": placeholder,
          "device_bytes_limit": limit}
   if steps is not None:
     too_big = [r for r in rows if r.get("fits") is False]
-    fits = [r["max_members_that_fit"] for r in too_big if "max_members_that_fit" in r]
+    fits = [r["max_members_per_device"] for r in too_big if "max_members_per_device" in r]
     if too_big:
-      hint = (f"set --config.max_group_members={min(fits)} (members per vmapped step)"
+      hint = (f"set --config.max_members_per_device={min(fits)}"
               if fits and min(fits) >= 1 else "one member alone is too large: lower the batch "
               "or the image size, or shard over more devices")
       log(f"[plan] {len(too_big)} group(s) would not fit one device's memory: {hint}")
@@ -101,8 +100,7 @@ def _measure(setup, padded, g, mesh, abstract, steps, size, ch, limit) -> dict:
     per_device = max(1, k // mesh.devices.size)
     if limit:
       row["fits"] = mem["peak_bytes"] <= _HEADROOM * limit
-      row["max_members_that_fit"] = int(_HEADROOM * limit // (mem["peak_bytes"] / per_device)
-                                        ) * mesh.devices.size
+      row["max_members_per_device"] = int(_HEADROOM * limit // (mem["peak_bytes"] / per_device))
   if row.get("fits") is False or steps == 0:
     return row                  # running a group that does not fit would only fail to allocate
   try:
@@ -167,8 +165,8 @@ def _line(r: dict) -> str:
   if "peak_bytes" in r:
     s += f"; step memory {_bytes(r['peak_bytes'])}/device"
   if r.get("fits") is False:
-    s += " (does NOT fit" + (f"; at most {r['max_members_that_fit']} members)"
-                             if "max_members_that_fit" in r else ")")
+    s += " (does NOT fit" + (f"; at most {r['max_members_per_device']} members per device)"
+                             if "max_members_per_device" in r else ")")
   if "seconds_per_step" in r:
     s += (f"; {r['seconds_per_step'] * 1e3:.1f} ms/step ({r['member_steps_per_s']:.1f} "
           f"member-steps/s), {_duration(r['train_seconds_estimate'])} of training, "

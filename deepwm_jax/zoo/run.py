@@ -51,8 +51,8 @@ def run(zcfg, kit_path: str, workdir: str, log=print) -> dict:
           f"weights")
       members = [m for m in members if m.pixel_loss != "perceptual"]
       rows_todo = [(m, s) for m, s in rows_todo if m.pixel_loss != "perceptual"]
-  groups = grid.groups(members, salt=_salt(zcfg), max_members=zcfg.get("max_group_members", 0))
   mesh = train.make_mesh(zcfg.mesh.devices)
+  groups = grid.groups(members, salt=grid.salt(zcfg), max_members=train.members_per_step(zcfg, mesh))
   log(f"[zoo] {len(members)} members in {len(groups)} groups, {len(rows_todo)} removal rows, "
       f"on {mesh.devices.size} device(s)")
 
@@ -228,12 +228,6 @@ def _read_row(workdir, name, missing_ok=False):
 def _write_json(path, obj):
   from deepwm_jax import report
   report.write_text_atomic(path, json.dumps(report.to_jsonable(obj), indent=1))
-
-
-def _salt(zcfg) -> str:
-  """What besides member names decides a group's training: a change retrains the group."""
-  keys = ("archs", "gan", "data", "conv_impl", "seed", "perceptual", "overwrite")
-  return json.dumps({k: zcfg.to_dict().get(k) for k in keys}, sort_keys=True, default=str)
 
 
 def _check_workdir(workdir: str, kit, protected: str) -> None:

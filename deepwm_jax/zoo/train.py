@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deepwm_jax import augment, losses, metrics, models
 from deepwm_jax.models import layers
+from deepwm_jax.errors import DeepwmError
 from deepwm_jax.train import common
 from deepwm_jax.zoo import archs, grid, perceptual
 
@@ -46,6 +47,16 @@ def member_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def members_per_step(cfg, mesh: Mesh) -> int:
+  """The most members one vmapped step may hold: config.max_members_per_device on each device
+  of the mesh (0: no limit)."""
+  per_device = cfg.get("max_members_per_device", 0)
+  if not isinstance(per_device, int) or per_device < 0:
+    raise DeepwmError(f"max_members_per_device must be an integer >= 0 (0: no limit), got "
+                      f"{per_device!r}")
+  return per_device * mesh.devices.size
 
 
 def padded(members, mesh: Mesh) -> list:
