@@ -294,14 +294,17 @@ def test_paper_zoo_builds_with_eval_shape():
   vgg = [tuple(jnp.asarray(a) for a in pair) for pair in perceptual.placeholder_weights()]
   params = {}
   groups = grid.groups(members)
-  full = max(groups, key=lambda g: (g.adversarial, len({m.pixel_loss for m in g.members}),
-                                    len(g.members)))
+  # Perceptual members are grouped apart; the costliest step has the VGG and the GAN both.
+  full = max(groups, key=lambda g: (g.adversarial and g.perceptual, len(g.members)))
+  assert full.adversarial and full.perceptual
+  assert max(len(g.members) for g in groups) >= 4 and not any(
+      g.perceptual and any(m.pixel_loss != "perceptual" for m in g.members) for g in groups)
   for g in groups:
     setup = train.setup_for(g, cfg, 256, 3, vgg)
     state = train.abstract_group(setup, list(g.members), mesh)
     k = len(g.members)
     # Tracing a whole 256-px training step takes seconds per group on a busy CPU: the full
-    # step is traced for the largest group (every loss term, the GAN and the VGG included).
+    # step is traced for one group (the VGG and the GAN included).
     if g is full:
       batch = {v: jax.ShapeDtypeStruct((k, g.batch, 256, 256, 3), jnp.float32,
                                        sharding=train.member_sharding(mesh)) for v in "xy"}
@@ -309,7 +312,7 @@ def test_paper_zoo_builds_with_eval_shape():
                                     batch)
       assert jax.tree.map(lambda a: (a.shape, a.dtype), new) == jax.tree.map(
           lambda a: (a.shape, a.dtype), state)
-      assert metrics["loss"].shape == () and "d_loss" in metrics and k >= 4
+      assert metrics["loss"].shape == () and "d_loss" in metrics
     leaf = jax.tree.leaves(state["members"])[0]
     assert leaf.shape[0] == k and leaf.sharding.spec == jax.sharding.PartitionSpec("zoo")
     params[g.arch] = sum(np.prod(a.shape[1:]) for a in

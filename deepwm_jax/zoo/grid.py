@@ -12,8 +12,8 @@ A zoo config declares
 
 A member's name lists its arch and loss, then every axis that differs from the defaults, so a
 name means the same member in every run of the config. Members that share an architecture,
-step count, batch and whether they carry a discriminator form one group: one stacked state,
-one vmapped step.
+step count, batch, whether they carry a discriminator and whether their loss is perceptual
+form one group: one stacked state, one vmapped step.
 """
 import dataclasses
 import hashlib
@@ -55,7 +55,10 @@ class Member:
 
   @property
   def group_key(self) -> tuple:
-    return (self.arch, self.steps, self.batch, self.adversarial is not None)
+    # A perceptual member gets a group of its own kind: under vmap every member computes every
+    # loss term of its group, and VGG16 features cost more than the surrogate itself.
+    return (self.arch, self.steps, self.batch, self.adversarial is not None,
+            self.pixel_loss == "perceptual")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Group:
   batch: int
   adversarial: bool
   members: tuple[Member, ...]
+  perceptual: bool = False
 
 
 def parse_loss(loss: str) -> tuple[str, str | None]:
@@ -139,7 +143,8 @@ def _check(m: dict, cfg, sweep: int) -> None:
 
 
 def groups(members: list[Member], salt: str = "", max_members: int = 0) -> list[Group]:
-  """Members sharing (arch, steps, batch, discriminator) stacked together, in first-seen order.
+  """Members sharing (arch, steps, batch, discriminator, perceptual loss) stacked together, in
+  first-seen order.
 
   With `max_members` > 0 a larger set is split into ceil(K / max_members) groups of nearly
   equal size (they differ by at most one member), trained one after another: a vmapped
@@ -158,14 +163,15 @@ def groups(members: list[Member], salt: str = "", max_members: int = 0) -> list[
   for m in members:
     by_key.setdefault(m.group_key, []).append(m)
   out = []
-  for (arch, steps, batch, adv), ms in by_key.items():
+  for (arch, steps, batch, adv, vgg), ms in by_key.items():
     n = -(-len(ms) // max_members) if max_members else 1
     bounds = [len(ms) * i // n for i in range(n + 1)]
     for lo, hi in zip(bounds, bounds[1:]):
       chunk = ms[lo:hi]
       digest = hashlib.sha256("\n".join([salt] + [m.name for m in chunk]).encode()).hexdigest()
-      name = f"{arch}-steps{steps}-b{batch}{'-adv' if adv else ''}-{digest[:8]}"
-      out.append(Group(name, arch, steps, batch, adv, tuple(chunk)))
+      name = (f"{arch}-steps{steps}-b{batch}{'-adv' if adv else ''}{'-vgg' if vgg else ''}-"
+              f"{digest[:8]}")
+      out.append(Group(name, arch, steps, batch, adv, tuple(chunk), vgg))
   return out
 
 

@@ -11,8 +11,8 @@ times N steps of each group that fits on random inputs and projects its training
 x seconds per step).
 
 No kit is needed: sizes come from --kit when given, else from config.bench (image_size,
-channels). Perceptual members are sized with zero VGG16 weights when no weights file is set
-(the run itself skips them then; docs/zoo.md).
+channels). Perceptual members (groups of their own) are sized with zero VGG16 weights when no
+weights file is set; the run skips them then, so the training estimate leaves them out.
 """
 import os
 import time
@@ -56,7 +56,10 @@ def plan(zcfg, image_size: int | None = None, channels: int | None = None,
                      jax.tree.leaves(abstract["members"]["model"]["params"])))
     row = {"group": g.name, "arch": g.arch, "members": len(g.members),
            "padded_to": len(padded), "steps": g.steps, "batch": g.batch,
-           "adversarial": g.adversarial, "params_per_member": params}
+           "adversarial": g.adversarial, "perceptual": g.perceptual,
+           "params_per_member": params}
+    if g.perceptual and placeholder:
+      row["skipped_by_run"] = True     # no perceptual.weights: `deepwm attack` skips them
     if steps is not None:
       row.update(_measure(setup, padded, g, mesh, abstract, steps, size, ch, limit))
     rows.append(row)
@@ -74,12 +77,18 @@ def plan(zcfg, image_size: int | None = None, channels: int | None = None,
               "or the image size, or shard over more devices")
       log(f"[plan] {len(too_big)} group(s) would not fit one device's memory: {hint}")
   if steps:
+    counted = [r for r in rows if not r.get("skipped_by_run")]
     out["train_seconds_estimate"] = round(sum(r.get("train_seconds_estimate", 0.0)
-                                              for r in rows), 1)
-    left_out = sum("train_seconds_estimate" not in r for r in rows)
+                                              for r in counted), 1)
+    left_out = sum("train_seconds_estimate" not in r for r in counted)
+    notes = ["compilation and evaluation not included"]
+    if left_out:
+      notes.append(f"{left_out} group(s) that do not fit are not counted")
+    if len(counted) < len(rows):
+      notes.append(f"{len(rows) - len(counted)} perceptual group(s) not counted: without "
+                   f"perceptual.weights the run skips them")
     log(f"[plan] training estimate: {_duration(out['train_seconds_estimate'])} of steps "
-        f"(compilation and evaluation not included"
-        + (f"; {left_out} group(s) that do not fit are not counted)" if left_out else ")"))
+        f"({'; '.join(notes)})")
   return out
 
 
@@ -162,6 +171,8 @@ def _bytes_limit(mesh) -> int | None:
 def _line(r: dict) -> str:
   s = (f"{r['group']}: {r['members']} member(s) x {r['steps']} steps, batch {r['batch']}, "
        f"{r['params_per_member'] / 1e6:.2f} M params each")
+  if r.get("skipped_by_run"):
+    s += " (zero VGG16 weights; skipped by the run without perceptual.weights)"
   if "peak_bytes" in r:
     s += f"; step memory {_bytes(r['peak_bytes'])}/device"
   if r.get("fits") is False:
