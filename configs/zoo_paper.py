@@ -44,8 +44,8 @@ def get_config():
   c.bench.update(arch="resnet9", members=8, image_size=256, channels=3, steps=5)
   # One step of its 15 ResNet-9s at 256 px, batch 16, needs about 94 GiB (XLA's memory
   # analysis, docs/zoo.md); 3 members per device keep every group of this zoo under about
-  # 41 GiB, which fits an 80 GB GPU with JAX's default 75% preallocation. Check on the device itself with
-  # `deepwm attack --plan-steps 0 --config configs/zoo_paper.py`.
+  # 41 GiB, which fits an 80 GB GPU with JAX's default 75% preallocation. Check on the device
+  # itself with `deepwm attack --plan-steps 0 --config configs/zoo_paper.py`.
   c.max_members_per_device = 3
   c.log_every = 100
   c.ckpt_every = 2000

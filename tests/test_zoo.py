@@ -71,8 +71,6 @@ def test_grid_expansion():
     grid.expand(cfg)
 
 
-# ----------------------------------------------------------------------------- removal
-
 def test_max_members_splits_groups_evenly():
   members = grid.expand(_cfg("zoo_quick.py"))
   whole = grid.groups(members)
@@ -149,6 +147,8 @@ def test_attack_plan_command(tmp_path, capsys):
                    os.path.join(REPO, "configs", "zoo_tiny.py")]) == 2
   assert "--plan-steps must be >= 0" in capsys.readouterr().err
 
+
+# ----------------------------------------------------------------------------- removal
 
 def test_removal_attacks_on_known_inputs():
   x = _smooth()

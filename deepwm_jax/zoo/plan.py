@@ -42,7 +42,8 @@ def plan(zcfg, image_size: int | None = None, channels: int | None = None,
       vgg, placeholder = perceptual.placeholder_weights(), True
   vgg = None if vgg is None else [tuple(jnp.asarray(a) for a in pair) for pair in vgg]
   mesh = train.make_mesh(zcfg.mesh.devices)
-  groups = grid.groups(members, salt=grid.salt(zcfg), max_members=train.members_per_step(zcfg, mesh))
+  groups = grid.groups(members, salt=grid.salt(zcfg),
+                       max_members=train.members_per_step(zcfg, mesh))
   limit = _bytes_limit(mesh)
   log(f"[plan] {len(members)} members in {len(groups)} groups at {size} px x {ch} channels, "
       f"on {mesh.devices.size} {jax.default_backend()} device(s)"
@@ -65,7 +66,8 @@ def plan(zcfg, image_size: int | None = None, channels: int | None = None,
     rows.append(row)
     log("[plan] " + _line(row))
   out = {"backend": jax.default_backend(), "devices": int(mesh.devices.size),
-         "image_size": size, "channels": ch, "max_members_per_device": zcfg.get("max_members_per_device", 0),
+         "image_size": size, "channels": ch,
+         "max_members_per_device": zcfg.get("max_members_per_device", 0),
          "members": len(members), "groups": rows, "perceptual_placeholder": placeholder,
          "device_bytes_limit": limit}
   if steps is not None:

@@ -24,8 +24,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deepwm_jax import augment, losses, metrics, models
-from deepwm_jax.models import layers
 from deepwm_jax.errors import DeepwmError
+from deepwm_jax.models import layers
 from deepwm_jax.train import common
 from deepwm_jax.zoo import archs, grid, perceptual
 
