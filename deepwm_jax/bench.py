@@ -86,8 +86,7 @@ def add_arguments(p):
   p.add_argument("--batch", type=int)
   p.add_argument("--members", type=int, help="surrogates in a zoo step")
   p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"),
-                 help="config.compute_dtype of the stage1 / surrogate cases (bfloat16 is for "
-                      "accelerators; the zoo step has no bfloat16 path, so zoo cases are left out)")
+                 help="config.compute_dtype of every case (bfloat16 is for accelerators)")
   p.add_argument("--torch", default=None, metavar="PYTHON",
                  help="a Python with torch installed: also time PyTorch, interleaved")
   p.add_argument("--torch-threads", type=int, default=None,
@@ -104,12 +103,8 @@ def add_arguments(p):
 def select_cases(args):
   cases = [c for c in CASES if (args.only in c.name if args.only else args.all or not c.slow)]
   dtype = getattr(args, "compute_dtype", "float32")
-  if dtype != "float32":
-    cases = [c for c in cases if c.kind != "zoo"]
   if not cases:
-    raise DeepwmError(f"no bench case matches --only {args.only!r}"
-                      + (f" with --compute-dtype {dtype} (zoo cases have no {dtype} path)"
-                         if dtype != "float32" else "") + "; cases: "
+    raise DeepwmError(f"no bench case matches --only {args.only!r}; cases: "
                       + ", ".join(c.name for c in CASES))
   changes = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
   for k, v in changes.items():
@@ -210,7 +205,8 @@ def _zoo_step(case, cfg, spec, rng, shape):
                                "output", "residual_scale") if k in spec}
   setup = zoo_train.GroupSetup(arch_spec=arch, image_size=case.image_size,
                                channels=case.channels, steps=spec.steps, adversarial=False,
-                               terms=("l2",), conv_impl=cfg.conv_impl)
+                               terms=("l2",), conv_impl=cfg.conv_impl,
+                               compute_dtype=case.compute_dtype)
   members = [dc.replace(m, loss="l2")
              for m in zoo_bench._members(case.members, "bench", case.batch, spec.steps)]  # pylint: disable=protected-access
   state = zoo_train.init_group(setup, members, 0, zoo_train.make_mesh(1))

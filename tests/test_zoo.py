@@ -1,4 +1,5 @@
 """Tests for the surrogate zoo (`deepwm attack`), removal and augmentation attacks."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -201,6 +202,37 @@ def _tiny_members(losses, lrs):
   return [grid.Member(name=f"m{k}", arch="x", loss=l, augmentation="none", n_attack=8, lr=lr,
                       steps=5, batch=4, seed=k, null=False, overwrite=False)
           for k, (l, lr) in enumerate(zip(losses, lrs))]
+
+
+def test_bfloat16_group_step_trains_in_float32_state():
+  """compute_dtype='bfloat16' (for accelerators): the convolutions of the surrogate and of
+  the PatchGAN run in bfloat16, parameters, Adam and losses stay float32, and a step runs."""
+  setup = dataclasses.replace(_tiny_setup(adversarial=True, arch=dict(arch="cnn", ngf=4,
+                                                                      depth=2)),
+                              compute_dtype="bfloat16")
+  members = _tiny_members(["l1+lsgan", "ssim+gan"], [1e-3, 3e-3])
+  mesh = train.make_mesh(1)
+  state = train.init_group(setup, members, 0, mesh)
+  x = np.random.default_rng(0).uniform(0, 1, (2, 4, 16, 16, 3)).astype(np.float32)
+  batch = jax.device_put({"x": x, "y": np.clip(x + 0.1, 0, 1)}, train.member_sharding(mesh))
+  step = train.jit_group_step(train.make_group_step(setup, mesh, jit=False), mesh)
+  jaxpr = str(step.trace(state, batch).jaxpr)
+  assert "conv_general_dilated" in jaxpr and "bf16[" in jaxpr
+  new, m = step(state, batch)
+  assert np.isfinite(float(m["loss"])) and np.isfinite(float(m["d_loss"]))
+  assert {a.dtype for a in jax.tree.leaves(new["members"]["model"]["params"])} == {
+      np.dtype("float32")}
+  assert not np.allclose(jax.tree.leaves(new["members"]["model"]["params"])[0],
+                         jax.tree.leaves(state["members"]["model"]["params"])[0])
+  cfg = _cfg("zoo_tiny.py")
+  g = grid.groups(grid.expand(cfg))[0]
+  float32_name = grid.groups(grid.expand(cfg), salt=grid.salt(cfg))[0].name
+  cfg.compute_dtype = "bfloat16"   # retrains: its own group names; float32 names unchanged
+  assert grid.groups(grid.expand(cfg), salt=grid.salt(cfg))[0].name != float32_name
+  assert train.setup_for(g, cfg, 16, 3).compute_dtype == "bfloat16"
+  cfg.compute_dtype = "float16"
+  with pytest.raises(DeepwmError, match="compute_dtype"):
+    train.setup_for(g, cfg, 16, 3)
 
 
 @pytest.mark.slow

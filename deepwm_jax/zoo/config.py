@@ -12,6 +12,10 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.conv_impl = "auto"            # see deepwm_jax.models.layers ('xla' or 'auto')
+  # 'bfloat16' on accelerators: the surrogates' and discriminators' convolutions in bfloat16;
+  # parameters, Adam, losses and outputs stay float32 (docs/zoo.md: not yet compared with
+  # float32 on a GPU, so check a few members both ways before a sweep relies on it).
+  c.compute_dtype = "float32"
   # Where the protector's `deepwm run` wrote checkpoints/task (the task model M): '' means the
   # folder that holds the kit. Without a finished M there, M is retrained from the kit's config.
   c.protector_workdir = ""

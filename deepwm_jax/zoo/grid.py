@@ -178,7 +178,11 @@ def groups(members: list[Member], salt: str = "", max_members: int = 0) -> list[
 def salt(zcfg) -> str:
   """What besides member names decides a group's training: a change retrains the group."""
   keys = ("archs", "gan", "data", "conv_impl", "seed", "perceptual", "overwrite")
-  return json.dumps({k: zcfg.to_dict().get(k) for k in keys}, sort_keys=True, default=str)
+  d = zcfg.to_dict()
+  settings = {k: d.get(k) for k in keys}
+  if d.get("compute_dtype", "float32") != "float32":   # so float32 groups keep their names
+    settings["compute_dtype"] = d["compute_dtype"]
+  return json.dumps(settings, sort_keys=True, default=str)
 
 
 def removal_rows(cfg, members: list[Member]) -> list[tuple[Member, str]]:

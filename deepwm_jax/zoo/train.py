@@ -81,17 +81,26 @@ class GroupSetup:
   lr_end_factor: float = 0.1        # cosine decay to lr * this
   conv_impl: str = "xla"
   vgg: list | None = None           # perceptual weights (perceptual.load_weights)
+  compute_dtype: str = "float32"    # 'bfloat16': convolutions in bfloat16, the rest float32
+
+  @property
+  def _dtype(self):
+    return jnp.bfloat16 if self.compute_dtype == "bfloat16" else None
 
   @property
   def model(self):
-    return archs.build(self.arch_spec, self.channels, self.image_size, self.conv_impl)
+    return archs.build(self.arch_spec, self.channels, self.image_size, self.conv_impl,
+                       self._dtype)
 
   @property
   def disc(self):
-    return models.Discriminator(tuple(self.disc_widths), self.conv_impl)
+    return models.Discriminator(tuple(self.disc_widths), self.conv_impl, dtype=self._dtype)
 
 
 def setup_for(group: "grid.Group", cfg, image_size: int, channels: int, vgg=None) -> GroupSetup:
+  dtype = cfg.get("compute_dtype", "float32")
+  if dtype not in ("float32", "bfloat16"):
+    raise DeepwmError(f"zoo compute_dtype={dtype!r}; use float32 or bfloat16")
   terms = set()
   for m in group.members:
     pix, adv = grid.parse_loss(m.loss)
@@ -102,7 +111,8 @@ def setup_for(group: "grid.Group", cfg, image_size: int, channels: int, vgg=None
                     channels=channels, steps=group.steps, adversarial=group.adversarial,
                     terms=tuple(t for t in LOSS_TERMS if t in terms),
                     gan_weight=float(cfg.gan.weight), gan_lr=float(cfg.gan.lr),
-                    disc_widths=tuple(cfg.gan.widths), conv_impl=cfg.conv_impl, vgg=vgg)
+                    disc_widths=tuple(cfg.gan.widths), conv_impl=cfg.conv_impl, vgg=vgg,
+                    compute_dtype=dtype)
 
 
 def member_key(member, zoo_seed: int) -> int:
