@@ -65,7 +65,8 @@ def summary(rows: list[dict], skipped: list, reference: dict | None = None) -> s
         losses = sorted({r["loss"] for r in fam[f]})
         s.append(f"No {f} surrogate was detected, but the zoo tried that family only with "
                  f"{'/'.join(losses)}, so the loss and the architecture cannot be told apart.")
-  for kind, label in (("augmentation", "Augmentation attacks"), ("overwrite", "Overwriting"),
+  for kind, label in (("augmentation", "Augmentation attacks"),
+                      ("overwrite", "Overwriting attacks"),
                       ("removal", "Post-processing removal attacks")):
     rs = [r for r in rows if family_of_attack(r) == kind]
     if not rs:
