@@ -131,7 +131,7 @@ def test_plan_lists_compiles_and_times_groups(monkeypatch):
   small = plan.plan(_plan_cfg(), steps=1, log=logs.append)
   row = small["groups"][0]
   assert row["fits"] is False and "seconds_per_step" not in row
-  assert 1 <= row["max_members_per_device"] < 3
+  assert 1 <= row["members_per_device_that_fit"] < 3
   assert any("max_members_per_device=" in line for line in logs)
 
 

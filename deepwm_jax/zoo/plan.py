@@ -72,7 +72,8 @@ def plan(zcfg, image_size: int | None = None, channels: int | None = None,
          "device_bytes_limit": limit}
   if steps is not None:
     too_big = [r for r in rows if r.get("fits") is False]
-    fits = [r["max_members_per_device"] for r in too_big if "max_members_per_device" in r]
+    fits = [r["members_per_device_that_fit"] for r in too_big
+            if "members_per_device_that_fit" in r]
     if too_big:
       hint = (f"set --config.max_members_per_device={min(fits)}"
               if fits and min(fits) >= 1 else "one member alone is too large: lower the batch "
@@ -111,7 +112,8 @@ def _measure(setup, padded, g, mesh, abstract, steps, size, ch, limit) -> dict:
     per_device = max(1, k // mesh.devices.size)
     if limit:
       row["fits"] = mem["peak_bytes"] <= _HEADROOM * limit
-      row["max_members_per_device"] = int(_HEADROOM * limit // (mem["peak_bytes"] / per_device))
+      row["members_per_device_that_fit"] = int(_HEADROOM * limit
+                                               // (mem["peak_bytes"] / per_device))
   if row.get("fits") is False or steps == 0:
     return row                  # running a group that does not fit would only fail to allocate
   try:
@@ -178,8 +180,8 @@ def _line(r: dict) -> str:
   if "peak_bytes" in r:
     s += f"; step memory {_bytes(r['peak_bytes'])}/device"
   if r.get("fits") is False:
-    s += " (does NOT fit" + (f"; at most {r['max_members_per_device']} members per device)"
-                             if "max_members_per_device" in r else ")")
+    s += " (does NOT fit" + (f"; at most {r['members_per_device_that_fit']} members per "
+                             "device)" if "members_per_device_that_fit" in r else ")")
   if "seconds_per_step" in r:
     s += (f"; {r['seconds_per_step'] * 1e3:.1f} ms/step ({r['member_steps_per_s']:.1f} "
           f"member-steps/s), {_duration(r['train_seconds_estimate'])} of training, "
