@@ -72,6 +72,15 @@ def test_grid_expansion():
     grid.expand(cfg)
 
 
+def test_plain_zoo_is_the_quick_zoo_without_augmentation_or_removal():
+  quick = {m.name: m for m in grid.expand(_cfg("zoo_quick.py"))}
+  cfg = _cfg("zoo_plain.py")
+  plain = grid.expand(cfg)
+  assert {m.name for m in plain} == {n for n, m in quick.items() if m.augmentation == "none"}
+  assert all(m == quick[m.name] for m in plain)          # the same attackers, member by member
+  assert sum(m.null for m in plain) == 2 and grid.removal_rows(cfg, plain) == []
+
+
 def test_max_members_splits_groups_evenly():
   members = grid.expand(_cfg("zoo_quick.py"))
   whole = grid.groups(members)
