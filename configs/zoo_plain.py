@@ -6,7 +6,8 @@ and no post-processing removal rows.
 The issue's robustness target is about these rows (every surrogate trained plainly on (A, B')
 at >= 90%, every null at 0%), so this is the zoo to run when comparing kits for it: the same
 members as configs/zoo_quick.py (same names, settings and seeds, so the same attackers against
-the same H), 14 trained instead of 18, in about 16 minutes on an idle 2-core CPU instead of 21.
+the same H), 14 trained instead of 18: 867-966 s on an idle 2-core CPU against two kits, where
+the whole quick zoo took 966-1258 s (docs/zoo.md).
 The augmentation and removal attacks are left out, not passed: run zoo_quick.py for those.
 """
 import os
