@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deepwm_jax.errors import DeepwmError
 from deepwm_jax.models.discriminator import Discriminator
 from deepwm_jax.models.extractor import Extractor
 from deepwm_jax.models.resnet import ResnetGenerator
@@ -134,5 +135,12 @@ def count_params(variables) -> int:
   return int(sum(x.size for x in jax.tree.leaves(variables.get("params", {}))))
 
 
+def compute_dtype(name: str) -> Any:
+  """The convolutions' dtype for a config's `compute_dtype`: None (float32) or bfloat16."""
+  if name not in ("float32", "bfloat16"):
+    raise DeepwmError(f"compute_dtype={name!r}; use float32 or bfloat16")
+  return jnp.bfloat16 if name == "bfloat16" else None
+
+
 def _dtype(cfg) -> Any:
-  return jnp.bfloat16 if cfg.get("compute_dtype", "float32") == "bfloat16" else None
+  return compute_dtype(cfg.get("compute_dtype", "float32"))

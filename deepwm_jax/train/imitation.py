@@ -11,9 +11,8 @@ from deepwm_jax.train.optim import make_optimizer
 
 
 def model_for(spec, cfg):
-  dtype = jnp.bfloat16 if cfg.get("compute_dtype", "float32") == "bfloat16" else None
   return models.image_model(spec, cfg.data.channels, cfg.data.image_size, cfg.conv_impl,
-                            dtype=dtype)
+                            dtype=models.compute_dtype(cfg.get("compute_dtype", "float32")))
 
 
 def init_state(spec, cfg, key, num_steps):

@@ -85,7 +85,7 @@ class GroupSetup:
 
   @property
   def _dtype(self):
-    return jnp.bfloat16 if self.compute_dtype == "bfloat16" else None
+    return models.compute_dtype(self.compute_dtype)
 
   @property
   def model(self):
@@ -99,8 +99,7 @@ class GroupSetup:
 
 def setup_for(group: "grid.Group", cfg, image_size: int, channels: int, vgg=None) -> GroupSetup:
   dtype = cfg.get("compute_dtype", "float32")
-  if dtype not in ("float32", "bfloat16"):
-    raise DeepwmError(f"zoo compute_dtype={dtype!r}; use float32 or bfloat16")
+  models.compute_dtype(dtype)   # refuses any other value before the group is built
   terms = set()
   for m in group.members:
     pix, adv = grid.parse_loss(m.loss)
