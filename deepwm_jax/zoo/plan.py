@@ -42,8 +42,7 @@ def plan(zcfg, image_size: int | None = None, channels: int | None = None,
       vgg, placeholder = perceptual.placeholder_weights(), True
   vgg = None if vgg is None else [tuple(jnp.asarray(a) for a in pair) for pair in vgg]
   mesh = train.make_mesh(zcfg.mesh.devices)
-  groups = grid.groups(members, salt=grid.salt(zcfg),
-                       max_members=train.members_per_step(zcfg, mesh))
+  groups = train.groups(members, zcfg, mesh)
   limit = _bytes_limit(mesh)
   log(f"[plan] {len(members)} members in {len(groups)} groups at {size} px x {ch} channels, "
       f"on {mesh.devices.size} {jax.default_backend()} device(s)"

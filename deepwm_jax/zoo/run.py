@@ -52,8 +52,7 @@ def run(zcfg, kit_path: str, workdir: str, log=print) -> dict:
       members = [m for m in members if m.pixel_loss != "perceptual"]
       rows_todo = [(m, s) for m, s in rows_todo if m.pixel_loss != "perceptual"]
   mesh = train.make_mesh(zcfg.mesh.devices)
-  groups = grid.groups(members, salt=grid.salt(zcfg),
-                       max_members=train.members_per_step(zcfg, mesh))
+  groups = train.groups(members, zcfg, mesh)
   log(f"[zoo] {len(members)} members in {len(groups)} groups, {len(rows_todo)} removal rows, "
       f"on {mesh.devices.size} device(s)")
 

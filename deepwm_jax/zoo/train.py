@@ -59,6 +59,11 @@ def members_per_step(cfg, mesh: Mesh) -> int:
   return per_device * mesh.devices.size
 
 
+def groups(members, cfg, mesh: Mesh) -> list:
+  """The groups `deepwm attack` trains and `--plan` lists (one place, so their names agree)."""
+  return grid.groups(members, salt=grid.salt(cfg), max_members=members_per_step(cfg, mesh))
+
+
 def padded(members, mesh: Mesh) -> list:
   """Members repeated at the end to a multiple of the mesh size (the copies are dropped)."""
   d = mesh.devices.size
