@@ -76,6 +76,11 @@ def base_config() -> ml_collections.ConfigDict:
       # fidelity on the s-scaled MSE; fidelity_l1 and fidelity_ssim (on 1 - SSIM) unscaled.
       weights=dict(fidelity=50.0, fidelity_l1=0.0, fidelity_ssim=0.0, gan=0.01, watermark=1.0,
                    clean=1.0, consistency=1.0, discriminator=1.0),
+      # A fidelity band (weight 0 = off): weight * (dB below lo + dB above hi), per image,
+      # on PSNR(B', B) and on SSIM(B', B) as -10 log10(1 - SSIM). Fixed weights leave the
+      # watermark's strength to the seed (40.9 vs 45.7 dB, docs/zoo.md); the band holds it
+      # where imitators copy it and stays invisible, and costs nothing inside it.
+      fidelity_band=dict(weight=0.0, psnr=(40.0, 42.0), ssim=(0.997, 0.9985)),
       optimizer=optimizer(1e-3, "cosine", 1e-4, agc=0.01),
       discriminator_optimizer=optimizer(2e-4))
 
@@ -271,6 +276,13 @@ def validate(cfg) -> None:
   need(0 <= cfg.stage2.get("weak_copies", 0.0) < 1,
        f"stage2.weak_copies={cfg.stage2.get('weak_copies')}; use 0 (off) or a smallest copy "
        "strength in (0, 1), e.g. 0.25")
+  band = cfg.stage1.get("fidelity_band")
+  if band is not None:
+    need(band.weight >= 0, f"stage1.fidelity_band.weight={band.weight}; use 0 (off) or more")
+    need(len(band.psnr) == 2 and 0 < band.psnr[0] <= band.psnr[1],
+         f"stage1.fidelity_band.psnr={tuple(band.psnr)}; use (lo, hi) in dB, 0 < lo <= hi")
+    need(len(band.ssim) == 2 and 0 < band.ssim[0] <= band.ssim[1] < 1,
+         f"stage1.fidelity_band.ssim={tuple(band.ssim)}; use (lo, hi) with 0 < lo <= hi < 1")
   need(0 <= cfg.evaluate.per_image_fpr < 0.5,
        f"evaluate.per_image_fpr={cfg.evaluate.per_image_fpr}; use a rate in [0, 0.5), e.g. 1e-3")
   mn = cfg.evaluate.get("model_null", None)

@@ -1,4 +1,5 @@
-"""Losses of the method: pixel losses, LSGAN, and the consistency term."""
+"""Losses of the method: pixel losses, LSGAN, the consistency term and the fidelity band."""
+import jax
 import jax.numpy as jnp
 
 
@@ -34,6 +35,16 @@ def pixel_loss(kind: str, x, y):
     from deepwm_jax import metrics
     return 1.0 - jnp.mean(metrics.ssim(jnp.clip(x, 0, 1), y))
   raise ValueError(f"unknown pixel loss {kind!r}; use l1, l2 or ssim")
+
+
+def band(value_dB, lo, hi):
+  """How far (dB) a value lies outside [lo, hi]; 0 inside, so the band costs nothing there."""
+  return jax.nn.relu(lo - value_dB) + jax.nn.relu(value_dB - hi)
+
+
+def ssim_dB(ssim):
+  """-10 log10(1 - SSIM): SSIM on a dB scale like PSNR (0.998 -> 27.0, 0.9997 -> 35.2)."""
+  return -10.0 * jnp.log10(jnp.maximum(1.0 - ssim, 1e-10))
 
 
 def psnr_from_mse(m):

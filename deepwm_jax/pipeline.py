@@ -538,7 +538,7 @@ def _check_workdir_config(cfg, workdir: str) -> None:
     for section, k in (("data", "tfds_dir"), ("data", "tfds_max_images"),
                        ("attack", "extra_surrogate_archs"), ("embedder", "arch"),
                        ("embedder", "depth"), ("evaluate", "per_image_fpr"),
-                       ("stage2", "weak_copies")):
+                       ("stage2", "weak_copies"), ("stage1", "fidelity_band")):
       if k in current.get(section, {}):  # added later: older runs had the default
         saved.setdefault(section, {}).setdefault(k, defaults[section][k])
     for k in ("mesh", "distributed"):  # the topology may change between runs (resume anywhere)

@@ -206,7 +206,8 @@ def run(name: str, step_fn: Callable, state: Any, batch_fn: Callable[[int], Any]
   return state
 
 
-_SHOWN = ("loss", "psnr", "wm_mse", "clean_mse", "sur_mse", "neg_mse", "d_loss")
+_SHOWN = ("loss", "psnr", "ssim", "band_dB", "wm_mse", "clean_mse", "sur_mse", "neg_mse",
+          "d_loss")
 
 
 def _unhealthy(m: dict[str, float], guard: Guard, recent: float | None,

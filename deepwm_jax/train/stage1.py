@@ -2,6 +2,7 @@
 
 L_H = s * fidelity * MSE(B', B) + gan * LSGAN_G(D(B'))
       [+ fidelity_l1 * L1(B', B) + fidelity_ssim * (1 - SSIM(B', B))]
+      [+ band * (dB outside the band of PSNR(B', B) and of SSIM(B', B), per image)]
 L_R = s * [watermark * MSE(R(B'), w) + clean * (MSE(R(A), blank) + MSE(R(B), blank))
            + consistency * MSE(R(B'_first half), R(B'_second half))]
 H and R step together on L_H + L_R; D steps on s * d * LSGAN_D(D(B), D(B')). s = loss_scale
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from deepwm_jax import losses, models
+from deepwm_jax import metrics as metrics_lib
 from deepwm_jax.train import common
 from deepwm_jax.train.optim import make_optimizer
 
@@ -53,6 +55,10 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
   opt_g, opt_d = optimizers(cfg)
   wt, s = cfg.stage1.weights, cfg.stage1.loss_scale
   w, blank = jnp.asarray(w_HxWxC), jnp.asarray(blank_HxWxC)
+  band = cfg.stage1.get("fidelity_band")  # absent in kits written before it existed
+  band_weight = band.weight if band is not None else 0.0
+  if band_weight:
+    ssim_band_dB = tuple(float(losses.ssim_dB(x)) for x in band.ssim)
 
   def generator_loss(params, state, a, b):
     b_wm, emb_vars = common.apply(H, common.with_params(state["embedder"], params["embedder"]),
@@ -72,8 +78,15 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
       # SSIM minds high-frequency change in flat areas most and smooth shifts least: with this
       # term the quickstart's watermark moved into smooth shapes (docs/quickstart_study.md).
       loss = loss + wt.fidelity_ssim * losses.pixel_loss("ssim", b_wm, b)
-    metrics = {"loss": loss, "fid_mse": fid, "psnr": jnp.mean(_psnr(b_wm, b)), "wm_mse": wm,
+    psnr_i = _psnr(b_wm, b)
+    metrics = {"loss": loss, "fid_mse": fid, "psnr": jnp.mean(psnr_i), "wm_mse": wm,
                "clean_mse": clean, "cons_mse": cons, "gan_g": gan}
+    if band_weight:
+      ssim_i = metrics_lib.ssim(jnp.clip(b_wm, 0, 1), b)
+      outside = (losses.band(psnr_i, *band.psnr)
+                 + losses.band(losses.ssim_dB(ssim_i), *ssim_band_dB))
+      loss = loss + band_weight * jnp.mean(outside)
+      metrics.update(loss=loss, ssim=jnp.mean(ssim_i), band_dB=jnp.mean(outside))
     return loss, (metrics, emb_vars, b_wm)
 
   @common.jit_step
