@@ -100,3 +100,16 @@ def test_stage1_trains_the_cnn_embedder(tiny_cfg):
     state, metrics = step(state, batch, jax.random.PRNGKey(k))
   assert all(np.isfinite(float(v)) for v in jax.tree.leaves(metrics))
   assert np.any(np.asarray(state["embedder"]["params"]["body"][last]["kernel"]))
+
+
+def test_quickstart_band_is_the_s2_kit_with_a_band_weak_copies_and_longer_stage2():
+  s2, band = _configs("quickstart_cnn_s2", "quickstart_band")
+  config.validate(band)
+  assert band.stage1.fidelity_band.weight == 1.0 and s2.stage1.fidelity_band.weight == 0.0
+  assert (band.stage2.weak_copies, band.stage2.steps, band.evaluate.per_image_fpr) == (0.25, 1600,
+                                                                                      0.001)
+  band.stage1.fidelity_band.weight = 0.0
+  band.stage1.weights = s2.stage1.weights
+  band.stage2.update(weak_copies=s2.stage2.weak_copies, steps=s2.stage2.steps)
+  band.evaluate.per_image_fpr = s2.evaluate.per_image_fpr
+  assert band.to_dict() == s2.to_dict()
