@@ -79,7 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
       # A fidelity band (weight 0 = off): weight * (dB below lo + dB above hi), per image,
       # on PSNR(B', B) and on SSIM(B', B) as -10 log10(1 - SSIM). Fixed weights leave the
       # watermark's strength to the seed (40.9 vs 45.7 dB, docs/zoo.md); the band holds it
-      # where imitators copy it and stays invisible, and costs nothing inside it.
+      # where every plain zoo imitator copied it on the CPU, and costs nothing inside it.
       fidelity_band=dict(weight=0.0, psnr=(40.0, 42.0), ssim=(0.997, 0.9985)),
       optimizer=optimizer(1e-3, "cosine", 1e-4, agc=0.01),
       discriminator_optimizer=optimizer(2e-4))
