@@ -74,15 +74,16 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
     gan = losses.lsgan_generator(D.apply(state["discriminator"], b_wm))
     loss = (s * (wt.fidelity * fid + wt.watermark * wm + wt.clean * clean
                  + wt.consistency * cons) + wt.gan * gan + wt.fidelity_l1 * losses.l1(b_wm, b))
+    if wt.get("fidelity_ssim", 0.0) or band_weight:  # one SSIM for both terms
+      ssim_i = metrics_lib.ssim(jnp.clip(b_wm, 0, 1), b)
     if wt.get("fidelity_ssim", 0.0):
       # SSIM minds high-frequency change in flat areas most and smooth shifts least: with this
       # term the quickstart's watermark moved into smooth shapes (docs/quickstart_study.md).
-      loss = loss + wt.fidelity_ssim * losses.pixel_loss("ssim", b_wm, b)
+      loss = loss + wt.fidelity_ssim * (1.0 - jnp.mean(ssim_i))  # = losses.pixel_loss("ssim", b_wm, b)
     psnr_i = _psnr(b_wm, b)
     metrics = {"loss": loss, "fid_mse": fid, "psnr": jnp.mean(psnr_i), "wm_mse": wm,
                "clean_mse": clean, "cons_mse": cons, "gan_g": gan}
     if band_weight:
-      ssim_i = metrics_lib.ssim(jnp.clip(b_wm, 0, 1), b)
       outside = (losses.band(psnr_i, *band.psnr)
                  + losses.band(losses.ssim_dB(ssim_i), *ssim_band_dB))
       loss = loss + band_weight * jnp.mean(outside)
