@@ -113,3 +113,12 @@ def test_quickstart_band_is_the_s2_kit_with_a_band_weak_copies_and_longer_stage2
   band.stage2.update(weak_copies=s2.stage2.weak_copies, steps=s2.stage2.steps)
   band.evaluate.per_image_fpr = s2.evaluate.per_image_fpr
   assert band.to_dict() == s2.to_dict()
+
+
+def test_quickstart_band_specific_is_the_band_kit_absorbed_into_m_prime():
+  band, spec = _configs("quickstart_band", "quickstart_band_specific")
+  config.validate(spec)
+  assert (spec.protect.strategy, spec.protect.absorb.steps) == ("specific", 250)
+  spec.protect.strategy = band.protect.strategy
+  spec.protect.absorb.steps = band.protect.absorb.steps
+  assert spec.to_dict() == band.to_dict()
