@@ -8,8 +8,8 @@ then the task model M is fine-tuned into M' that emits H(M(A)) itself
 (`protect.strategy='specific'`, deepwm_jax/train/absorb.py) for 250 steps, and the pipeline's
 stage-2 and unseen surrogate specs are trained on M' outputs. The kit (same R, same
 calibration) verifies M' outputs. Measured per seed in docs/strategies.md ("The fidelity
-band on M'"); about 27 minutes on the 2-core CPU, of which the absorb stage and the M'
-surrogates take 5.
+band on M'"); about 22 minutes on the 2-core CPU (1348 s, measured beside the test
+suite), of which the absorb stage and the M' surrogates take 3.
 """
 import os
 
