@@ -32,9 +32,14 @@ def pixel_loss(kind: str, x, y):
   if kind == "l1":
     return l1(x, y)
   if kind == "ssim":
-    from deepwm_jax import metrics
-    return 1.0 - jnp.mean(metrics.ssim(jnp.clip(x, 0, 1), y))
+    return 1.0 - jnp.mean(ssim_per_image(x, y))
   raise ValueError(f"unknown pixel loss {kind!r}; use l1, l2 or ssim")
+
+
+def ssim_per_image(x, y):
+  """SSIM of each image of x (clipped to [0, 1], as an output may overshoot) against y."""
+  from deepwm_jax import metrics
+  return metrics.ssim(jnp.clip(x, 0, 1), y)
 
 
 def band(value_dB, lo, hi):

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 
 from deepwm_jax import losses, models
-from deepwm_jax import metrics as metrics_lib
 from deepwm_jax.train import common
 from deepwm_jax.train.optim import make_optimizer
 
@@ -75,11 +74,11 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
     loss = (s * (wt.fidelity * fid + wt.watermark * wm + wt.clean * clean
                  + wt.consistency * cons) + wt.gan * gan + wt.fidelity_l1 * losses.l1(b_wm, b))
     if wt.get("fidelity_ssim", 0.0) or band_weight:  # one SSIM for both terms
-      ssim_i = metrics_lib.ssim(jnp.clip(b_wm, 0, 1), b)
+      ssim_i = losses.ssim_per_image(b_wm, b)
     if wt.get("fidelity_ssim", 0.0):
       # SSIM minds high-frequency change in flat areas most and smooth shifts least: with this
       # term the quickstart's watermark moved into smooth shapes (docs/quickstart_study.md).
-      loss = loss + wt.fidelity_ssim * (1.0 - jnp.mean(ssim_i))  # = losses.pixel_loss("ssim", b_wm, b)
+      loss = loss + wt.fidelity_ssim * (1.0 - jnp.mean(ssim_i))  # pixel_loss('ssim')
     psnr_i = _psnr(b_wm, b)
     metrics = {"loss": loss, "fid_mse": fid, "psnr": jnp.mean(psnr_i), "wm_mse": wm,
                "clean_mse": clean, "cons_mse": cons, "gan_g": gan}

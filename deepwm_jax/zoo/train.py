@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from deepwm_jax import augment, losses, metrics, models
+from deepwm_jax import augment, losses, models
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.models import layers
 from deepwm_jax.train import common
@@ -207,7 +207,7 @@ def make_member_step(setup: GroupSetup):
     if "l2" in terms:
       t["l2"] = losses.mse(out, y)
     if "ssim" in terms:
-      t["ssim"] = 1.0 - jnp.mean(metrics.ssim(jnp.clip(out, 0, 1), y))
+      t["ssim"] = losses.pixel_loss("ssim", out, y)
     if "perceptual" in terms:
       t["perceptual"] = perceptual.loss(setup.vgg, out, y)
     return t
