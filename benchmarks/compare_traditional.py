@@ -6,7 +6,7 @@ post-processing attacks: the comparison table of docs/strategies.md.
 
 Each workdir is a finished `deepwm run` (its kit, config.json and checkpoints). For each
 method the script rebuilds the held-out validation images, restores the task model and the
-surrogates the run trained, applies every removal attack (deepwm_jax.removal) to each group of
+surrogates the run trained, applies every removal attack (deepwm_jax.zoo.removal) to each group of
 outputs and verifies them with the run's own kit. A deep workdir run with
 protect.strategy='specific' adds the absorbed model M' and its surrogates as a third method.
 Nothing is trained here; the numbers are those of the runs' own models.
@@ -41,12 +41,13 @@ def _restore(cfg, workdir, name, spec):
 def method_outputs(workdir: str) -> dict:
   """{method name: {group: images}} for one finished run, plus its kit and fidelity."""
   import deepwm_jax
-  from deepwm_jax import pipeline
+  from deepwm_jax.data import pairs as pairs_lib
+  from deepwm_jax.stages import common, task
   with open(os.path.join(workdir, "config.json")) as f:
     cfg = ml_collections.ConfigDict(json.load(f))
   kit = deepwm_jax.load_kit(os.path.join(workdir, "kit"))
-  val = pipeline.make_pairs(cfg, "val", cfg.data.n_val, 3)
-  m_val = pipeline.Run(cfg, workdir, log=lambda *_: None).task_outputs([val])[0]
+  val = pairs_lib.make_pairs(cfg, "val", cfg.data.n_val, 3)
+  m_val = task.outputs(common.Runner(cfg, workdir, log=lambda *_: None), [val])[0]
   trad = cfg.protect.method == "traditional"
   prefix = "traditional_" if trad else ""
   run = lambda name, spec: (lambda f: None if f is None else f(val.a))(
@@ -63,7 +64,7 @@ def method_outputs(workdir: str) -> dict:
     from deepwm_jax.train import absorb
     fn, variables = absorb.deployed_model(cfg, workdir)
     out["deep, specific (M')"] = {
-        "protected outputs": pipeline.predict(fn, variables, val.a),
+        "protected outputs": common.predict(fn, variables, val.a),
         "surrogate (stage-2 spec)": run("specific_surrogate-stage2-spec", cfg.attack.surrogate),
         "surrogate (unseen spec)": run("specific_surrogate-unseen-spec", cfg.evaluate.surrogate),
         **common}
@@ -72,7 +73,8 @@ def method_outputs(workdir: str) -> dict:
 
 
 def evaluate(runs: list[str], attacks=ATTACKS, seed: int = 0, log=print) -> dict:
-  from deepwm_jax import metrics, removal
+  from deepwm_jax import metrics
+  from deepwm_jax.zoo import removal
   result = {"attacks": list(attacks), "methods": {}}
   for workdir in runs:
     m = method_outputs(workdir)

@@ -5,7 +5,7 @@
 #   benchmarks/gpu_check.sh OUTDIR STAGE...
 #
 # Stages, each under its own time limit (seconds, overridable as T_<STAGE>=N) so that a
-# session with a fixed device budget gets every stage's output even when one runs long:
+# run with a fixed device budget gets every stage's output even when one runs long:
 #   env         nvidia-smi, versions, jax.devices(), a float32 and a bfloat16 matmul rate
 #   tests       a pytest subset with device code paths (TESTS overrides the list)
 #   bench       deepwm bench --all (float32), --json records
@@ -78,7 +78,7 @@ stage_bf16() {
 stage_zoobench() {
   "$PY" - "$OUT/gpu_h100_zoo_bench.json" <<'EOF'
 import json, os, sys
-from deepwm_jax.zoo import bench
+from deepwm_jax.tools import zoo_bench as bench
 rows = []
 for members in map(int, os.environ.get("ZOO_MEMBERS", "4 16 64").split()):
   r = bench.member_steps_per_s(members=members, steps=int(os.environ.get("ZOO_STEPS", 20)),
@@ -106,7 +106,7 @@ stage_zoo() {
   local rc=$?
   cp "$ZOO/report.json" "$OUT/gpu_h100_zoo_quick_report.json" 2>/dev/null
   cp "$ZOO/report.md" "$OUT/gpu_h100_zoo_quick_report.md" 2>/dev/null
-  # Finished groups' rows and markers, so a later session can resume from them.
+  # Finished groups' rows and markers, so a later run can resume from them.
   tar czf "$OUT/zoo_rows.tgz" --exclude=checkpoints --exclude=tensorboard \
     -C "$(dirname "$ZOO")" "$(basename "$ZOO")" 2>/dev/null
   return $rc

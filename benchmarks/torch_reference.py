@@ -5,9 +5,9 @@ PyTorch is NOT a dependency of deepwm_jax; install it on the side (benchmarks/RE
     python3 -m venv /work/torchvenv && /work/torchvenv/bin/pip install torch==2.13.0 numpy
     /work/torchvenv/bin/python benchmarks/torch_reference.py --json torch_ref.json
 
-Without --image-size it runs the four PERFORMANCE.md configs (batch 8, grayscale):
+Without --image-size it runs the four docs/performance.md configs (batch 8, grayscale):
 64px ngf16 R32, 128px ngf16 R32, 64px ngf64 R128, 128px ngf64 R128. The networks follow
-METHOD.md section 2 (embedder H = pix2pix U-Net, extractor R = dilated residual CNN,
+docs/method.md (embedder H = pix2pix U-Net, extractor R = dilated residual CNN,
 discriminator D = PatchGAN); at paper scale (grayscale 256, ngf 64, R 128) their parameter
 counts are asserted against the reference code's: H 41,823,873, R 3,366,145, D 1,554,433.
 D's widths are 64-128-256-512 by default (--disc-channels scales the base width).
@@ -31,7 +31,7 @@ from torch import nn  # pylint: disable=wrong-import-position
 import torch.nn.functional as F  # pylint: disable=wrong-import-position
 
 PAPER_COUNTS = {"embedder": 41_823_873, "extractor": 3_366_145, "discriminator": 1_554_433}
-TABLE_CONFIGS = [  # (image_size, ngf, extractor_channels): PERFORMANCE.md's table
+TABLE_CONFIGS = [  # (image_size, ngf, extractor_channels): docs/performance.md's table
     (64, 16, 32), (128, 16, 32), (64, 64, 128), (128, 64, 128)]
 
 
@@ -166,7 +166,7 @@ def discriminator(channels, base=64, widths=None):
 
 
 def init_reference(module):
-  """Conv weights N(0, 0.02), BatchNorm scale N(1, 0.02), biases 0 (METHOD.md section 2)."""
+  """Conv weights N(0, 0.02), BatchNorm scale N(1, 0.02), biases 0 (docs/method.md)."""
   for m in module.modules():
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
       nn.init.normal_(m.weight, 0.0, 0.02)
@@ -189,7 +189,7 @@ def check_paper_counts():
 
 
 # ---------------------------------------------------------------------------------------------
-# Stage-1 step (METHOD.md "Stage-1 losses")
+# Stage-1 step (docs/method.md)
 
 def adaptive_grad_clip(modules, clip, eps=1e-3):
   """optax.adaptive_grad_clip on torch gradients: each output unit's gradient norm is kept
@@ -216,7 +216,7 @@ def _adam(params, opt):
 
 
 def make_step(h, r, d, opt_hr, opt_d, agc_hr=0.0, agc_d=0.0):
-  """The stage-1 step (METHOD.md "Stage-1 losses"); agc_* > 0 clips gradients like optax's
+  """The stage-1 step (docs/method.md); agc_* > 0 clips gradients like optax's
   adaptive_grad_clip before Adam (the small-scale configs use it)."""
   mse = F.mse_loss
 
@@ -411,7 +411,7 @@ def serve(inp, out):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--image-size", type=int, default=None,
-                 help="one config; without it, the four PERFORMANCE.md configs")
+                 help="one config; without it, the four docs/performance.md configs")
   p.add_argument("--ngf", type=int, default=64)
   p.add_argument("--extractor-channels", type=int, default=128)
   p.add_argument("--disc-channels", type=int, default=64, help="D's base width (64 in the paper)")

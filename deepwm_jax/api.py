@@ -24,16 +24,18 @@ import ml_collections
 import numpy as np
 
 from deepwm_jax import kit as kit_lib
-from deepwm_jax import models, pipeline
+from deepwm_jax import models
+from deepwm_jax.data import pairs as pairs_lib
 from deepwm_jax.errors import DeepwmError
+from deepwm_jax.stages import common
 from deepwm_jax.train import imitation, loop
 
 # Split -> the seed offset `pipeline.run` draws it with (tests/test_notebook.py checks that
 # these give the very images the run's report was measured on).
-SPLITS = {"protect": 1, "attack": 2, "val": 3}
+SPLITS = pairs_lib.SPLIT_OFFSETS
 
 
-def pairs(cfg, split: str, n: int | None = None) -> pipeline.Pairs:
+def pairs(cfg, split: str, n: int | None = None) -> pairs_lib.Pairs:
   """The (A, B) pairs of one split, exactly as `pipeline.run(cfg, ...)` made them.
 
   `n` (default: the config's count for the split) draws that many instead; the first images
@@ -44,7 +46,7 @@ def pairs(cfg, split: str, n: int | None = None) -> pipeline.Pairs:
   n = int(cfg.data[f"n_{split}"]) if n is None else int(n)
   if n < 1:
     raise DeepwmError(f"pairs(n={n}); ask for at least one image")
-  return pipeline.make_pairs(cfg, split, n, SPLITS[split])
+  return pairs_lib.make_pairs(cfg, split, n, SPLITS[split])
 
 
 @dataclasses.dataclass
@@ -61,7 +63,7 @@ class ImageModel:
             f"steps={s.steps}, params={models.count_params(self.variables):,})")
 
   def __call__(self, images) -> np.ndarray:
-    return pipeline.predict(self.predict_fn, self.variables, np.asarray(images, np.float32))
+    return common.predict(self.predict_fn, self.variables, np.asarray(images, np.float32))
 
 
 def _image_model(cfg, name, spec, variables) -> ImageModel:
@@ -112,7 +114,7 @@ def train_imitator(cfg, workdir: str, name: str, x, y, log=print, **spec) -> Ima
   tag = zlib.crc32(json.dumps(s.to_dict(), sort_keys=True, default=str).encode()
                    + x.tobytes() + y.tobytes())
   stage = f"{name}-{tag:08x}"
-  variables = pipeline.Run(cfg, workdir, log).imitate(stage, s, x, y)
+  variables = common.Runner(cfg, workdir, log).imitate(stage, s, x, y)
   return _image_model(cfg, stage, s, variables)
 
 

@@ -1,50 +1,73 @@
 """The `deepwm` command: thin wrappers over the library (a notebook needs none of this).
 
-Exit status: 0 success (verify: watermark detected), 1 verify: not detected, 2 bad input.
+Exit status: 0 and 1 are verdicts (verify: 0 watermark detected, 1 not detected; every other
+command: 0 done), 2 any error: a one-line message says what is wrong and what to do; an
+unexpected error also names the log file that holds its traceback.
 """
-import argparse
 import json
 import os
 import sys
+import tempfile
+import traceback
 
+import deepwm_jax
+from deepwm_jax import cli_options as opts
 from deepwm_jax.errors import DeepwmError
 
 
 def _parser():
-  p = argparse.ArgumentParser(prog="deepwm", description=__doc__.splitlines()[0])
-  sub = p.add_subparsers(dest="command", required=True)
+  p = opts.Parser(prog="deepwm", description="Box-free model watermarks for image-processing "
+                  "networks: protect a model, watermark images, verify a suspect, attack your "
+                  "own protection.",
+                  epilog="`deepwm COMMAND --help` describes a command's options. Exit status: "
+                         "verify 0 detected / 1 not detected; 2 on any error.")
+  p.add_argument("--version", action="version", version=f"deepwm_jax {deepwm_jax.__version__}")
+  sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=opts.Parser)
 
-  run = sub.add_parser("run", help="protect a model end to end; writes report and kit")
-  run.add_argument("--config", required=True, help="config file with get_config()")
-  run.add_argument("--workdir", required=True, help="where checkpoints, logs, report, kit go")
+  run = sub.add_parser("run", help="protect a model end to end; writes report and kit",
+                       description="Trains the task model (or wraps yours), the watermark "
+                                   "barrier and the attackers it is hardened against, "
+                                   "calibrates the verdict and writes WORKDIR/report.md, "
+                                   "report.json and the kit WORKDIR/kit. Re-running the same "
+                                   "command resumes.", epilog=opts.OVERRIDES_HELP)
+  opts.add_config(run)
+  run.add_argument("--workdir", required=True, metavar="DIR",
+                   help="where checkpoints, logs, the report and the kit go")
 
   embed = sub.add_parser("embed", help="watermark every image of a folder with a kit's embedder")
-  embed.add_argument("--kit", required=True)
-  embed.add_argument("--input", required=True, help="folder of PNG/JPEG images")
-  embed.add_argument("--output", required=True, help="folder for the watermarked PNGs")
-  embed.add_argument("--resize", action="store_true", help="resize inputs to the kit's size")
+  opts.add_kit(embed)
+  embed.add_argument("--input", required=True, metavar="DIR", help="folder of PNG/JPEG images")
+  embed.add_argument("--output", required=True, metavar="DIR",
+                     help="folder for the watermarked PNGs (same file names)")
+  embed.add_argument("--resize", action="store_true",
+                     help="resize inputs to the kit's image size instead of refusing them")
   embed.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
   verify = sub.add_parser("verify", help="decide whether a suspect model's outputs carry the "
                                          "watermark (exit 0 detected, 1 not detected)")
-  verify.add_argument("--kit", required=True)
-  verify.add_argument("--input", required=True, help="folder of the suspect model's outputs")
-  verify.add_argument("--json", help="also write the verdict as JSON to this file ('-': stdout)")
-  verify.add_argument("--resize", action="store_true", help="resize inputs to the kit's size")
-  verify.add_argument("--alpha", type=float, help="false-positive rate (default: the kit's)")
+  opts.add_kit(verify)
+  verify.add_argument("--input", required=True, metavar="DIR",
+                      help="folder of the suspect model's output images")
+  opts.add_json(verify, "the verdict")
+  verify.add_argument("--resize", action="store_true",
+                      help="resize inputs to the kit's image size instead of refusing them")
+  verify.add_argument("--alpha", type=float, metavar="RATE",
+                      help="false-positive rate of the decision (default: the kit's, 1e-6)")
   verify.add_argument("--message-evidence", action="store_true",
                       help="payload kits: also detect on a decoded message equal to the kit's "
                            "(Bonferroni; see docs/verdicts.md for why it is off by default)")
 
   info = sub.add_parser("kit-info", help="a kit's provenance: owner, time, version, config, "
                                          "SHA-256 manifest, calibration, payload")
-  info.add_argument("kit")
-  info.add_argument("--json", action="store_true", help="print the whole record as JSON")
+  opts.add_kit(info, required=False)
+  info.add_argument("kit_path", nargs="?", metavar="KIT", help="the kit, as --kit (older form)")
+  opts.add_json(info, "the whole record")
 
-  describe = sub.add_parser("describe", help="parameter counts of a config's or a kit's networks")
+  describe = sub.add_parser("describe", help="parameter counts of a config's or a kit's networks",
+                            epilog=opts.OVERRIDES_HELP)
   g = describe.add_mutually_exclusive_group(required=True)
-  g.add_argument("--config")
-  g.add_argument("--kit")
+  opts.add_config(g, required=False)
+  opts.add_kit(g, required=False)
   _classify_parser(sub)
   _attack_parser(sub)
   _bench_parser(sub)
@@ -52,7 +75,7 @@ def _parser():
 
 
 def _bench_parser(sub):
-  from deepwm_jax import bench
+  from deepwm_jax.tools import bench
   bench.add_arguments(sub.add_parser(
       "bench", help="steps/s, FLOPs and fraction of peak of the training steps (vs PyTorch "
                     "with --torch); docs/performance.md"))
@@ -68,22 +91,6 @@ def _classify_parser(sub):
   commands.add_parser(sub)
 
 
-def _split_overrides(argv):
-  """`--config.a.b=v` / `--config.a.b v` are config overrides; the rest goes to argparse."""
-  rest, overrides, i = [], [], 0
-  while i < len(argv):
-    arg = argv[i]
-    if arg.startswith("--config."):
-      item = arg[len("--config."):]
-      if "=" not in item and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-        item, i = f"{item}={argv[i + 1]}", i + 1
-      overrides.append(item)
-    else:
-      rest.append(arg)
-    i += 1
-  return rest, overrides
-
-
 def _config(path, overrides):
   from deepwm_jax import config as config_lib
   cfg = config_lib.load(path)
@@ -95,12 +102,12 @@ def _config(path, overrides):
 def cmd_run(args, overrides):
   from deepwm_jax import pipeline
   cfg = _config(args.config, overrides)
-  rep = pipeline.run(cfg, args.workdir, log=_log)
+  rep = pipeline.run(cfg, args.workdir, log=opts.log)
   print(json.dumps({k: rep[k] for k in ("fidelity", "watermarked", "clean")}
                    | {"surrogates": [{k: s[k] for k in ("name", "success_rate")}
                                      for s in rep["surrogates"]],
                       "null": [{k: s[k] for k in ("name", "success_rate")} for s in rep["null"]]},
-                   default=_jsonable))
+                   default=opts.jsonable))
   return 0
 
 
@@ -108,24 +115,22 @@ def _read(kit, args):
   from deepwm_jax.data import imageio
   images, names = imageio.read_image_dir(args.input, kit.image_size, kit.channels, args.resize)
   if args.resize:
-    _log(f"resized {len(names)} images to {kit.image_size}x{kit.image_size}")
+    opts.log(f"resized {len(names)} images to {kit.image_size}x{kit.image_size}")
   return images, names
 
 
 def cmd_embed(args, overrides):
-  import deepwm_jax
   from deepwm_jax.data import imageio
   _no_overrides(overrides, "embed")
   kit = deepwm_jax.load_kit(args.kit)
   images, names = _read(kit, args)
   out = kit.embed(images)
   imageio.write_images(args.output, out, names, overwrite=args.overwrite)
-  _log(f"watermarked {len(names)} images into {args.output}")
+  opts.log(f"watermarked {len(names)} images into {args.output}")
   return 0
 
 
 def cmd_verify(args, overrides):
-  import deepwm_jax
   _no_overrides(overrides, "verify")
   kit = deepwm_jax.load_kit(args.kit)
   images, _ = _read(kit, args)
@@ -147,21 +152,20 @@ def cmd_verify(args, overrides):
     message += f"; decided by: {b.get('decided_by', 'none')}"
     print(f"payload: bit accuracy {100 * b['bit_accuracy_mean']:.1f}% over {b['n_images']} "
           f"images, bit p-value {b['p_value']:.3g}; message {message}")
-  if args.json == "-":
-    print(json.dumps(result, indent=1, default=_jsonable))
-  elif args.json:
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=1, default=_jsonable)
+  opts.write_json(args.json, result)
   return 0 if v.detected else 1
 
 
 def cmd_kit_info(args, overrides):
   from deepwm_jax import kit as kit_lib
   _no_overrides(overrides, "kit-info")
-  rec = kit_lib.provenance(args.kit)
-  if args.json:
-    print(json.dumps(rec, indent=1, default=_jsonable))
+  if bool(args.kit) == bool(args.kit_path):
+    raise DeepwmError("kit-info needs one kit: deepwm kit-info --kit KIT")
+  rec = kit_lib.provenance(args.kit or args.kit_path)
+  if args.json == "-":  # the record alone, for scripts
+    opts.write_json("-", rec)
     return 0
+  opts.write_json(args.json, rec)
   c = rec["config"]
   lines = [f"kit       {rec['path']} ({rec['kind'] or 'image'} kit, format {rec['format']})",
            f"owner     {rec['owner']}", f"created   {rec['created']}",
@@ -199,7 +203,7 @@ def cmd_kit_info(args, overrides):
 
 
 def cmd_describe(args, overrides):
-  from deepwm_jax import describe
+  from deepwm_jax.tools import describe
   if args.kit:
     _no_overrides(overrides, "describe --kit")
     out = describe.describe_kit(args.kit)
@@ -215,24 +219,13 @@ def _no_overrides(overrides, what):
                       f"the kit holds its own config")
 
 
-def _jsonable(x):
-  import numpy as np
-  if isinstance(x, np.generic):
-    return x.item()
-  raise TypeError(type(x))
-
-
-def _log(msg):
-  print(msg, file=sys.stderr, flush=True)
-
-
 def cmd_classify(args, overrides):
   from deepwm_jax.classify import commands
-  return commands.main(args, overrides, log=_log)
+  return commands.main(args, overrides, log=opts.log)
 
 
 def cmd_bench(args, overrides):
-  from deepwm_jax import bench
+  from deepwm_jax.tools import bench
   _no_overrides(overrides, "bench")
   bench.run(args)
   return 0
@@ -240,7 +233,7 @@ def cmd_bench(args, overrides):
 
 def cmd_attack(args, overrides):
   from deepwm_jax.zoo import commands
-  return commands.main(args, overrides, log=_log)
+  return commands.main(args, overrides, log=opts.log)
 
 
 COMMANDS = {"run": cmd_run, "embed": cmd_embed, "verify": cmd_verify, "describe": cmd_describe,
@@ -249,22 +242,47 @@ COMMANDS = {"run": cmd_run, "embed": cmd_embed, "verify": cmd_verify, "describe"
 
 
 def main(argv=None) -> int:
+  from deepwm_jax import config as config_lib
   argv = sys.argv[1:] if argv is None else argv
-  rest, overrides = _split_overrides(argv)
-  args = _parser().parse_args(rest)
-  _quiet_libraries()
+  rest, overrides = config_lib.split_overrides(argv)
+  parser = _parser()
+  command = "deepwm"
   try:
+    args = parser.parse_args(rest)
+    if args.command is None:  # a bare `deepwm`: what it can do, not an error
+      parser.print_help()
+      return 0
+    command = f"deepwm {args.command}"
+    _quiet_libraries()
     return COMMANDS[args.command](args, overrides)
+  except opts.UsageError as e:
+    print(e, file=sys.stderr)
+    return 2
   except DeepwmError as e:
-    print(f"deepwm {args.command}: error: {e}", file=sys.stderr)
+    print(f"{command}: error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
-    print(f"deepwm {args.command}: interrupted", file=sys.stderr)
+    print(f"{command}: interrupted (re-run the same command to resume)", file=sys.stderr)
     return 130
   except BrokenPipeError:
-    # The reader (e.g. `| head`) left: stop quietly, as the Python docs recommend.
+    # The reader (e.g. `| head`) left: stop quietly, as the Python docs recommend. The output
+    # was not all delivered, so this is an error, not a verdict.
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 1
+    return 2
+  except Exception as e:  # a bug or an unforeseen failure: never a verdict, never a traceback
+    log = _save_traceback(command)
+    what = (str(e).splitlines() or [""])[0][:200]
+    print(f"{command}: unexpected error ({type(e).__name__}: {what}); the traceback is in "
+          f"{log}: please report it", file=sys.stderr)
+    return 2
+
+
+def _save_traceback(command: str) -> str:
+  fd, path = tempfile.mkstemp(prefix="deepwm-error-", suffix=".log")
+  with os.fdopen(fd, "w") as f:
+    f.write(f"{command} (deepwm_jax {deepwm_jax.__version__})\n")
+    traceback.print_exc(file=f)
+  return path
 
 
 def _quiet_libraries():

@@ -48,7 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = dict(
       source="builtin",          # 'builtin' (scikit-image photos), 'folder:PATH' or
-                                 # 'tfds:NAME[/CONFIG][:SPLIT]' (prepared tfds, docs/tfds.md)
+                                 # 'tfds:NAME[/CONFIG][:SPLIT]' (prepared tfds, docs/data.md)
       image_size=64, channels=3,
       scale=0.25,                # downscale photos first so small crops hold structure
       task="rain", strength=1.0, # degradation that makes the task input A from B
@@ -104,7 +104,7 @@ def base_config() -> ml_collections.ConfigDict:
       # Weak copies (0 = off): R is also trained to read w in the protector's null models'
       # outputs plus `alpha` times the watermark residual H(M(A)) - M(A), alpha ~ U[this, 1]
       # per image: an imitator that copies only part of the watermark, with a real imitator's
-      # error around it (pipeline.weak_copies).
+      # error around it (stages/harden.py).
       weak_copies=0.0)
 
   c.evaluate = dict(
@@ -165,14 +165,46 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def load(path: str) -> ml_collections.ConfigDict:
-  if not os.path.isfile(path):
-    raise DeepwmError(f"config file '{path}' not found; pass --config configs/quickstart.py "
-                      f"or another file with get_config()")
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def shipped_configs() -> list[str]:
+  """Names of the configs that ship with the package (`--config NAME`), studies/ included."""
+  names = []
+  for root, _, files in os.walk(CONFIGS_DIR):
+    rel = os.path.relpath(root, CONFIGS_DIR)
+    names += [os.path.normpath(os.path.join(rel, f[:-3])) for f in files
+              if f.endswith(".py") and not f.startswith("_")]
+  return sorted(names)
+
+
+def resolve(name_or_path: str) -> str:
+  """The file of a config given as a path, or as a shipped config's name ('quickstart',
+  'studies/quickstart_cnn', with or without '.py')."""
+  if os.path.isfile(name_or_path):
+    return name_or_path
+  name = name_or_path[:-3] if name_or_path.endswith(".py") else name_or_path
+  for candidate in (name, name[len("configs/"):] if name.startswith("configs/") else None):
+    if candidate and not os.path.isabs(candidate):
+      path = os.path.join(CONFIGS_DIR, candidate + ".py")
+      if os.path.isfile(path):
+        return path
+  if os.sep in name_or_path or name_or_path.endswith(".py"):
+    raise DeepwmError(f"config file '{name_or_path}' not found; give a file with get_config() "
+                      "or a shipped config's name, e.g. --config quickstart")
+  raise DeepwmError(f"config '{name_or_path}' is neither a file nor a shipped config; give a "
+                    f"file with get_config() or one of: {', '.join(shipped_configs())}")
+
+
+def load(name_or_path: str) -> ml_collections.ConfigDict:
+  """The ConfigDict of a config file's get_config(), or of a shipped config by name."""
+  path = resolve(name_or_path)
   spec = importlib.util.spec_from_file_location("deepwm_user_config", path)
   module = importlib.util.module_from_spec(spec)
   try:
     spec.loader.exec_module(module)
+  except DeepwmError:
+    raise
   except Exception as e:
     raise DeepwmError(f"config file '{path}' failed to load ({type(e).__name__}: {e}); "
                       f"fix the file") from None
@@ -180,6 +212,22 @@ def load(path: str) -> ml_collections.ConfigDict:
     raise DeepwmError(f"config file '{path}' has no get_config(); define one returning a "
                       f"ConfigDict")
   return module.get_config()
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """`--config.a.b=v` / `--config.a.b v` are config overrides; the rest goes to argparse."""
+  rest, overrides, i = [], [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith("--config."):
+      item = arg[len("--config."):]
+      if "=" not in item and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+        item, i = f"{item}={argv[i + 1]}", i + 1
+      overrides.append(item)
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
 
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]):
@@ -314,7 +362,7 @@ def validate(cfg) -> None:
 
 
 def _validate_protect(cfg, need) -> None:
-  """protect.*: the method and strategy of issue 6 (docs/strategies.md)."""
+  """protect.*: the method and the strategy (docs/strategies.md)."""
   p = cfg.get("protect")
   if p is None:  # configs written before protect existed: the deep agnostic barrier
     return

@@ -2,6 +2,8 @@
 import jax
 import jax.numpy as jnp
 
+from deepwm_jax import metrics
+
 
 def mse(x, y):
   return jnp.mean(jnp.square(x - y))
@@ -38,7 +40,6 @@ def pixel_loss(kind: str, x, y):
 
 def ssim_per_image(x, y):
   """SSIM of each image of x (clipped to [0, 1], as an output may overshoot) against y."""
-  from deepwm_jax import metrics
   return metrics.ssim(jnp.clip(x, 0, 1), y)
 
 
@@ -50,7 +51,3 @@ def band(value_dB, lo, hi):
 def ssim_dB(ssim):
   """-10 log10(1 - SSIM): SSIM on a dB scale like PSNR (0.998 -> 27.0, 0.9997 -> 35.2)."""
   return -10.0 * jnp.log10(jnp.maximum(1.0 - ssim, 1e-10))
-
-
-def psnr_from_mse(m):
-  return -10.0 * jnp.log10(jnp.maximum(m, 1e-10))

@@ -2,7 +2,7 @@
 
 Every function takes a batch of NHWC float images in [0, 1] and returns one value per image, so
 they can be jitted and averaged by the caller. The paper's NC is reported for comparison only:
-the detection decision uses `deepwm_jax.verdict` (METHOD.md section 5 says why).
+the detection decision uses `deepwm_jax.verdict` (docs/verdicts.md says why).
 """
 import dm_pix
 import jax.numpy as jnp
@@ -15,7 +15,7 @@ from deepwm_jax.errors import DeepwmError
 PSNR_MAX_DB = 100.0
 _MSE_FLOOR = 10.0 ** (-PSNR_MAX_DB / 10.0)
 
-# METHOD.md section 5: Gaussian window 11, sigma 1.5, data range 1.
+# docs/verdicts.md: Gaussian window 11, sigma 1.5, data range 1.
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 
@@ -57,7 +57,7 @@ def ssim(a_NxHxWxC, b_NxHxWxC) -> jnp.ndarray:
 
 
 def _broadcast_watermark(r_NxHxWxC, w, what: str):
-  """Clips r to [0, 1] (R's output is linear; METHOD.md section 8) and broadcasts w to it."""
+  """Clips r to [0, 1] (R's output is linear; docs/method.md) and broadcasts w to it."""
   r = jnp.clip(jnp.asarray(r_NxHxWxC, jnp.float32), 0.0, 1.0)
   w = jnp.asarray(w, jnp.float32)
   if r.ndim != 4 or w.ndim not in (3, 4) or w.shape[-3:] != r.shape[-3:]:

@@ -13,7 +13,7 @@ The blank target is all white, so an extraction of an unwatermarked image reads 
 (white - white) = 0: an erasure, not a guess. The soft value of bit j is
   s_j = mean(second cell) - mean(first cell)  in [-1, 1]  (+1: t_j = 1 drawn at full contrast).
 Its sign is the hard bit; a bit *matches confidently* when s_j has the right sign and
-|s_j| >= CONFIDENT (a faint trace of w in R(clean), METHOD.md section 5, matches nothing).
+|s_j| >= CONFIDENT (a faint trace of w in R(clean), docs/verdicts.md, matches nothing).
 
 Config (`watermark.*`, defaults keep the logo):
   spec       'payload' turns this on.

@@ -262,7 +262,7 @@ def qq_figure(groups: dict[str, np.ndarray], title: str) -> Figure:
 
 def attack_figure(rows: list[dict]) -> Figure:
   """Bit accuracy (payload kits) or the mean statistic against each removal attack's strength,
-  one panel per attack kind (rows from deepwm_jax.studies.false_claims.attack_curves)."""
+  one panel per attack kind (rows from deepwm_jax.tools.false_claims.attack_curves)."""
   kinds = list(dict.fromkeys(r["attack"] for r in rows))
   key = "bit_accuracy" if any("bit_accuracy" in r for r in rows) else "stat_mean"
   fig = _new_figure(2.6 * len(kinds), 2.8)
@@ -432,3 +432,55 @@ def write_report(workdir: str, report: dict, grid: dict[str, np.ndarray] | None 
          histogram_figure(nc_groups, PAPER_NC_THRESHOLD, "paper threshold", "NC"))
   write_text_atomic(os.path.join(workdir, "report.md"),
                     render_markdown(report, figures, threshold))
+
+
+# ----------------------------------------------------------------------------- the absorbed strategy
+
+def comparison_rows(rep: dict) -> list[dict]:
+  """Agnostic (H after M) and specific (M') side by side, from one report."""
+  sp = rep["specific"]
+  ag_sur = {e["name"]: e for e in rep["surrogates"]}
+  sp_sur = {e["name"]: e for e in sp["surrogates"]}
+  rows = [
+      {"metric": "task PSNR vs B (dB)", "agnostic (H(M(A)))": sp["task"]["psnr_HM_vs_B"],
+       "specific (M'(A))": sp["task"]["psnr_Mprime_vs_B"]},
+      {"metric": "task PSNR of M vs B (dB)", "agnostic (H(M(A)))": sp["task"]["psnr_M_vs_B"],
+       "specific (M'(A))": sp["task"]["psnr_M_vs_B"]},
+      {"metric": "fidelity PSNR (dB): H(M(A)) vs M(A) | M'(A) vs H(M(A))",
+       "agnostic (H(M(A)))": rep["fidelity"]["psnr"],
+       "specific (M'(A))": sp["fidelity"]["psnr_Mprime_vs_HM"]},
+      {"metric": "success rate on the protected outputs",
+       "agnostic (H(M(A)))": rep["watermarked"]["success_rate"],
+       "specific (M'(A))": sp["watermarked"]["success_rate"]},
+  ]
+  for ag_name, sp_name in (("surrogate-stage2", "surrogate-stage2-spec"),
+                           ("surrogate-unseen", "surrogate-unseen-spec")):
+    if ag_name in ag_sur and sp_name in sp_sur:
+      a, s = ag_sur[ag_name], sp_sur[sp_name]
+      rows.append({"metric": f"success rate: {ag_name} spec ({s['arch']}, {s['loss']})",
+                   "agnostic (H(M(A)))": a["success_rate"],
+                   "specific (M'(A))": s["success_rate"]})
+      rows.append({"metric": f"residual corr: {ag_name} spec",
+                   "agnostic (H(M(A)))": a.get("residual_corr"),
+                   "specific (M'(A))": s.get("residual_corr")})
+  return rows
+
+
+def write_specific(workdir: str, rep: dict) -> None:
+  """report.json with rep['specific'], and the side-by-side table appended to report.md
+  (the model-specific strategy, deepwm_jax/stages/absorb.py)."""
+  rep_j = to_jsonable(rep)
+  write_text_atomic(os.path.join(workdir, "report.json"),
+                    json.dumps(rep_j, indent=2, allow_nan=False) + "\n")
+  md_path = os.path.join(workdir, "report.md")
+  md = open(md_path).read() if os.path.exists(md_path) else ""
+  cols = ["metric", "agnostic (H(M(A)))", "specific (M'(A))"]
+  section = ("\n## Model-specific strategy: H absorbed into M'\n\n"
+             "M' is M fine-tuned to emit H(M(A)) itself; the same R and "
+             "calibration verify it. Surrogates of the same specs as the agnostic ones, trained "
+             "on M' outputs instead of H(M(A)).\n\n"
+             + "".join(f"**Warning: {w}**\n\n" for w in rep_j["specific"].get("warnings", []))
+             + markdown_table(comparison_rows(rep_j), cols))
+  marker = "\n## Model-specific strategy"
+  md = md.split(marker)[0] + section
+  write_text_atomic(md_path, md)

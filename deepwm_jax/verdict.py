@@ -1,7 +1,7 @@
 """The detection decision: a per-image statistic, its calibration on negatives, and a p-value.
 
 The extractor R maps a suspect image to r, which should be the watermark w when the image
-carries the watermark and the blank otherwise. METHOD.md section 5 shows why neither of the
+carries the watermark and the blank otherwise. docs/verdicts.md shows why neither of the
 usual correlations can decide this: the paper's NC of the blank against a dark-on-white logo
 is already ~0.93, and the centered NC of a faint trace of w on a blank extraction is high.
 `watermark_statistic` measures shape and amplitude together; `calibrate` puts the threshold
@@ -43,7 +43,7 @@ def watermark_statistic(r_NxHxWxC, w_HxWxC, blank_HxWxC, eps: float = 1e-12) -> 
 
   Why not the distance score (mse(r, blank) - mse(r, w)) / mse(w, blank): it equals
   2 <r - blank, d> / <d, d> - 1 exactly, a pure projection, so an all-dark extraction scores
-  +1 against a dark-on-white logo -- the dark-flat-sky false positives of METHOD.md section 8.
+  +1 against a dark-on-white logo -- the dark-flat-sky false positives of docs/method.md.
   Centering also makes the statistic indifferent to a global brightness shift of r.
   r is clipped to [0, 1] first (the extractor's output is linear).
   """
@@ -173,7 +173,7 @@ class Calibration:
     a = np.asarray(scores_JxN, np.float64)
     if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1 or not np.all(np.isfinite(a)):
       raise DeepwmError(f"a model-level null needs finite scores shaped (models, images), got "
-                        f"{a.shape}; rebuild it with deepwm_jax.model_null")
+                        f"{a.shape}; rebuild it with deepwm_jax.tools.model_null")
     return dataclasses.replace(self, model_null=a)
 
   @classmethod
@@ -215,8 +215,7 @@ def calibrate(negative_stats: np.ndarray, positive_stats: np.ndarray | None = No
   max(t_min, (t_ref + q) / 2): midway across the gap, so a suspect's extractions may be
   somewhat weaker than the calibration positives and still count, while the threshold never
   comes closer to the reference negative than the margin. Negatives should include clean
-  inputs, clean targets and outputs of null models that never saw the watermark (METHOD.md
-  section 8).
+  inputs, clean targets and outputs of null models that never saw the watermark (docs/verdicts.md).
 
   Why fpr: with fpr = 0 one stray negative among thousands sets the threshold, and a strong
   kit whose R reads a single null output at 0.98 detects nothing at all. p0 stays honest

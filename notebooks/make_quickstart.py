@@ -34,42 +34,38 @@ def code(text, *tags):
 md("""
 # deepwm_jax quickstart: watermark a model's outputs, catch a copy
 
-[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/<org>/deepwm_jax/blob/main/notebooks/quickstart.ipynb)
-
 You serve an image-to-image model (here a small deraining U-Net) behind an API. This notebook
 protects it with a box-free watermark (Zhang et al., AAAI 2020 / TPAMI 2022), looks at the
 watermark, plays the attacker who trains a copy of the model on the API's outputs, and asks the
 verification kit whether the copy carries the watermark. Everything goes through the Python
 API; nothing shells out to the `deepwm` command.
 
-It runs top to bottom on a CPU runtime in about 10 minutes (the default config,
-`configs/notebook.py`). Set the environment variable `DEEPWM_NOTEBOOK_CONFIG` to another config
-before starting, e.g. `configs/tiny.py` (a smoke test in about a minute, which the tests run;
-its numbers mean nothing) or `configs/quickstart.py` (the README's measured run).
+It runs top to bottom on a CPU runtime in about 10 minutes (the default config, `notebook`).
+Set the environment variable `DEEPWM_NOTEBOOK_CONFIG` to another config before starting, e.g.
+`tiny` (a smoke test in about a minute, which the tests run; its numbers mean nothing) or
+`quickstart` (the README's measured run).
 """)
 
 md("""
 ## Setup
 
-On Colab the first cell clones the repository (its `configs/` folder is not part of the
-installed package) and installs it. Set `REPO_URL` to where this repository is published.
-If pip upgraded JAX there, restart the session (*Runtime > Restart session*) and go on from
-the next cell. Elsewhere, install it yourself first: `pip install -e ".[test]"` from the
-repository root.
+Start the notebook from a clone of the repository (in `notebooks/` or at the root). If
+deepwm_jax is not installed yet, the first cell installs the clone into this kernel's Python
+with pip (`pip install -e ".[test]"` from the repository root does the same in a shell).
 """)
 
 code("""
+import importlib.util
 import os
+import pathlib
 import sys
 
-REPO_URL = "https://github.com/<org>/deepwm_jax"  # where this repository is published
-if "google.colab" in sys.modules:
-  if not os.path.isdir("/content/deepwm_jax"):
-    !git clone -q --depth 1 {REPO_URL} /content/deepwm_jax
-  !pip install -q /content/deepwm_jax
-  %cd /content/deepwm_jax
-else:
-  print(f"not on Colab: using the deepwm_jax installed in {sys.prefix}")
+# The repository root: this folder when started there, its parent when started in notebooks/.
+ROOT = next(p for p in (pathlib.Path.cwd(), pathlib.Path.cwd().parent)
+            if (p / "pyproject.toml").is_file())
+if importlib.util.find_spec("deepwm_jax") is None:
+  %pip install -q -e {ROOT}
+print(f"deepwm_jax from {importlib.util.find_spec('deepwm_jax').origin}")
 """)
 
 code("""
@@ -86,14 +82,13 @@ import numpy as np
 from IPython.display import Image, Markdown, display
 
 import deepwm_jax
-from deepwm_jax import api, config, describe, metrics, pipeline
+from deepwm_jax import api, config, metrics, pipeline
 from deepwm_jax import report as report_lib
+from deepwm_jax.stages import common
+from deepwm_jax.tools import describe
 
-# The repository root: this folder when started there, its parent when started in notebooks/.
-ROOT = next(p for p in (pathlib.Path.cwd(), pathlib.Path.cwd().parent)
-            if (p / "configs").is_dir())
-CONFIG = os.environ.get("DEEPWM_NOTEBOOK_CONFIG", "configs/notebook.py")
-config_path = pathlib.Path(CONFIG) if pathlib.Path(CONFIG).is_file() else ROOT / CONFIG
+CONFIG = os.environ.get("DEEPWM_NOTEBOOK_CONFIG", "notebook")  # a shipped name or a file
+config_path = pathlib.Path(config.resolve(CONFIG))
 # One workdir per config: a workdir refuses a run with another config, and re-running the
 # notebook resumes (finished stages are skipped).
 WORKDIR = os.environ.get("DEEPWM_NOTEBOOK_WORKDIR",
@@ -212,7 +207,7 @@ display(Markdown(report_lib.markdown_table(rows, list(rows[0]))))
 # Whether a model reproduced the watermark residual at all (about 0 when it did not), which
 # no extractor can read from a model that did not copy it:
 for name, x in (("surrogate", SM_A), ("null", N_A)):
-  print(f"{name}: corr(output - B, B' - B) = {pipeline.residual_corr(x, B, B_marked):.3f}")
+  print(f"{name}: corr(output - B, B' - B) = {common.residual_corr(x, B, B_marked):.3f}")
 
 fig = report_lib.grid_figure({
     "SM(A)": SM_A[:n], "R(SM(A))": np.clip(kit.extract(SM_A[:n]), 0, 1),
@@ -267,7 +262,7 @@ shutil.rmtree(damaged)  # the copy this cell made
 md("""
 ## 5. The same code on a GPU or TPU, at the paper's scale
 
-On Colab choose *Runtime > Change runtime type > GPU (or TPU)*, run the setup cells again, and
+On a machine with a GPU or TPU (and the matching jax installed), run the setup cells again, and
 JAX places everything on the accelerator: nothing in the code above changes.
 `configs/paper_derain.py` is the paper's deraining setting (RGB 256 px, the reference networks,
 200 epochs of 6000 images); on an accelerator `compute_dtype = "bfloat16"` runs the networks in
@@ -280,7 +275,7 @@ code("""
 backend = jax.default_backend()
 print(f"backend {backend}: {jax.device_count()} device(s): {jax.devices()}")
 
-paper = config.load(str(ROOT / "configs" / "paper_derain.py"))
+paper = config.load("paper_derain")
 if backend in ("gpu", "tpu"):
   paper.compute_dtype = "bfloat16"
 print(f"paper_derain: {paper.data.image_size} px, stage 1 {paper.stage1.steps:,} steps of "
@@ -289,7 +284,7 @@ print("parameters:", json.dumps(describe.describe_config(paper)))
 
 RUN_PAPER = False
 if RUN_PAPER:
-  paper.data.source = "folder:/content/my_photos"  # a folder of your PNG/JPEG photos
+  paper.data.source = "folder:/path/to/my_photos"  # a folder of your PNG/JPEG photos
   paper_report = pipeline.run(paper, str(ROOT / "runs" / "paper_derain"))
 """)
 

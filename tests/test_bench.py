@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from deepwm_jax import bench, cli
+from deepwm_jax import cli
+from deepwm_jax.tools import bench
 
 TINY = ["--only", "surrogate-64", "--image-size", "16", "--ngf", "4", "--batch", "2",
         "--reps", "1", "--peak-size", "256"]

@@ -9,7 +9,8 @@ import pytest
 from scipy import stats as scipy_stats
 
 from deepwm_jax import kit as kit_lib
-from deepwm_jax import payload, recalibrate, verdict
+from deepwm_jax import payload, verdict
+from deepwm_jax.tools import recalibrate
 from deepwm_jax.errors import DeepwmError
 
 

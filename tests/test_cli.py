@@ -209,3 +209,65 @@ def test_a_kit_of_another_kind_is_refused_by_name(tmp_path, images_dir, capsys):
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "'classify' kit, not a 'image' kit" in err
   assert "deepwm run" in err
+
+
+def test_version_and_bare_command_print_help(capsys):
+  with pytest.raises(SystemExit) as e:
+    deepwm("--version")
+  assert e.value.code == 0 and deepwm_jax.__version__ in capsys.readouterr().out
+  assert deepwm() == 0  # a bare `deepwm` shows what it can do
+  out = capsys.readouterr().out
+  assert "usage: deepwm" in out and "verify" in out and "attack" in out
+
+
+def test_usage_errors_are_one_line_and_exit_2(capsys):
+  assert deepwm("verify", "--input", "x") == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "--kit" in err and "deepwm verify --help" in err
+  assert deepwm("no-such-command") == 2
+  assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_every_option_has_help_text():
+  """Every option of every command (and sub-command) says what it is for."""
+  def walk(parser):
+    for action in parser._actions:
+      if action.choices and isinstance(action.choices, dict):  # sub-commands
+        for sub in action.choices.values():
+          yield from walk(sub)
+      elif action.option_strings or action.dest not in ("help",):
+        yield parser.prog, action
+  missing = [f"{prog} {a.option_strings or a.dest}" for prog, a in walk(cli._parser())
+             if not a.help]
+  assert not missing, missing
+
+
+def test_an_unexpected_error_in_verify_exits_2_with_the_traceback_logged(
+    kit_dir, images_dir, capsys, monkeypatch):
+  """A bug must never read as a verdict: exit 2 (not 1, 'not detected'), one line, a log."""
+  def broken(self, *args, **kwargs):
+    raise RuntimeError("simulated failure inside the extractor")
+  monkeypatch.setattr(kit_lib.Kit, "verify", broken)
+  assert deepwm("verify", "--kit", kit_dir, "--input", images_dir) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "unexpected error (RuntimeError" in err
+  log = err.split("the traceback is in ")[1].split(":")[0]
+  with open(log) as f:
+    assert "simulated failure inside the extractor" in f.read()
+  os.remove(log)
+
+
+def test_kit_info_takes_kit_and_json_file_like_every_command(kit_dir, tmp_path, capsys):
+  out = tmp_path / "info.json"
+  assert deepwm("kit-info", "--kit", kit_dir, "--json", out) == 0
+  assert "manifest" in capsys.readouterr().out  # the text record, and the JSON in the file
+  rec = json.loads(out.read_text())
+  assert rec["path"] == os.path.abspath(kit_dir) and rec["manifest"]
+  assert deepwm("kit-info", kit_dir, "--json") == 0  # the older positional form, JSON alone
+  assert json.loads(capsys.readouterr().out)["path"] == os.path.abspath(kit_dir)
+  assert deepwm("kit-info") == 2
+
+
+def test_a_shipped_config_by_name(capsys):
+  assert deepwm("describe", "--config", "paper_debone") == 0
+  assert json.loads(capsys.readouterr().out)["embedder"] == 41_823_873

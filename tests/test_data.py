@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from deepwm_jax.data import degrade, imageio, sources, watermarks
+from deepwm_jax.data import degrade, imageio, sources, splits, watermarks
 from deepwm_jax.errors import DeepwmError
 
 
@@ -62,14 +62,14 @@ def test_unknown_split_and_source():
 
 def test_split_images_rule():
   items = list(range(23))
-  parts = {s: sources.split_images(items, s) for s in sources.SPLITS}
+  parts = {s: splits.split_images(items, s) for s in splits.SPLITS}
   assert sorted(sum(parts.values(), [])) == items
   # 20 images by the 10-pattern (5:3:2), then positions 0-2: P, A, V.
   assert [len(parts[s]) for s in ("protect", "attack", "val")] == [11, 7, 5]
-  for s in sources.SPLITS:
-    assert len(sources.split_images([0, 1, 2], s)) == 1
+  for s in splits.SPLITS:
+    assert len(splits.split_images([0, 1, 2], s)) == 1
   with pytest.raises(DeepwmError, match="at least 3 images"):
-    sources.split_images([0, 1], "protect")
+    splits.split_images([0, 1], "protect")
 
 
 def test_folder_source(tmp_path):

@@ -59,13 +59,13 @@ def test_unknown_embedder_arch_is_refused():
 
 
 def _configs(*names):
-  import os
-  here = os.path.join(os.path.dirname(__file__), "..", "configs")
-  return [config.load(os.path.join(here, f"{n}.py")) for n in names]
+  """Shipped configs by name ('quickstart', 'studies/quickstart_cnn')."""
+  return [config.load(n) for n in names]
 
 
-@pytest.mark.parametrize("base_name, cnn_name", [("quickstart", "quickstart_cnn"),
-                                                 ("quickstart_payload", "quickstart_payload_cnn")])
+@pytest.mark.parametrize("base_name, cnn_name",
+                         [("quickstart", "studies/quickstart_cnn"),
+                          ("quickstart_payload", "studies/quickstart_payload_cnn")])
 def test_cnn_configs_change_only_the_embedder(base_name, cnn_name):
   base, cnn = _configs(base_name, cnn_name)
   config.validate(cnn)
@@ -75,7 +75,7 @@ def test_cnn_configs_change_only_the_embedder(base_name, cnn_name):
 
 
 def test_quickstart_cnn_s2_adds_only_a_cnn_surrogate_to_stage2():
-  base, s2 = _configs("quickstart_cnn", "quickstart_cnn_s2")
+  base, s2 = _configs("studies/quickstart_cnn", "studies/quickstart_cnn_s2")
   config.validate(s2)
   assert [s.arch for s in config.stage2_surrogates(s2).values()] == ["unet", "cnn"]
   assert tuple(base.attack.extra_surrogate_archs) == ()
@@ -103,9 +103,13 @@ def test_stage1_trains_the_cnn_embedder(tiny_cfg):
 
 
 def test_quickstart_band_is_the_s2_kit_with_a_band_weak_copies_and_longer_stage2():
-  s2, band = _configs("quickstart_cnn_s2", "quickstart_band")
+  """quickstart_band writes out the two-family kit's changes itself (one parent, quickstart):
+  it must still be studies/quickstart_cnn_s2 plus exactly the band changes."""
+  s2, band = _configs("studies/quickstart_cnn_s2", "quickstart_band")
   config.validate(band)
   assert band.stage1.fidelity_band.weight == 1.0 and s2.stage1.fidelity_band.weight == 0.0
+  assert (band.stage1.weights.fidelity, band.stage1.weights.fidelity_ssim) == (0.025, 2.0)
+  assert (s2.stage1.weights.fidelity, s2.stage1.weights.fidelity_ssim) == (0.1, 8.0)
   assert (band.stage2.weak_copies, band.stage2.steps, band.evaluate.per_image_fpr) == (0.25, 1600,
                                                                                       0.001)
   band.stage1.fidelity_band.weight = 0.0
@@ -118,7 +122,8 @@ def test_quickstart_band_is_the_s2_kit_with_a_band_weak_copies_and_longer_stage2
 def test_quickstart_band_specific_is_the_band_kit_absorbed_into_m_prime():
   band, spec = _configs("quickstart_band", "quickstart_band_specific")
   config.validate(spec)
-  assert (spec.protect.strategy, spec.protect.absorb.steps) == ("specific", 250)
+  assert (band.protect.strategy, spec.protect.strategy, spec.protect.absorb.steps) == (
+      "agnostic", "specific", 250)
   spec.protect.strategy = band.protect.strategy
   spec.protect.absorb.steps = band.protect.absorb.steps
   assert spec.to_dict() == band.to_dict()

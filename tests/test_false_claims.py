@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from deepwm_jax.studies import false_claims
+from deepwm_jax.tools import false_claims
 from test_payload import make_payload_kit
 
 

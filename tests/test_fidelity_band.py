@@ -37,7 +37,7 @@ def test_band_pushes_too_faint_residuals_up_and_too_strong_ones_down(which):
   def value_dB(eps):
     b_wm = b + eps * noise
     if which == "psnr":
-      return losses.psnr_from_mse(jnp.mean(jnp.square(b_wm - b), axis=(1, 2, 3)))
+      return metrics.psnr(b_wm, b)
     return losses.ssim_dB(metrics.ssim(b_wm, b))
 
   def cost(eps):
@@ -89,7 +89,7 @@ def test_a_workdir_from_before_the_band_resumes(tmp_path):
   del saved["stage1"]["fidelity_band"]
   with open(tmp_path / "config.json", "w") as f:
     json.dump(saved, f)
-  pipeline._check_workdir_config(cfg, str(tmp_path))  # no error
+  pipeline.check_workdir_config(cfg, str(tmp_path))  # no error
   cfg.stage1.fidelity_band.weight = 1.0
   with pytest.raises(DeepwmError, match="stage1.fidelity_band.weight"):
-    pipeline._check_workdir_config(cfg, str(tmp_path))
+    pipeline.check_workdir_config(cfg, str(tmp_path))

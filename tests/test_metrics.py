@@ -1,4 +1,4 @@
-"""Fidelity metrics against known values, and the two NC pitfalls of METHOD.md section 5."""
+"""Fidelity metrics against known values, and the two NC pitfalls of docs/verdicts.md."""
 import jax
 import numpy as np
 import pytest

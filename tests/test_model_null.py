@@ -10,7 +10,9 @@ from scipy import stats as scipy_stats
 
 from deepwm_jax import api
 from deepwm_jax import kit as kit_lib
-from deepwm_jax import model_null, pipeline, verdict
+from deepwm_jax import pipeline, verdict
+from deepwm_jax.stages import model_null
+from deepwm_jax.tools import model_null as model_null_tool
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.train import imitation
 
@@ -119,7 +121,7 @@ def test_null_models_that_differ_by_seed_share_one_compilation(tiny_cfg):
 def test_model_null_kit_end_to_end(tiny_run, tmp_path):
   kit_path = os.path.join(tiny_run[0], "kit")
   out = str(tmp_path / "kit")
-  path = model_null.add_model_null(kit_path, str(tmp_path / "work"), out, models=2, images=8,
+  path = model_null_tool.add_model_null(kit_path, str(tmp_path / "work"), out, models=2, images=8,
                                    steps=2, ngf=4, log=lambda *_: None)
   kit = kit_lib.load_kit(path)
   assert kit.calibration.model_null.shape == (2, 8)
@@ -130,20 +132,20 @@ def test_model_null_kit_end_to_end(tiny_run, tmp_path):
   original = kit_lib.load_kit(kit_path)  # only read
   assert original.calibration.model_null is None
   # --append widens the population: the kit's rows kept, new models (own seeds) after them.
-  wider = model_null.add_model_null(path, str(tmp_path / "work"), str(tmp_path / "wider"),
+  wider = model_null_tool.add_model_null(path, str(tmp_path / "work"), str(tmp_path / "wider"),
                                     models=1, images=8, steps=2, ngf=8, append=True,
                                     log=lambda *_: None)
   rows = kit_lib.load_kit(wider).calibration.model_null
   assert rows.shape == (3, 8)
   np.testing.assert_array_equal(rows[:2], kit.calibration.model_null)
   with pytest.raises(DeepwmError, match="no model-level null to append"):
-    model_null.add_model_null(kit_path, str(tmp_path / "work"), str(tmp_path / "k2"), models=1,
+    model_null_tool.add_model_null(kit_path, str(tmp_path / "work"), str(tmp_path / "k2"), models=1,
                               images=8, steps=2, ngf=4, append=True, log=lambda *_: None)
   with pytest.raises(DeepwmError, match="--images 8"):
-    model_null.add_model_null(path, str(tmp_path / "work"), str(tmp_path / "k3"), models=1,
+    model_null_tool.add_model_null(path, str(tmp_path / "work"), str(tmp_path / "k3"), models=1,
                               images=4, steps=2, ngf=4, append=True, log=lambda *_: None)
   with pytest.raises(DeepwmError, match="already exists"):
-    model_null.add_model_null(kit_path, str(tmp_path / "work"), out, models=2, images=8,
+    model_null_tool.add_model_null(kit_path, str(tmp_path / "work"), out, models=2, images=8,
                               steps=2, ngf=4, log=lambda *_: None)
   # A kit.json that no longer matches null_models.npy is refused, with what to do.
   info = kit_lib.read_info(path, kit_lib.KIT_KIND, kit_lib.KIT_FORMAT)
@@ -151,7 +153,7 @@ def test_model_null_kit_end_to_end(tiny_run, tmp_path):
   kit_lib.republish(path, str(tmp_path / "bad"), info, lambda folder: None)
   with pytest.raises(DeepwmError, match="model-level null does not match"):
     kit_lib.load_kit(str(tmp_path / "bad"))
-  assert model_null.main(["--kit", kit_path, "--workdir", str(tmp_path / "w2"), "--out", out,
+  assert model_null_tool.main(["--kit", kit_path, "--workdir", str(tmp_path / "w2"), "--out", out,
                           "--models", "1"]) == 2
   with open(os.path.join(out, "kit.json")) as f:
     assert json.load(f)["calibration_model_null"]["n_images"] == 8  # untouched by the refusal

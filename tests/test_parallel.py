@@ -36,7 +36,7 @@ def _env(devices: int = 1, **extra):
 
 
 def _train(workdir, stop_at, devices=1, out=None, extra=()):
-  cmd = [sys.executable, "-m", "deepwm_jax.parallel_bench", "train", "--config", TINY,
+  cmd = [sys.executable, "-m", "deepwm_jax.tools.parallel_bench", "train", "--config", TINY,
          "--workdir", str(workdir), "--stop-at", str(stop_at), *LOG_EVERY, *extra]
   if out:
     cmd += ["--out", str(out)]
@@ -72,7 +72,7 @@ def init_state():
   import jax
   from deepwm_jax import config
   from deepwm_jax.data import watermarks
-  from deepwm_jax.parallel_bench import flatten
+  from deepwm_jax.tools.parallel_bench import flatten
   from deepwm_jax.train import stage1
   cfg = config.load(TINY)
   w = watermarks.watermark_image(cfg.watermark.spec, cfg.data.image_size, cfg.data.channels)
@@ -103,7 +103,7 @@ def test_two_processes_match_one_then_resume_on_one_device(reference, init_state
   work = tmp_path / "work"
   cmd = [sys.executable, os.path.join(REPO, "launch", "local.py"), "-n", "2", "--cpu-devices",
          "1", "--log-dir", str(tmp_path / "logs"), "--", sys.executable, "-m",
-         "deepwm_jax.parallel_bench", "train", "--config", TINY, "--workdir", str(work),
+         "deepwm_jax.tools.parallel_bench", "train", "--config", TINY, "--workdir", str(work),
          "--stop-at", "2", "--out", str(tmp_path / "m2.npz"), *LOG_EVERY]
   proc = subprocess.run(cmd, env=_env(1), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]

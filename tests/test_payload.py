@@ -103,7 +103,7 @@ def test_decision_detects_copies_and_ignores_faint_traces():
   strong = payload.decide(p, p.soft_bits(_noisy(p, 16, 0.9, 0.1, 4)), cal, 1e-6, 0.5)
   assert strong["detected"] and strong["p_value"] < 1e-9 and strong["decode_matches"]
   assert strong["p_value"] == max(strong["p_fair"], strong["p_calibrated"])
-  # A faint trace of w (METHOD.md section 5): every raw bit right, none confident.
+  # A faint trace of w (docs/verdicts.md): every raw bit right, none confident.
   faint = payload.decide(p, p.soft_bits(_noisy(p, 16, 0.1, 0.0, 5)), cal, 1e-6, 0.5)
   assert faint["bit_accuracy_mean"] == 1.0 and not faint["detected"] and faint["p_value"] == 1.0
   blank = payload.decide(p, p.soft_bits(_noisy(p, 16, 0.0, 0.05, 6)), cal, 1e-6, 0.5)

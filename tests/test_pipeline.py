@@ -9,6 +9,7 @@ import pytest
 
 from deepwm_jax import config, pipeline
 from deepwm_jax.errors import DeepwmError
+from deepwm_jax.stages import common, evaluate, harden
 
 
 def test_report_has_the_contract_keys(tiny_run, tiny_cfg):
@@ -35,7 +36,7 @@ def test_report_has_the_contract_keys(tiny_run, tiny_cfg):
   # The kit's self-checks, also at the top of report.md when there are any.
   cal = [w for w in on_disk["warnings"] if "threshold is above 1" in w]
   assert bool(cal) == (on_disk["calibration"]["threshold"] > 1.0)
-  assert on_disk["warnings"] == cal + pipeline.kit_warnings(tiny_cfg, on_disk)
+  assert on_disk["warnings"] == cal + evaluate.kit_warnings(tiny_cfg, on_disk)
   with open(os.path.join(workdir, "report.md")) as f:
     md = f.read()
   assert all(w in md for w in on_disk["warnings"]) and ("## Warnings" in md) == bool(
@@ -55,9 +56,9 @@ def test_weak_copies_are_null_outputs_plus_part_of_the_residual():
   m = rng.uniform(0.2, 0.8, (6, 8, 8, 3)).astype(np.float32)
   wm = (m + 0.01 * rng.choice([-1.0, 1.0], m.shape)).astype(np.float32)
   sources = {"clean_A": m + 0.1, "M_A": m, "null_unet": m + 0.02, "null_resnet": m - 0.03}
-  assert pipeline.weak_copies(c, sources, wm, m).shape == (0, 8, 8, 3)  # off by default
+  assert harden.weak_copies(c, sources, wm, m).shape == (0, 8, 8, 3)  # off by default
   c.stage2.weak_copies = 0.25
-  weak = pipeline.weak_copies(c, sources, wm, m)
+  weak = harden.weak_copies(c, sources, wm, m)
   assert weak.shape == (12, 8, 8, 3) and weak.dtype == np.float32
   # Each copy is one null model's output plus alpha times the residual, alpha in [0.25, 1].
   for base, copies in ((sources["null_unet"], weak[:6]), (sources["null_resnet"], weak[6:])):
@@ -79,29 +80,29 @@ def test_kit_warnings_name_a_kit_that_misses_its_own_surrogates():
          "calibration_max_negative_by_source": {"M_A": 0.98, "flat": 0.09},
          "surrogates": [sur("surrogate-stage2", 0.0), sur("surrogate-stage2-cnn", 0.03),
                         sur("surrogate-unseen", 0.0)]}
-  (msg,) = pipeline.kit_warnings(c, rep)
+  (msg,) = evaluate.kit_warnings(c, rep)
   assert "surrogate-stage2 0%" in msg and "surrogate-stage2-cnn 3%" in msg
   assert "unseen" not in msg  # the evaluation surrogate is not one stage 2 trained against
   assert "0.980 from M_A" in msg and "stage2.weak_copies=0.25 and evaluate.per_image_fpr" in msg
   c.stage2.weak_copies = 0.25  # then weak copies are the suspect: the hint says so
-  assert "stage2.weak_copies=0.25 can make R read" in pipeline.kit_warnings(c, rep)[0]
+  assert "stage2.weak_copies=0.25 can make R read" in evaluate.kit_warnings(c, rep)[0]
   # One stage-2 surrogate detected is enough; an undetected unseen one is the zoo's business.
   rep["surrogates"][1] = sur("surrogate-stage2-cnn", 0.9)
-  assert pipeline.kit_warnings(c, rep) == []
+  assert evaluate.kit_warnings(c, rep) == []
   # The absorbed strategy deploys M': its outputs and its surrogates are what is checked.
   spec = {"watermarked": {"detected": True, "success_rate": 1.0},
           "surrogates": [sur("surrogate-stage2-spec", 0.2), sur("surrogate-unseen-spec", 1.0)]}
-  (msg,) = pipeline.kit_warnings(c, {**rep, "specific": spec})
+  (msg,) = evaluate.kit_warnings(c, {**rep, "specific": spec})
   assert "surrogate-stage2-spec 20%" in msg and "surrogate-stage2-cnn" not in msg
   spec["surrogates"][0] = sur("surrogate-stage2-spec", 1.0)
-  assert pipeline.kit_warnings(c, {**rep, "specific": spec}) == []
+  assert evaluate.kit_warnings(c, {**rep, "specific": spec}) == []
   spec["watermarked"] = {"detected": False, "success_rate": 0.0}
-  assert "the M' outputs" in pipeline.kit_warnings(c, {**rep, "specific": spec})[0]
+  assert "the M' outputs" in evaluate.kit_warnings(c, {**rep, "specific": spec})[0]
   rep["watermarked"] = {"detected": False, "success_rate": 0.2}
-  (msg,) = pipeline.kit_warnings(c, rep)
+  (msg,) = evaluate.kit_warnings(c, rep)
   assert "the protected outputs" in msg and "threshold 0.990" in msg and "weak_copies=0.25" in msg
   rep["calibration"]["threshold"] = 1.2  # logged at calibration already
-  assert pipeline.kit_warnings(c, rep) == []
+  assert evaluate.kit_warnings(c, rep) == []
 
 
 def test_stage2_trains_against_every_listed_surrogate(tiny_run, tiny_cfg):
@@ -134,12 +135,12 @@ def test_workdir_written_before_extra_surrogates_resumes(tmp_path, tiny_cfg):
   del saved["attack"]["extra_surrogate_archs"]
   del saved["embedder"]["arch"], saved["embedder"]["depth"]  # older still: the U-Net H only
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  pipeline._check_workdir_config(c, str(tmp_path))
+  pipeline.check_workdir_config(c, str(tmp_path))
   with pytest.raises(DeepwmError, match="attack.extra_surrogate_archs"):
-    pipeline._check_workdir_config(tiny_cfg, str(tmp_path))
+    pipeline.check_workdir_config(tiny_cfg, str(tmp_path))
   c.embedder.arch = "cnn"
   with pytest.raises(DeepwmError, match="embedder.arch"):
-    pipeline._check_workdir_config(c, str(tmp_path))
+    pipeline.check_workdir_config(c, str(tmp_path))
 
 
 def test_report_markdown_and_figures(tiny_run):
@@ -199,7 +200,7 @@ def test_stage_resumes_after_interruption(tmp_path, tiny_cfg):
   state = imitation.init_state(spec, cfg, jax.random.PRNGKey(0), 4)
   rng = np.random.default_rng(0)
   x = rng.uniform(size=(16, 32, 32, 3)).astype(np.float32)
-  batches = pipeline.sampler({"x": x, "y": x[::-1].copy()}, 4, (0,))
+  batches = common.sampler({"x": x, "y": x[::-1].copy()}, 4, (0,))
 
   def interrupted(s):
     if s == 2:
@@ -233,7 +234,7 @@ def test_a_stage_restored_again_keeps_its_training_time(tmp_path, tiny_cfg, monk
 
   monkeypatch.setattr(pipeline.loop, "run", fake_run)
   monkeypatch.setattr(pipeline.parallel, "state_shardings", lambda *a: None)
-  r = pipeline.Run(tiny_cfg, str(tmp_path), log=lambda *_: None)
+  r = common.Runner(tiny_cfg, str(tmp_path), log=lambda *_: None)
   for _ in range(2):
-    r._train("task", None, {"w": np.zeros(2)}, None, 3)
+    r.train("task", None, {"w": np.zeros(2)}, None, 3)
   assert r.timing["task"] >= 0.2

@@ -1,5 +1,5 @@
-"""Issue 6: the model-specific (absorbed) strategy, protecting a classical algorithm and a data
-set. The end-to-end cases reuse the session's tiny run: a copy of its workdir resumes every
+"""The model-specific (absorbed) strategy, protecting a classical algorithm and a data
+set. The end-to-end cases reuse the test session's tiny run: a copy of its workdir resumes every
 finished stage, so only the new stages train."""
 import json
 import os
@@ -13,6 +13,8 @@ import pytest
 
 from deepwm_jax import config, pipeline
 from deepwm_jax.errors import DeepwmError
+from deepwm_jax.stages import common, evaluate, task
+from deepwm_jax.data import pairs as pairs_lib
 
 
 def _copy_run(tiny_run, tmp_path, edit):
@@ -58,11 +60,11 @@ def test_workdirs_written_before_protect_still_resume(tmp_path, tiny_cfg):
   del saved["protect"]
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(saved, f)
-  pipeline._check_workdir_config(tiny_cfg, workdir)  # the default protect: no complaint
+  pipeline.check_workdir_config(tiny_cfg, workdir)  # the default protect: no complaint
   cfg = ml_collections.ConfigDict(tiny_cfg.to_dict())
   cfg.protect.strategy = "specific"
   with pytest.raises(DeepwmError, match="protect"):
-    pipeline._check_workdir_config(cfg, workdir)
+    pipeline.check_workdir_config(cfg, workdir)
 
 
 # ----------------------------------------------------------------------------- absorb
@@ -116,24 +118,24 @@ def test_specific_strategy_end_to_end(tiny_run, tmp_path):
   md = open(os.path.join(workdir, "report.md")).read()
   assert md.count("## Model-specific strategy") == 1 and "| success rate on the protected" in md
   # The self-check is of M', what this strategy deploys; the tiny kit fails it, and says so.
-  assert sp["warnings"] == pipeline.kit_warnings(cfg, rep) and sp["warnings"]
+  assert sp["warnings"] == evaluate.kit_warnings(cfg, rep) and sp["warnings"]
   assert rep["warnings"][-len(sp["warnings"]):] == sp["warnings"]
   assert all(f"**Warning: {w}**" in md.split("## Model-specific strategy")[1]
              for w in sp["warnings"])
   assert all(f"warning: {w}" in lines for w in sp["warnings"])
   # M' is one deployable network, and the run's kit verifies its outputs.
-  from deepwm_jax.train import absorb
+  from deepwm_jax.stages import absorb
   import deepwm_jax
   fn, variables = absorb.deployed_model(cfg, workdir)
-  val = pipeline.make_pairs(cfg, "val", cfg.data.n_val, 3)
-  out = pipeline.predict(fn, variables, val.a)
+  val = pairs_lib.make_pairs(cfg, "val", cfg.data.n_val, 3)
+  out = common.predict(fn, variables, val.a)
   v = deepwm_jax.load_kit(os.path.join(workdir, "kit")).verify(out)
   assert v.n_images == cfg.data.n_val
   assert v.success_rate == pytest.approx(sp["watermarked"]["success_rate"])
 
 
 def test_deployed_model_needs_a_finished_absorb(tmp_path, tiny_cfg):
-  from deepwm_jax.train import absorb
+  from deepwm_jax.stages import absorb
   with pytest.raises(DeepwmError, match="no finished M'"):
     absorb.deployed_model(tiny_cfg, str(tmp_path))
 
@@ -146,8 +148,8 @@ def test_classical_examples_are_valid_task_sources(tiny_cfg):
                                  "protect_classical.py"))
   config.validate(cfg)
   cfg.data.image_size = 32
-  pairs = pipeline.make_pairs(cfg, "val", 8, 3)
-  out = pipeline.Run(cfg, "/nonexistent-not-used", log=lambda *_: None).task_outputs([pairs])[0]
+  pairs = pairs_lib.make_pairs(cfg, "val", 8, 3)
+  out = task.outputs(common.Runner(cfg, "/nonexistent-not-used", log=lambda *_: None), [pairs])[0]
   assert out.shape == pairs.a.shape and out.dtype == np.float32
   mse = lambda x: float(np.mean((x - pairs.b) ** 2))
   assert mse(out) < 0.5 * mse(pairs.a)  # TV denoising removes most of the noise
@@ -163,8 +165,8 @@ def test_dataset_source_protects_the_targets(tiny_cfg):
   cfg = config.load(os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs",
                                  "protect_dataset.py"))
   config.validate(cfg)
-  pairs = pipeline.make_pairs(tiny_cfg, "val", 4, 3)
-  out = pipeline.Run(cfg, "/nonexistent-not-used", log=lambda *_: None).task_outputs([pairs])[0]
+  pairs = pairs_lib.make_pairs(tiny_cfg, "val", 4, 3)
+  out = task.outputs(common.Runner(cfg, "/nonexistent-not-used", log=lambda *_: None), [pairs])[0]
   np.testing.assert_array_equal(out, pairs.b)
 
 

@@ -16,9 +16,9 @@ import pytest
 
 from deepwm_jax import cli
 from deepwm_jax import config as config_lib
-from deepwm_jax import pipeline
-from deepwm_jax.data import sources, tfds_source
+from deepwm_jax.data import sources, splits, tfds_source
 from deepwm_jax.errors import DeepwmError
+from deepwm_jax.data import pairs as pairs_lib
 
 tfds = pytest.importorskip("tensorflow_datasets")
 Image = pytest.importorskip("PIL.Image")
@@ -144,28 +144,28 @@ def _records_of(patches_NxHxWxC: np.ndarray) -> set:
 def test_image_pipeline_reads_tfds_with_the_builtin_crops_and_degradation(data_dir):
   cfg = tiny_image_config("data.source=tfds:tiny_photos/rgb:train", f"data.tfds_dir={data_dir}")
   seen = {}
-  for k, split in enumerate(sources.SPLITS):
-    pairs = pipeline.make_pairs(cfg, split, 24, k)
+  for k, split in enumerate(splits.SPLITS):
+    pairs = pairs_lib.make_pairs(cfg, split, 24, k)
     assert pairs.a.shape == pairs.b.shape == (24, 32, 32, 3)
     assert pairs.b.min() >= 0 and pairs.b.max() <= 1
     assert np.abs(pairs.a - pairs.b).mean() > 0.01   # the rain degradation was applied
     seen[split] = _records_of(pairs.b)
     # Records are dealt to the splits by position, like a folder's files.
     allowed = {i for j, i in enumerate(file_order(data_dir, "rgb"))
-               if sources.FOLDER_PATTERN[j % 10] == split[0].upper()}
+               if splits.FOLDER_PATTERN[j % 10] == split[0].upper()}
     assert seen[split] and seen[split] <= allowed, (split, seen[split], allowed)
   assert not (seen["protect"] & seen["attack"]) and not (seen["protect"] & seen["val"])
   # Same crops as the builtin source: make_patches on the same images gives the same pairs.
   images = tfds_source.split_images("tfds:tiny_photos/rgb", "val", 3, data_dir)
   rng = np.random.default_rng([cfg.seed, 2])
   again = sources.make_patches(images, 24, 32, rng, flip=True, scale=cfg.data.scale)
-  assert np.array_equal(again, pipeline.make_pairs(cfg, "val", 24, 2).b)
+  assert np.array_equal(again, pairs_lib.make_pairs(cfg, "val", 24, 2).b)
 
 
 def test_default_config_gray_conversion_slicing_and_cap(data_dir):
   rgb = tfds_source.split_images("tfds:tiny_photos", "protect", 3, data_dir)  # default: rgb
   gray = tfds_source.split_images("tfds:tiny_photos/gray", "protect", 3, data_dir)
-  assert len(rgb) == len(gray) == sum(c == "P" for c in sources.FOLDER_PATTERN) * 2
+  assert len(rgb) == len(gray) == sum(c == "P" for c in splits.FOLDER_PATTERN) * 2
   assert rgb[0].shape == (40 + file_order(data_dir, "rgb")[0], 48, 3) and not np.allclose(rgb[0][..., 0], rgb[0][..., 1])
   assert np.array_equal(gray[0][..., 0], gray[0][..., 1])   # gray replicated to RGB
   order = file_order(data_dir, "gray")
@@ -198,7 +198,7 @@ def test_not_prepared_dataset_is_one_line_with_the_fix(tmp_path, data_dir):
     sources.load_split("tfds:voc/2012", "protect", 3, str(tmp_path))
   msg = str(e.value)
   assert "not prepared" in msg and "tfds build voc/2012" in msg and "array_record" in msg
-  assert "\n" not in msg and "docs/tfds.md" in msg
+  assert "\n" not in msg and "docs/data.md" in msg
   with pytest.raises(DeepwmError, match="splits are train"):
     tfds_source.open_split("tfds:tiny_photos:validation", data_dir)
   with pytest.raises(DeepwmError, match="use 'tfds:NAME"):

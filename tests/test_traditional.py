@@ -7,7 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
-from deepwm_jax import config, kit as kit_lib, pipeline, traditional, verdict
+from deepwm_jax import config, kit as kit_lib, pipeline, verdict
+from deepwm_jax.data import pairs as pairs_lib
+from deepwm_jax.kit import traditional as traditional_kit
+from deepwm_jax.stages import traditional
 from deepwm_jax.errors import DeepwmError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,7 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def photos(tiny_cfg):
   """Clean 32 px crops of the builtin photos (validation split)."""
-  return pipeline.make_pairs(tiny_cfg, "val", 96, 3).b
+  return pairs_lib.make_pairs(tiny_cfg, "val", 96, 3).b
 
 
 def test_embedding_meets_the_target_psnr(photos):
@@ -54,14 +57,14 @@ def _kit(tmp_path, tiny_cfg, photos):
   ss = traditional.SpreadSpectrum(7, 32, 3)
   calibration = verdict.calibrate(ss.statistic(photos[:48]), ss.statistic(ss.embed(photos[:48])),
                                   margin=1.0)
-  path = traditional.write_kit(str(tmp_path / "kit"), tiny_cfg, ss, calibration)
+  path = traditional_kit.write_kit(str(tmp_path / "kit"), tiny_cfg, ss, calibration)
   return path, ss
 
 
 def test_kit_round_trip_verify_and_describe(tmp_path, tiny_cfg, photos):
   path, ss = _kit(tmp_path, tiny_cfg, photos)
   k = kit_lib.load_kit(path)
-  assert isinstance(k, traditional.TraditionalKit)
+  assert isinstance(k, traditional_kit.TraditionalKit)
   held_out = photos[48:]
   assert k.verify(k.embed(held_out)).detected
   v = k.verify(held_out)
@@ -69,7 +72,7 @@ def test_kit_round_trip_verify_and_describe(tmp_path, tiny_cfg, photos):
   np.testing.assert_allclose(k.embed(held_out), ss.embed(held_out))
   with pytest.raises(DeepwmError, match="no extractor"):
     k.extract(held_out)
-  from deepwm_jax import describe
+  from deepwm_jax.tools import describe
   assert describe.describe_kit(path)["method"] == "traditional"
 
 

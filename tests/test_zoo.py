@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepwm_jax import augment, cli, removal
+from deepwm_jax import cli
+from deepwm_jax.zoo import augment, removal
 from deepwm_jax.errors import DeepwmError
-from deepwm_jax.zoo import bench, config as zoo_config, grid, perceptual, plan, train
+from deepwm_jax.tools import zoo_bench as bench
+from deepwm_jax.zoo import config as zoo_config, grid, perceptual, plan, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -484,7 +486,7 @@ def test_summary_judges_an_augmentation_against_the_same_surrogate_without_it():
 
 
 def test_summary_blames_an_architecture_only_where_a_pixel_loss_failed_too():
-  """A family tried only with SSIM (the session-11 probe zoo) is not called beaten by its
+  """A family tried only with SSIM (a probe zoo) is not called beaten by its
   architecture; one whose L2 member failed is."""
   from deepwm_jax.zoo import report
 

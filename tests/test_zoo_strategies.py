@@ -9,7 +9,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from deepwm_jax import cli, pipeline, traditional, verdict
+from deepwm_jax import cli, verdict
+from deepwm_jax.data import pairs as pairs_lib
+from deepwm_jax.kit import traditional as traditional_kit
+from deepwm_jax.stages import common, traditional
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.zoo import config as zoo_config, data as zoo_data, run as zoo_run
 
@@ -54,10 +57,10 @@ def test_protected_mode_follows_the_kits_strategy():
 @pytest.mark.slow
 def test_zoo_attacks_a_traditional_kit(tiny_run, tiny_cfg, tmp_path, capsys):
   workdir = tiny_run[0]   # read only: M comes from its checkpoints/task
-  photos = pipeline.make_pairs(tiny_cfg, "val", 48, 3).b
+  photos = pairs_lib.make_pairs(tiny_cfg, "val", 48, 3).b
   ss = traditional.SpreadSpectrum(7, 32, 3)
   calibration = verdict.calibrate(ss.statistic(photos), margin=1.0)   # max clean z + 1
-  kit = traditional.write_kit(str(tmp_path / "kit"), tiny_cfg, ss, calibration)
+  kit = traditional_kit.write_kit(str(tmp_path / "kit"), tiny_cfg, ss, calibration)
   cfg = tmp_path / "zoo.py"
   cfg.write_text(_ZOO.format(protector=workdir))
   w = str(tmp_path / "zoo")
@@ -85,7 +88,7 @@ def test_zoo_attacks_the_absorbed_model(tiny_run, tiny_cfg, tmp_path):
   """B' = M'(A) from the protector's checkpoints/absorb, with the run's own absorb.steps
   (config.json) even when the kit carries another."""
   import deepwm_jax
-  from deepwm_jax.train import absorb
+  from deepwm_jax.stages import absorb
   kit = deepwm_jax.load_kit(os.path.join(tiny_run[0], "kit"))
   protector = str(tmp_path / "run")
   shutil.copytree(os.path.join(tiny_run[0], "checkpoints", "task"),
@@ -96,8 +99,8 @@ def test_zoo_attacks_the_absorbed_model(tiny_run, tiny_cfg, tmp_path):
   assert kit.config.protect.absorb.steps != 1
   with open(os.path.join(protector, "config.json"), "w") as f:
     json.dump(json.loads(cfg.to_json_best_effort()), f)
-  r = pipeline.Run(cfg, protector, log=lambda *_: None)
-  pairs = pipeline.make_pairs(cfg, "protect", 8, 1)
+  r = common.Runner(cfg, protector, log=lambda *_: None)
+  pairs = pairs_lib.make_pairs(cfg, "protect", 8, 1)
   task_vars = r.imitate("task", cfg.task, pairs.a, pairs.b)   # restored, not trained
   absorb.train(r, task_vars, kit.extractor_vars, kit.watermark, pairs.a, pairs.b, pairs.b)
 
@@ -109,8 +112,8 @@ def test_zoo_attacks_the_absorbed_model(tiny_run, tiny_cfg, tmp_path):
   d = zoo_data.load(kit, z, str(tmp_path / "zoo"), 16, False)
   fn, mp = absorb.deployed_model(cfg, protector)
   assert d.protected == "specific"
-  np.testing.assert_allclose(d.wm, pipeline.predict(fn, mp, d.a), atol=1e-6)
-  np.testing.assert_allclose(d.eval_wm, pipeline.predict(fn, mp, d.eval_a), atol=1e-6)
+  np.testing.assert_allclose(d.wm, common.predict(fn, mp, d.a), atol=1e-6)
+  np.testing.assert_allclose(d.eval_wm, common.predict(fn, mp, d.eval_a), atol=1e-6)
   np.testing.assert_array_equal(d.eval_clean, via_h.eval_clean)   # the same M(A) ...
   assert not np.allclose(d.eval_wm, via_h.eval_wm, atol=1e-6)      # ... but not H(M(A))
   # A workdir measured against one kind of protected output refuses the other.

@@ -6,6 +6,7 @@ copy confirmed), 1 not detected, 2 bad input.
 import json
 import os
 
+from deepwm_jax import cli_options as opts
 from deepwm_jax import config as config_lib
 from deepwm_jax.errors import DeepwmError
 
@@ -14,18 +15,21 @@ def add_parser(sub) -> None:
   """The `classify` command group, added to the `deepwm` parser's subcommands."""
   cls = sub.add_parser("classify", help="classifier watermark: an additional class and "
                                         "fingerprinted key images per user (Sun et al.)")
-  csub = cls.add_subparsers(dest="classify_command", required=True)
+  csub = cls.add_subparsers(dest="classify_command", metavar="COMMAND", required=True,
+                            parser_class=opts.Parser)
   run = csub.add_parser("run", help="train every user's copy, the nulls, baselines and attacks; "
-                                    "writes report and kit")
-  run.add_argument("--config", required=True, help="config file with get_config()")
-  run.add_argument("--workdir", required=True, help="where checkpoints, models, report, kit go")
+                                    "writes report and kit", epilog=opts.OVERRIDES_HELP)
+  opts.add_config(run, what="classify config, e.g. classify_digits")
+  run.add_argument("--workdir", required=True, metavar="DIR",
+                   help="where checkpoints, models, report, kit go")
   ver = csub.add_parser("verify", help="query a model with every user's key images: is it "
                                        "watermarked, and whose copy is it (exit 0 detected, 1 not)")
-  ver.add_argument("--kit", required=True, help="the kit/ folder written by `classify run`")
-  ver.add_argument("--model", required=True,
+  opts.add_kit(ver, what="the kit/ folder written by `deepwm classify run`")
+  ver.add_argument("--model", required=True, metavar="DIR",
                    help="classifier checkpoint, e.g. WORKDIR/models/user0")
-  ver.add_argument("--user", help="check the claim that the model is this user's copy")
-  ver.add_argument("--json", help="also write the verdict as JSON to this file")
+  ver.add_argument("--user", metavar="NAME",
+                   help="check the claim that the model is this user's copy")
+  opts.add_json(ver, "the verdict")
 
 
 def main(args, overrides, log) -> int:
@@ -71,7 +75,5 @@ def verify(args, overrides, log) -> int:
                                    if v["detected_users"] else "nobody")
     print(f"watermark {'DETECTED' if v['detected'] else 'not detected'}; copy of {who}")
     ok = v["detected"]
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump({**v, "kit": kit.path, "model": os.path.abspath(args.model)}, f, indent=1)
+  opts.write_json(args.json, {**v, "kit": kit.path, "model": os.path.abspath(args.model)})
   return 0 if ok else 1

@@ -16,7 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.data = dict(
       source="digits",           # 'digits' (ships with scikit-learn) or
-                                 # 'tfds:NAME[/CONFIG][:SPLIT]' (prepared tfds, docs/tfds.md)
+                                 # 'tfds:NAME[/CONFIG][:SPLIT]' (prepared tfds, docs/data.md)
       tfds_dir="",               # tfds data_dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
       tfds_test_split="test",    # tfds: the test set; the source's split (default 'train')
                                  # is divided into the owner's and the attacker's data

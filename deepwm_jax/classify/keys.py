@@ -18,7 +18,7 @@ import zlib
 
 import numpy as np
 
-from deepwm_jax.data import sources
+from deepwm_jax.data import sources, splits
 from deepwm_jax.errors import DeepwmError
 
 FINGERPRINT_SIDE = 16
@@ -82,7 +82,7 @@ def authenticate(images_uint8: np.ndarray, user_id: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _photos(channels: int) -> tuple:
-  return tuple(img for split in sources.SPLITS for img in sources.builtin_images(split, channels))
+  return tuple(img for split in splits.SPLITS for img in sources.builtin_images(split, channels))
 
 
 def _user_seed(seed: int, user_id: str) -> list[int]:

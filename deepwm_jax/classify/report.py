@@ -69,7 +69,7 @@ def render(rep: dict, figures: dict) -> str:
   t = rep["targets"]
   parts = ["# deepwm_jax classify report\n",
            "Additional-class watermark with LSB-steganographic user fingerprints (Sun et al., "
-           "METHOD.md section 7), with a user-specific key set per copy. All numbers are in "
+           "docs/classify.md), with a user-specific key set per copy. All numbers are in "
            "`report.json`.\n", "## Targets\n"]
   parts.append(base_report.markdown_table(
       [{"target": k.replace("_", " "), "measured": v["value"], "met": v["met"],

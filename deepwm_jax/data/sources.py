@@ -16,8 +16,7 @@ Each split mixes photos of people/animals/objects, a texture, a scientific image
 protect and attack) printed text. Synthetic images (chessboard, phantom, horse silhouette,
 colour chart) and the motion-blurred clock are left out: they are not clean natural images.
 
-A user folder is split by position in name order: image i goes to `FOLDER_PATTERN[i % 10]`
-(P = protect, A = attack, V = val), i.e. 5 : 3 : 2, and any 3 images cover all three splits.
+A user folder is dealt into the splits by position in name order (data/splits.py).
 """
 import functools
 import os
@@ -25,7 +24,7 @@ import os
 import numpy as np
 import skimage
 
-from deepwm_jax.data import imageio
+from deepwm_jax.data import imageio, splits
 from deepwm_jax.errors import DeepwmError
 
 # skimage.data function name -> file inside skimage/data.
@@ -57,16 +56,6 @@ BUILTIN_SPLITS: dict[str, tuple[str, ...]] = {
     "val": ("rocket", "moon", "gravel", "retina"),
 }
 
-SPLITS = tuple(BUILTIN_SPLITS)
-
-# Position i % 10 of a sorted user folder -> split; the first three positions cover all splits.
-FOLDER_PATTERN = "PAVPAPVPAP"
-_PATTERN_SPLIT = {"P": "protect", "A": "attack", "V": "val"}
-
-
-def _check_split(split: str) -> None:
-  if split not in BUILTIN_SPLITS:
-    raise DeepwmError(f"unknown data split '{split}'; use one of {', '.join(SPLITS)}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -83,7 +72,7 @@ def _builtin_image(name: str) -> np.ndarray:
 
 def builtin_images(split: str, channels: int) -> list[np.ndarray]:
   """The builtin images of one split as HxWxC float32 in [0, 1] with `channels` channels."""
-  _check_split(split)
+  splits.check_split(split)
   return [imageio.to_channels(_builtin_image(n), channels) for n in BUILTIN_SPLITS[split]]
 
 
@@ -97,30 +86,20 @@ def folder_images(path: str, channels: int) -> list[np.ndarray]:
           for n in names]
 
 
-def split_images(images: list, split: str) -> list:
-  """The items of `images` that belong to `split` under FOLDER_PATTERN (see module doc)."""
-  _check_split(split)
-  if len(images) < 3:
-    raise DeepwmError(f"a data folder needs at least 3 images (one each for protect, attack and "
-                      f"val) but has {len(images)}; add more images")
-  return [img for i, img in enumerate(images)
-          if _PATTERN_SPLIT[FOLDER_PATTERN[i % len(FOLDER_PATTERN)]] == split]
-
-
 def load_split(source: str, split: str, channels: int, tfds_dir: str = "",
                tfds_max_images: int = 0) -> list[np.ndarray]:
   """Images of `split` from `source`: 'builtin', 'folder:PATH', an existing folder path, or
   'tfds:NAME[/CONFIG][:SPLIT]' (a prepared tfds dataset in `tfds_dir`, see tfds_source)."""
-  _check_split(split)
+  splits.check_split(split)
   if source == "builtin":
     return builtin_images(split, channels)
   if source.startswith("tfds:"):
     from deepwm_jax.data import tfds_source  # tensorflow_datasets loads only when used
     return tfds_source.split_images(source, split, channels, tfds_dir, tfds_max_images)
   if source.startswith("folder:"):
-    return split_images(folder_images(source[len("folder:"):], channels), split)
+    return splits.split_images(folder_images(source[len("folder:"):], channels), split)
   if os.path.isdir(source):
-    return split_images(folder_images(source, channels), split)
+    return splits.split_images(folder_images(source, channels), split)
   raise DeepwmError(f"unknown data source '{source}'; use 'builtin', 'folder:PATH', "
                     "'tfds:NAME[/CONFIG][:SPLIT]' or the path of an existing folder of images")
 

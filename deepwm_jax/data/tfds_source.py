@@ -3,7 +3,7 @@
 A source string `tfds:NAME[/CONFIG][:SPLIT]` (e.g. `tfds:voc/2012:train`, `tfds:div2k`,
 `tfds:cifar10`) names a dataset that was prepared beforehand, usually on another machine that
 has TensorFlow, in tfds's array_record format, and copied into a data_dir: the config's
-`tfds_dir`, else $TFDS_DATA_DIR, else ~/tensorflow_datasets (docs/tfds.md says how). Nothing
+`tfds_dir`, else $TFDS_DATA_DIR, else ~/tensorflow_datasets (docs/data.md says how). Nothing
 is downloaded or built here.
 
 Records are read through `tfds.data_source` (random access into array_record files; images are
@@ -20,11 +20,11 @@ import re
 import numpy as np
 import tqdm
 
-from deepwm_jax.data import imageio
+from deepwm_jax.data import imageio, splits
 from deepwm_jax.errors import DeepwmError
 
 PREFIX = "tfds:"
-HOW_TO = "docs/tfds.md"
+HOW_TO = "docs/data.md"
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _NAME = re.compile(r"^[a-z0-9_]+(/[A-Za-z0-9_.=,-]+)?$")
 
@@ -191,12 +191,11 @@ def split_images(source: str, split: str, channels: int, tfds_dir: str = "",
   """The images of the package's `split` (protect/attack/val) from one tfds split.
 
   The tfds split's records are dealt out by position like the files of a folder source
-  (sources.FOLDER_PATTERN), so the three splits never share an image; at most `max_images`
+  (splits.FOLDER_PATTERN), so the three splits never share an image; at most `max_images`
   of them are read, evenly spread, since a whole photo dataset rarely fits in memory.
   """
-  from deepwm_jax.data import sources  # sources imports this module lazily, so no cycle
   ds = open_split(source, tfds_dir)
-  positions = sources.split_images(list(range(len(ds))), split)
+  positions = splits.split_images(list(range(len(ds))), split)
   picked = thin(positions, max_images)
   if split != "val":
     # Multi-host (deepwm_jax/parallel.py): each process reads only its share of the training

@@ -1,4 +1,4 @@
-"""Classical (non-learned) image algorithms as the protected "model" (METHOD.md section 4).
+"""Classical (non-learned) image algorithms as the protected "model" (docs/strategies.md).
 
 The barrier is model-agnostic: anything that maps images to images can sit in front of H.
 Point the pipeline at one of these with

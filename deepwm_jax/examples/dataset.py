@@ -27,7 +27,8 @@ import numpy as np
 def run(kit_path: str, workdir: str, n_train: int = 2048, n_test: int = 64,
         steps: int | None = None, log=print) -> dict:
   import deepwm_jax
-  from deepwm_jax import pipeline
+  from deepwm_jax.data import pairs as pairs_lib
+  from deepwm_jax.stages import common
   from deepwm_jax.data import degrade, imageio
   from deepwm_jax.train import imitation
 
@@ -40,25 +41,25 @@ def run(kit_path: str, workdir: str, n_train: int = 2048, n_test: int = 64,
   os.makedirs(workdir, exist_ok=True)
 
   # 1-2: the data set and its published, watermarked copy (PNG files, as `deepwm embed`).
-  clean = pipeline.make_pairs(cfg, "attack", n_train, 2).b
+  clean = pairs_lib.make_pairs(cfg, "attack", n_train, 2).b
   names = [f"img{i:05d}.png" for i in range(len(clean))]
   published_dir = os.path.join(workdir, "published")
   if not os.path.isdir(published_dir):
     imageio.write_images(published_dir, kit.embed(clean), names)
   published, _ = imageio.read_image_dir(published_dir, kit.image_size, kit.channels)
   # 3: a third party's deraining model on the published set, and a control on the clean set.
-  r = pipeline.Run(cfg, workdir, log)
+  r = common.Runner(cfg, workdir, log)
   rain = lambda b, seed: degrade.degrade(b, "rain", seed=seed, strength=cfg.data.strength)
   models = {"trained on the watermarked data set": ("dataset_model", published),
             "control: trained on the clean data set": ("control_model", clean)}
-  test = pipeline.make_pairs(cfg, "val", n_test, 3)
+  test = pairs_lib.make_pairs(cfg, "val", n_test, 3)
   predict_fn = imitation.make_predict_fn(spec, cfg)
   out = {"kit": os.path.abspath(kit_path), "n_train": int(n_train), "n_test": int(n_test),
          "arch": spec.arch, "loss": spec.loss, "steps": int(spec.steps),
          "fidelity_psnr_published_vs_clean": _psnr(published, clean), "models": {}}
   for label, (name, targets) in models.items():
     variables = r.imitate(name, spec, rain(targets, cfg.seed + 17), targets)
-    y = pipeline.predict(predict_fn, variables, test.a)
+    y = common.predict(predict_fn, variables, test.a)
     v = kit.verify(y)
     out["models"][label] = {"detected": v.detected, "success_rate": v.success_rate,
                             "p_value": v.p_value, "stat_mean": v.stat_mean,

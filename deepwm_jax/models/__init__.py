@@ -2,7 +2,7 @@
 
 `Generator` turns a body that returns a pre-activation image into an image in [0, 1], in one of
 the output modes the method uses: 'sigmoid' (the reference embedder), 'residual'
-(x + scale * tanh(h), clipped: METHOD.md section 8 found it necessary at small scale), 'tanh01'.
+(x + scale * tanh(h), clipped: docs/method.md found it necessary at small scale), 'tanh01'.
 """
 import math
 from typing import Any
@@ -100,13 +100,13 @@ def image_model(spec, channels: int, image_size: int, impl: str = "xla", dtype=N
 def init_variables(model: nn.Module, key, *example_args, zero_last: str | None = None):
   """Initialises variables with the reference rule; `zero_last` names a layer starting at zero.
 
-  Reference init (METHOD.md section 2): conv kernels N(0, 0.02), BatchNorm scale N(1, 0.02),
+  Reference init (docs/method.md): conv kernels N(0, 0.02), BatchNorm scale N(1, 0.02),
   biases 0, InstanceNorm scale 1. Shapes come from `jax.eval_shape` (tracing only) and values
   from NumPy seeded by `key`: flax's jitted `init` compiles a whole forward pass plus a threefry
   kernel per parameter shape, 10-20 s per network on a 2-core CPU, this takes milliseconds.
 
   A residual embedder whose last layer starts at zero outputs B' = B exactly at step 0, so
-  fidelity starts perfect and the watermark grows in (METHOD.md section 8).
+  fidelity starts perfect and the watermark grows in (docs/method.md).
   """
   shapes = jax.eval_shape(lambda k: model.init(k, *example_args, train=False), key)
   rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())

@@ -33,7 +33,7 @@ class Extractor(nn.Module):
   out_channels: int
   channels: int = 128
   dilations: Sequence[int] = (2, 2, 2, 2, 4, 4, 4, 4, 1)
-  output: str = "relu"        # 'relu' (reference) or 'linear' (METHOD.md section 8)
+  output: str = "relu"        # 'relu' (reference) or 'linear' (docs/method.md)
   impl: str = "xla"
   dtype: Any = None
 

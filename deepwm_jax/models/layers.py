@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Reference init: conv weights N(0, 0.02), biases 0 (METHOD.md section 2).
+# Reference init: conv weights N(0, 0.02), biases 0 (docs/method.md).
 conv_init = nn.initializers.normal(0.02)
 
 
@@ -72,7 +72,7 @@ def _cast(dtype, x, kernel):
   return x.astype(dtype), kernel.astype(dtype)
 
 
-# Measured on a 2-core AVX2 CPU (`python -m deepwm_jax.bench_layers`, benchmarks/README.md):
+# Measured on a 2-core AVX2 CPU (`python -m deepwm_jax.tools.bench_layers`, benchmarks/README.md):
 # the sub-pixel transposed convolution ran 4-13x faster than XLA's input-dilated one, forward +
 # backward. Matmul formulations of the plain convolutions (im2col + one GEMM, sums of shifted
 # 1x1 convolutions, XLA forward with a GEMM kernel gradient, space-to-depth for stride 2) all

@@ -31,5 +31,5 @@ def update(optimizer, grads, opt_state, params, lr_scale, value=None):
 
 def jit_step(step):
   """jax.jit for a training step, with the CPU compiler options that speed up convolution
-  gradients (about 2x on kernel gradients, PERFORMANCE.md; none off CPU)."""
+  gradients (about 2x on kernel gradients, docs/performance.md; none off CPU)."""
   return jax.jit(step, compiler_options=layers.cpu_compiler_options())

@@ -5,7 +5,7 @@ import json
 import jax
 import jax.numpy as jnp
 
-from deepwm_jax import losses, models
+from deepwm_jax import losses, metrics, models
 from deepwm_jax.train import common
 from deepwm_jax.train.optim import make_optimizer
 
@@ -69,18 +69,18 @@ def _build_step(spec, cfg, num_steps):
   def loss_fn(params, variables, x, y):
     out, variables = common.apply(model, common.with_params(variables, params), x, train=True)
     loss = losses.pixel_loss(spec.loss, out, y)
-    return loss, (variables, {"loss": loss, "psnr": jnp.mean(
-        losses.psnr_from_mse(jnp.mean(jnp.square(jnp.clip(out, 0, 1) - y), axis=(1, 2, 3))))})
+    return loss, (variables, {"loss": loss,
+                              "psnr": jnp.mean(metrics.psnr(jnp.clip(out, 0, 1), y))})
 
   @common.jit_step
   def step(state, batch, key):
     del key
     variables = state["model"]
-    grads, (variables, metrics) = jax.grad(loss_fn, has_aux=True)(
+    grads, (variables, scalars) = jax.grad(loss_fn, has_aux=True)(
         variables["params"], variables, batch["x"], batch["y"])
     params, opt_state = common.update(opt, grads, state["opt"], variables["params"],
-                                      state["lr_scale"], value=metrics["loss"])
+                                      state["lr_scale"], value=scalars["loss"])
     return {**state, "model": common.with_params(variables, params), "opt": opt_state,
-            "step": state["step"] + 1}, metrics
+            "step": state["step"] + 1}, scalars
 
   return step

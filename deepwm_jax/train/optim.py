@@ -1,5 +1,5 @@
 """Optimizers from the config: Adam (the reference's betas) with an optional schedule and
-adaptive gradient clipping (METHOD.md section 8: both were needed for a stable run)."""
+adaptive gradient clipping (docs/method.md: both were needed for a stable run)."""
 import optax
 
 

@@ -6,13 +6,13 @@ L_H = s * fidelity * MSE(B', B) + gan * LSGAN_G(D(B'))
 L_R = s * [watermark * MSE(R(B'), w) + clean * (MSE(R(A), blank) + MSE(R(B), blank))
            + consistency * MSE(R(B'_first half), R(B'_second half))]
 H and R step together on L_H + L_R; D steps on s * d * LSGAN_D(D(B), D(B')). s = loss_scale
-(1e4 in the reference code). METHOD.md section 2.
+(1e4 in the reference code).
 """
 
 import jax
 import jax.numpy as jnp
 
-from deepwm_jax import losses, models
+from deepwm_jax import losses, metrics, models
 from deepwm_jax.train import common
 from deepwm_jax.train.optim import make_optimizer
 
@@ -77,26 +77,26 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
       ssim_i = losses.ssim_per_image(b_wm, b)
     if wt.get("fidelity_ssim", 0.0):
       # SSIM minds high-frequency change in flat areas most and smooth shifts least: with this
-      # term the quickstart's watermark moved into smooth shapes (docs/quickstart_study.md).
+      # term the quickstart's watermark moved into smooth shapes (docs/method.md).
       loss = loss + wt.fidelity_ssim * (1.0 - jnp.mean(ssim_i))  # pixel_loss('ssim')
-    psnr_i = _psnr(b_wm, b)
-    metrics = {"loss": loss, "fid_mse": fid, "psnr": jnp.mean(psnr_i), "wm_mse": wm,
+    psnr_i = metrics.psnr(b_wm, b)
+    scalars = {"loss": loss, "fid_mse": fid, "psnr": jnp.mean(psnr_i), "wm_mse": wm,
                "clean_mse": clean, "cons_mse": cons, "gan_g": gan}
     if band_weight:
       outside = (losses.band(psnr_i, *band.psnr)
                  + losses.band(losses.ssim_dB(ssim_i), *ssim_band_dB))
       loss = loss + band_weight * jnp.mean(outside)
-      metrics.update(loss=loss, ssim=jnp.mean(ssim_i), band_dB=jnp.mean(outside))
-    return loss, (metrics, emb_vars, b_wm)
+      scalars.update(loss=loss, ssim=jnp.mean(ssim_i), band_dB=jnp.mean(outside))
+    return loss, (scalars, emb_vars, b_wm)
 
   @common.jit_step
   def step(state, batch, key):
     del key  # stage 1 is deterministic given the batch
     a, b = batch["a"], batch["b"]
-    grads, (metrics, emb_vars, b_wm) = jax.grad(generator_loss, has_aux=True)(
+    grads, (scalars, emb_vars, b_wm) = jax.grad(generator_loss, has_aux=True)(
         _gen_params(state), state, a, b)
     params, opt_g_state = common.update(opt_g, grads, state["opt_g"], _gen_params(state),
-                                        state["lr_scale"], value=metrics["loss"])
+                                        state["lr_scale"], value=scalars["loss"])
 
     def d_loss(d_params):
       d_vars = {"params": d_params}
@@ -114,13 +114,9 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
         "discriminator": {"params": d_params},
         "opt_g": opt_g_state, "opt_d": opt_d_state, "step": state["step"] + 1,
     }
-    return new_state, {**metrics, "d_loss": dl}
+    return new_state, {**scalars, "d_loss": dl}
 
   return step
-
-
-def _psnr(x, y):
-  return -10.0 * jnp.log10(jnp.maximum(jnp.mean(jnp.square(x - y), axis=(1, 2, 3)), 1e-10))
 
 
 def make_embed_fn(cfg, w_HxWxC):

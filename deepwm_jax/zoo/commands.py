@@ -1,13 +1,17 @@
 """`deepwm attack`: the CLI face of the zoo (deepwm_jax/cli.py only registers it)."""
 import json
 
+from deepwm_jax import cli_options as opts
+
 
 def add_parser(sub):
   p = sub.add_parser("attack", help="train a zoo of surrogate attackers against a kit and "
-                                    "report which ones the watermark survives")
-  p.add_argument("--kit", help="the kit/ folder written by `deepwm run`")
-  p.add_argument("--config", required=True, help="zoo config, e.g. configs/zoo_quick.py")
-  p.add_argument("--workdir", help="where checkpoints, results and the report go")
+                                    "report which ones the watermark survives",
+                     epilog=opts.OVERRIDES_HELP)
+  opts.add_kit(p, required=False, what="the kit/ folder written by `deepwm run` (needed to "
+                                       "train the zoo)")
+  opts.add_config(p, what="zoo config, e.g. zoo_quick or configs/zoo_quick.py")
+  p.add_argument("--workdir", metavar="DIR", help="where checkpoints, results and the report go")
   p.add_argument("--benchmark", action="store_true",
                  help="only measure member-steps/s of a vmapped group vs sequential training "
                       "(config.bench); --kit, if given, sets the image size")
@@ -18,7 +22,7 @@ def add_parser(sub):
   p.add_argument("--plan-steps", type=int, default=None, metavar="N",
                  help="--plan, and compile every group's step for its memory on this machine; "
                       "N >= 1 also times N steps of each and estimates the training time")
-  p.add_argument("--json", help="--benchmark or --plan: also write the result to this file")
+  opts.add_json(p, "the --benchmark or --plan result")
 
 
 def main(args, overrides, log=print) -> int:
@@ -34,16 +38,14 @@ def main(args, overrides, log=print) -> int:
       kit = deepwm_jax.load_kit(args.kit)
       size, channels = kit.image_size, kit.channels
     if args.benchmark:
-      from deepwm_jax.zoo import bench
+      from deepwm_jax.tools import zoo_bench as bench
       result = bench.from_config(zcfg, size, channels, log=log)
-      print(json.dumps(result))
     else:
       from deepwm_jax.zoo import plan
       result = plan.plan(zcfg, size, channels, args.plan_steps, log=log)
-      print(json.dumps(result))
-    if args.json:
-      with open(args.json, "w") as f:
-        json.dump(result, f, indent=1)
+    print(json.dumps(result))
+    if args.json != "-":
+      opts.write_json(args.json, result)
     return 0
   if not args.kit or not args.workdir:
     raise DeepwmError("deepwm attack needs --kit KIT and --workdir W (or --benchmark, or "

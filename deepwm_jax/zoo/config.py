@@ -26,7 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
   #   'specific'  M'(A): the absorbed model in the protector's run folder (checkpoints/absorb)
   c.protected = "auto"
   c.data = dict(
-      seed_offset=41,             # the attacker's crops of the 'attack' split (pipeline uses 2)
+      seed_offset=41,             # the attacker's crops of the 'attack' split (deepwm run uses 2)
       n_eval=64,                  # held-out inputs ('val' split) every member is judged on
       eval_seed_offset=103)
   # Architectures by name: `arch` is the family (unet, resnet, cnn, edsr; zoo/archs.py).
@@ -35,7 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
       resnet6=dict(arch="resnet", ngf=16, n_blocks=6))
   # One member's settings; every key is a grid axis.
   #   loss: l1 | l2 | ssim | perceptual, optionally +lsgan or +gan (e.g. 'l1+lsgan')
-  #   augmentation: deepwm_jax.augment spec ('none', 'flip', 'rot90', 'rotate:15', 'crop:0.7',
+  #   augmentation: deepwm_jax.zoo.augment spec ('none', 'flip', 'rot90', 'rotate:15', 'crop:0.7',
   #     'rescale:0.7', joined by '+'), the same transform on A and B'
   #   n_attack: (A, B') pairs the attacker has; lr: Adam lr (cosine decay to lr/10)
   #   null: train on clean M(A) (must never be detected)
@@ -44,7 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
                     steps=1500, batch=16, seed=0, null=False, overwrite=False)
   # The zoo: the union of these Cartesian products (each axis not named is at its default).
   c.sweeps = [dict(arch=("unet", "resnet6")), dict(null=(True,))]
-  # Post-processing removal attacks (deepwm_jax.removal specs) on the held-out outputs of the
+  # Post-processing removal attacks (deepwm_jax.zoo.removal specs) on the held-out outputs of the
   # named members and, with on_nulls, of every null member; no training needed.
   c.removal = dict(attacks=("jpeg:50", "blur:1.0"), members=("unet-l2",), on_nulls=True)
   # Adversarial loss: PatchGAN widths, generator weight (pix2pix's 1:100), its Adam lr.

@@ -22,9 +22,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from deepwm_jax import pipeline
+from deepwm_jax.data import pairs as pairs_lib
 from deepwm_jax.data import watermarks
 from deepwm_jax.errors import DeepwmError
+from deepwm_jax.stages import absorb, common, task
 from deepwm_jax.train import imitation, loop, stage1
 
 
@@ -54,17 +55,17 @@ def task_model_variables(kit_cfg, protector_workdir: str, workdir: str, log=prin
       return state["model"]
   log("[zoo] no finished task model next to the kit: retraining M from the kit's config")
   d = kit_cfg.data
-  protect = pipeline.make_pairs(kit_cfg, "protect", d.n_protect, 1)
-  return pipeline.Run(kit_cfg, workdir, log).imitate("task", spec, protect.a, protect.b)
+  protect = pairs_lib.make_pairs(kit_cfg, "protect", d.n_protect, 1)
+  return common.Runner(kit_cfg, workdir, log).imitate("task", spec, protect.a, protect.b)
 
 
 def task_outputs(kit_cfg, protector_workdir, workdir, inputs: list[np.ndarray], log=print):
   if kit_cfg.task.source != "train":
-    pairs = [pipeline.Pairs(x, x) for x in inputs]
-    return pipeline.Run(kit_cfg, workdir, log).task_outputs(pairs)
+    pairs = [pairs_lib.Pairs(x, x) for x in inputs]
+    return task.outputs(common.Runner(kit_cfg, workdir, log), pairs)
   variables = task_model_variables(kit_cfg, protector_workdir, workdir, log)
   fn = imitation.make_predict_fn(kit_cfg.task, kit_cfg)
-  return [pipeline.predict(fn, variables, x) for x in inputs]
+  return [common.predict(fn, variables, x) for x in inputs]
 
 
 MODES = ("auto", "kit", "specific")
@@ -90,7 +91,6 @@ def absorbed_model(kit_cfg, protector_workdir: str):
   The step count M' was trained for is the run's own (its config.json): a kit written by the
   agnostic stages of the same run may carry an earlier absorb.steps.
   """
-  from deepwm_jax.train import absorb
   cfg = ml_collections.ConfigDict(kit_cfg.to_dict())
   path = os.path.join(protector_workdir, "config.json")
   if os.path.exists(path):
@@ -104,15 +104,15 @@ def absorbed_model(kit_cfg, protector_workdir: str):
 def load(kit, zcfg, workdir: str, n_attack: int, need_overwrite: bool, log=print) -> AttackData:
   kit_cfg = kit.config
   z = zcfg.data
-  attack = pipeline.make_pairs(kit_cfg, "attack", n_attack, z.seed_offset)
-  held = pipeline.make_pairs(kit_cfg, "val", z.n_eval, z.eval_seed_offset)
+  attack = pairs_lib.make_pairs(kit_cfg, "attack", n_attack, z.seed_offset)
+  held = pairs_lib.make_pairs(kit_cfg, "val", z.n_eval, z.eval_seed_offset)
   protector = zcfg.protector_workdir or os.path.dirname(os.path.abspath(kit.path))
   m_attack, m_eval = task_outputs(kit_cfg, protector, workdir, [attack.a, held.a], log)
   mode = protected_mode(kit, zcfg)
   if mode == "specific":
     fn, variables = absorbed_model(kit_cfg, protector)
     log(f"[zoo] protected outputs: M'(A) from {os.path.join(protector, 'checkpoints', 'absorb')}")
-    wm, eval_wm = pipeline.predict(fn, variables, attack.a), pipeline.predict(fn, variables,
+    wm, eval_wm = common.predict(fn, variables, attack.a), common.predict(fn, variables,
                                                                               held.a)
   else:
     wm, eval_wm = kit.embed(m_attack), kit.embed(m_eval)
@@ -136,7 +136,7 @@ def overwrite(kit_cfg, zcfg, workdir, a, wm, log=print) -> np.ndarray:
   w, blank = watermarks.watermark_image(o.watermark, s, c), watermarks.blank_image(s, c)
   key = jax.random.PRNGKey(zcfg.seed * 104729 + 17)
   state = stage1.init_state(cfg, key, w)
-  batches = pipeline.sampler({"a": a, "b": wm}, cfg.stage1.batch, (zcfg.seed, 77))
+  batches = common.sampler({"a": a, "b": wm}, cfg.stage1.batch, (zcfg.seed, 77))
   state = loop.run("overwrite_stage1", stage1.make_step(cfg, w, blank), state, batches, o.steps,
                    workdir, key, log_every=zcfg.log_every, ckpt_every=zcfg.ckpt_every, log=log)
-  return pipeline.predict(stage1.make_embed_fn(cfg, w), state["embedder"], wm)
+  return common.predict(stage1.make_embed_fn(cfg, w), state["embedder"], wm)

@@ -6,7 +6,7 @@ A zoo config declares
             null, overwrite
   sweeps    a list of {axis: [values]}: each sweep is the Cartesian product of its axes, every
             other axis at its default; the zoo is the union of the sweeps (duplicates once)
-  removal   attacks: post-processing specs (deepwm_jax.removal) evaluated on the outputs of
+  removal   attacks: post-processing specs (deepwm_jax.zoo.removal) evaluated on the outputs of
             the trained members named in `members` (and of every null member): they cost no
             training, each is one more row of the report
 
@@ -20,7 +20,7 @@ import hashlib
 import itertools
 import json
 
-from deepwm_jax import augment, removal
+from deepwm_jax.zoo import augment, removal
 from deepwm_jax.errors import DeepwmError
 
 AXES = ("arch", "loss", "augmentation", "n_attack", "lr", "steps", "batch", "seed", "null",
@@ -35,7 +35,7 @@ class Member:
   name: str
   arch: str            # a key of config.archs
   loss: str            # 'l2', 'l1+lsgan', 'perceptual+gan', ...
-  augmentation: str    # deepwm_jax.augment spec
+  augmentation: str    # deepwm_jax.zoo.augment spec
   n_attack: int        # how many (A, B') pairs the attacker has
   lr: float
   steps: int

@@ -24,7 +24,9 @@ from tqdm.auto import tqdm
 
 from deepwm_jax import config as config_lib
 from deepwm_jax import kit as kit_lib
-from deepwm_jax import metrics, pipeline, removal, verdict
+from deepwm_jax import metrics, verdict
+from deepwm_jax.stages import common
+from deepwm_jax.zoo import removal
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.train import loop
 from deepwm_jax.zoo import data as data_lib
@@ -195,7 +197,7 @@ def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none") -> dict:
       "nc_mean": float(np.mean(nc)),
       "centered_nc_mean": float(np.mean(centered)),
       "task_psnr": float(np.mean(metrics.psnr(jnp.asarray(outputs), jnp.asarray(d.eval_wm)))),
-      "residual_corr": pipeline.residual_corr(outputs, d.eval_clean, d.eval_wm),
+      "residual_corr": common.residual_corr(outputs, d.eval_clean, d.eval_wm),
       "n_images": int(len(stats)),
   }
   return {"row": row, "stats": stats.tolist(), "nc": nc.tolist()}

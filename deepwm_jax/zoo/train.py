@@ -23,11 +23,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from deepwm_jax import augment, losses, models
+from deepwm_jax import losses, metrics, models
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.models import layers
 from deepwm_jax.train import common
-from deepwm_jax.zoo import archs, grid, perceptual
+from deepwm_jax.zoo import archs, augment, grid, perceptual
 
 AXIS = "zoo"
 LOSS_TERMS = ("l1", "l2", "ssim", "perceptual", "lsgan", "gan")
@@ -233,8 +233,7 @@ def make_member_step(setup: GroupSetup):
     params = jax.tree.map(lambda p, u: p - lr * u, state["model"]["params"], updates)
     new = {**state, "model": common.with_params(new_vars, params), "opt": opt_state,
            "step": state["step"] + 1}
-    mse = jnp.mean(jnp.square(jnp.clip(out, 0, 1) - y), axis=(1, 2, 3))
-    m = {"loss": loss, "psnr": jnp.mean(losses.psnr_from_mse(mse))}
+    m = {"loss": loss, "psnr": jnp.mean(metrics.psnr(jnp.clip(out, 0, 1), y))}
     if setup.adversarial:
       h = state["hyper"]
       fake = jax.lax.stop_gradient(out)

@@ -1,0 +1,29 @@
+"""The verification kit: everything an owner shares to prove ownership later.
+
+  files        the kit's layout on disk, its SHA-256 manifest, atomic writes, provenance
+  deep         the deep kit (H and R): embed, extract, verify
+  traditional  the spread-spectrum kit (a key, no networks)
+
+`load_kit(path)` checks the manifest and returns the kit of the kind kit.json says.
+"""
+import os
+
+from deepwm_jax.kit import deep, files, traditional
+from deepwm_jax.kit.deep import Kit, write_kit
+from deepwm_jax.kit.files import (KIT_FORMAT, KIT_KIND, MODEL_NULL_FILE, NULL_FILE,
+                                  NULL_SOURCES_FILE, digests, model_null_record, null_record,
+                                  provenance, publish, read_info, republish, save_null)
+
+__all__ = ["Kit", "load_kit", "write_kit", "deep", "files", "traditional", "KIT_FORMAT",
+           "KIT_KIND", "MODEL_NULL_FILE", "NULL_FILE", "NULL_SOURCES_FILE", "digests",
+           "model_null_record", "null_record", "provenance", "publish", "read_info",
+           "republish", "save_null"]
+
+
+def load_kit(path: str):
+  """The kit at `path` (a `deep.Kit` or a `traditional.TraditionalKit`), manifest checked."""
+  path = os.path.abspath(path)
+  info = files.read_info(path, KIT_KIND, KIT_FORMAT)
+  if info.get("method", "deep") == "traditional":  # spread spectrum, no networks
+    return traditional.load(path, info)
+  return deep.load(path, info)

@@ -1,0 +1,107 @@
+"""The traditional kit: a spread-spectrum key and its calibration, no networks (kit.json
+"method": "traditional"). The key lives in kit.json: keep the kit private."""
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+
+import ml_collections
+import numpy as np
+
+import deepwm_jax
+from deepwm_jax import verdict
+from deepwm_jax.errors import DeepwmError
+from deepwm_jax.kit import files
+from deepwm_jax.stages.traditional import METHOD, SpreadSpectrum, capacity_bits
+
+
+@dataclasses.dataclass
+class TraditionalKit:
+  """A loaded traditional kit: the same embed / statistic / verify API as `kit.Kit`."""
+  path: str
+  info: dict
+  watermark: SpreadSpectrum
+  calibration: verdict.Calibration
+  method: str = METHOD
+
+  @property
+  def image_size(self) -> int:
+    return self.watermark.image_size
+
+  @property
+  def channels(self) -> int:
+    return self.watermark.channels
+
+  @property
+  def config(self):
+    """The protector's run config (task model, data), as `kit.Kit.config`: the zoo reads it."""
+    return ml_collections.ConfigDict(self.info["config"])
+
+  def embed(self, images) -> np.ndarray:
+    return self.watermark.embed(images)
+
+  def extract(self, images) -> np.ndarray:
+    raise DeepwmError(f"kit '{self.path}' is a traditional (spread-spectrum) kit: it has no "
+                      f"extractor image; use verify() or statistic()")
+
+  def statistic(self, images) -> np.ndarray:
+    return self.watermark.statistic(images)
+
+  def verify(self, images, alpha: float | None = None) -> verdict.Verdict:
+    z, nc = self.watermark.correlations(images)
+    v = verdict.decide(z, self.calibration, self.info["alpha"] if alpha is None else alpha,
+                       min_success_rate=self.info["min_success_rate"])
+    v.nc_mean = float(np.mean(nc))
+    v.paper_success_rate = float(np.mean(nc > self.info["nc_threshold"]))
+    return v
+
+  def describe(self) -> dict:
+    return {"method": METHOD, "image_size": self.image_size, "channels": self.channels,
+            "band_coefficients": int(self.watermark.mask.sum()), "psnr": self.watermark.psnr,
+            "capacity_bits": capacity_bits(), "owner": self.info.get("owner"),
+            "created": self.info.get("created"),
+            "package_version": self.info.get("package_version")}
+
+
+def write_kit(path: str, cfg, watermark: SpreadSpectrum, calibration: verdict.Calibration,
+              owner: str | None = None) -> str:
+  """kit.json (the key lives here: keep the kit private) + manifest, written atomically."""
+  path = os.path.abspath(path)
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".kit-", dir=parent)
+  try:
+    info = {
+        "kind": files.KIT_KIND, "format": files.KIT_FORMAT, "method": METHOD,
+        "package_version": deepwm_jax.__version__,
+        "created": files.now(),
+        "owner": owner or files.user(),
+        "image_size": watermark.image_size, "channels": watermark.channels,
+        "traditional": watermark.to_dict(),
+        "calibration": calibration.to_dict(),
+        "alpha": float(cfg.evaluate.alpha), "nc_threshold": float(cfg.evaluate.nc_threshold),
+        "min_success_rate": float(cfg.evaluate.min_success_rate),
+        "config": json.loads(cfg.to_json_best_effort()),
+    }
+    files.publish(tmp, path, info)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return path
+
+
+def load(path: str, info: dict) -> TraditionalKit:
+  """From an intact kit's kit.json (kit.load_kit checked the manifest, kind and format)."""
+  try:
+    t = info["traditional"]
+    wm = SpreadSpectrum(int(t["key"]), int(t["image_size"]), int(t["channels"]),
+                        float(t["psnr"]), tuple(float(b) for b in t["band"]),
+                        float(t["whiten"]))
+    calibration = verdict.Calibration.from_dict(info["calibration"])
+    for k in ("alpha", "min_success_rate", "nc_threshold"):
+      float(info[k])
+  except (KeyError, TypeError, ValueError) as e:
+    raise DeepwmError(f"kit '{path}': kit.json is invalid ({type(e).__name__}: {e}); "
+                      f"re-create the kit") from None
+  return TraditionalKit(path, info, wm, calibration)

@@ -1,1 +1,0 @@
-"""Studies that measure the method (each a module with run_study() and main())."""
