@@ -53,7 +53,8 @@ def test_kit_round_trip(kit_dir, tiny_run):
   assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
   assert k.extract(y).shape == x.shape
   v = k.verify(x)
-  assert v.n_images == 3 and 0 <= v.p_value <= 1 and v.nc_mean is not None
+  # Random images through the barely trained tiny kit: not detected, at a p-value above alpha.
+  assert v.n_images == 3 and not v.detected and v.p_value > v.alpha and v.nc_mean is not None
   assert k.info["calibration"]["threshold"] == tiny_run[1]["calibration"]["threshold"]
   # verify on extractions made once (the zoo's path) decides exactly as verify on images
   again = k.verify_extracted(k.extract(x))
@@ -134,7 +135,7 @@ def test_resize_flag_accepts_other_sizes(kit_dir, tmp_path, capsys):
   d = tmp_path / "big"
   imageio.write_images(str(d), np.random.default_rng(0).uniform(size=(2, 48, 48, 3)).astype(
       np.float32), ["a", "b"])
-  assert deepwm("verify", "--kit", kit_dir, "--input", d, "--resize") in (0, 1)
+  assert deepwm("verify", "--kit", kit_dir, "--input", d, "--resize") == 1  # random: not detected
   assert "resized 2 images to 32x32" in capsys.readouterr().err
 
 

@@ -18,9 +18,12 @@ def test_report_has_the_contract_keys(tiny_run, tiny_cfg):
     on_disk = json.load(f)
   for key in ("psnr", "ssim"):
     assert isinstance(on_disk["fidelity"][key], float)
-  for group in ("watermarked", "clean"):
-    assert 0.0 <= on_disk[group]["success_rate"] <= 1.0
-  assert 0.0 <= on_disk["watermarked"]["nc_mean"] <= 1.0
+  n_val = tiny_cfg.data.n_val
+  assert on_disk["watermarked"]["n_images"] == n_val and on_disk["clean"]["n_images"] == 3 * n_val
+  for group in ("watermarked", "clean"):  # a fraction of that many images
+    hits = on_disk[group]["success_rate"] * on_disk[group]["n_images"]
+    assert hits == pytest.approx(round(hits))
+  assert on_disk["watermarked"]["nc_mean"] == pytest.approx(rep["watermarked"]["nc_mean"])
   for group in ("surrogates", "null"):
     assert len(on_disk[group]) >= 1
     for member in on_disk[group]:
@@ -169,7 +172,9 @@ def test_every_stage_logged_metrics(tiny_run):
 
 
 def test_rerun_resumes_and_skips_finished_stages(tiny_run, tiny_cfg):
-  workdir, rep, _ = tiny_run
+  workdir, rep, first = tiny_run
+  # The pattern that marks a training step in the log (not vacuous: the first run shows it).
+  assert any("[stage1] step " in l for l in first)
   lines = []
   again = pipeline.run(tiny_cfg, workdir, log=lines.append)
   trained = [l for l in lines if "] step " in l]
@@ -238,3 +243,35 @@ def test_a_stage_restored_again_keeps_its_training_time(tmp_path, tiny_cfg, monk
   for _ in range(2):
     r.train("task", None, {"w": np.zeros(2)}, None, 3)
   assert r.timing["task"] >= 0.2
+
+
+def test_a_run_interrupted_mid_stage_ends_as_an_uninterrupted_one(tiny_run, tiny_cfg, tmp_path,
+                                                                   monkeypatch):
+  """Ctrl-C in the middle of stage 1, then the same command again: the run resumes stage 1 from
+  its last checkpoint, retrains nothing that had finished, and its report equals the
+  uninterrupted run's (tiny_run) number for number."""
+  from deepwm_jax.train import loop
+  real_run = loop.run
+
+  def interrupt_stage1(name, step_fn, state, batch_fn, *args, **kwargs):
+    def batches(step):
+      if name == "stage1" and step == 3:
+        raise KeyboardInterrupt
+      return batch_fn(step)
+    return real_run(name, step_fn, state, batches, *args, **kwargs)
+
+  workdir = str(tmp_path / "w")
+  monkeypatch.setattr(loop, "run", interrupt_stage1)
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.run(tiny_cfg, workdir, log=lambda *_: None)
+  monkeypatch.setattr(loop, "run", real_run)
+  assert not os.path.exists(os.path.join(workdir, "report.json"))
+  lines = []
+  rep = pipeline.run(tiny_cfg, workdir, log=lines.append)
+  # Ctrl-C saved the 3 steps done (of 4): stage 1 goes on from there.
+  assert any("[stage1] resuming from step 3" in l for l in lines), lines
+  assert not any(l.startswith("[task] step ") for l in lines)  # finished before the stop
+  assert any(l.startswith("[stage2] step ") for l in lines)  # not reached before the stop
+  strip = lambda r: {k: v for k, v in r.items() if k != "timing"}
+  assert json.loads(json.dumps(strip(rep), default=str)) == json.loads(
+      json.dumps(strip(tiny_run[1]), default=str))

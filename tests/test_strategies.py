@@ -114,7 +114,10 @@ def test_specific_strategy_end_to_end(tiny_run, tmp_path):
                                                    "surrogate-unseen-spec"]
   assert all(s["trained_on"] == "M' outputs" for s in sp["surrogates"])
   with open(os.path.join(workdir, "report.json")) as f:
-    assert json.load(f)["specific"]["fidelity"]["psnr_Mprime_vs_HM"] > 0
+    on_disk = json.load(f)["specific"]
+  # M' starts at M, which is close to H(M(A)) already: 2 steps cannot move it far.
+  assert on_disk["fidelity"]["psnr_Mprime_vs_HM"] == pytest.approx(sp["fidelity"]["psnr_Mprime_vs_HM"])
+  assert on_disk["fidelity"]["psnr_Mprime_vs_HM"] > 20.0
   md = open(os.path.join(workdir, "report.md")).read()
   assert md.count("## Model-specific strategy") == 1 and "| success rate on the protected" in md
   # The self-check is of M', what this strategy deploys; the tiny kit fails it, and says so.

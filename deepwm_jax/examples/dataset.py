@@ -21,7 +21,6 @@ import os
 import sys
 
 import ml_collections
-import numpy as np
 
 
 def run(kit_path: str, workdir: str, n_train: int = 2048, n_test: int = 64,
@@ -56,25 +55,19 @@ def run(kit_path: str, workdir: str, n_train: int = 2048, n_test: int = 64,
   predict_fn = imitation.make_predict_fn(spec, cfg)
   out = {"kit": os.path.abspath(kit_path), "n_train": int(n_train), "n_test": int(n_test),
          "arch": spec.arch, "loss": spec.loss, "steps": int(spec.steps),
-         "fidelity_psnr_published_vs_clean": _psnr(published, clean), "models": {}}
+         "fidelity_psnr_published_vs_clean": common.mean_psnr(published, clean), "models": {}}
   for label, (name, targets) in models.items():
     variables = r.imitate(name, spec, rain(targets, cfg.seed + 17), targets)
     y = common.predict(predict_fn, variables, test.a)
     v = kit.verify(y)
     out["models"][label] = {"detected": v.detected, "success_rate": v.success_rate,
                             "p_value": v.p_value, "stat_mean": v.stat_mean,
-                            "task_psnr_vs_B": _psnr(y, test.b)}
+                            "task_psnr_vs_B": common.mean_psnr(y, test.b)}
     log(f"{label}: detected={v.detected} success rate {v.success_rate:.2f} "
         f"p-value {v.p_value:.3g}")
   with open(os.path.join(workdir, "dataset_report.json"), "w") as f:
     json.dump(out, f, indent=1)
   return out
-
-
-def _psnr(x, y) -> float:
-  import jax.numpy as jnp
-  from deepwm_jax import metrics
-  return float(np.mean(metrics.psnr(jnp.asarray(x), jnp.asarray(y))))
 
 
 def main(argv=None) -> int:

@@ -17,6 +17,7 @@ from deepwm_jax import payload as payload_lib
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.kit import files
 from deepwm_jax.kit.files import KIT_FORMAT, KIT_KIND
+from deepwm_jax.stages import common
 
 
 def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
@@ -104,17 +105,13 @@ class Kit:
       raise DeepwmError(f"{what} contain NaN or values outside [0, 1]; scale pixels to [0, 1]")
     return x
 
-  def _batched(self, fn, variables, x, batch=64):
-    return np.concatenate([np.asarray(fn(variables, jnp.asarray(x[i:i + batch])))
-                           for i in range(0, len(x), batch)])
-
   def embed(self, images) -> np.ndarray:
     """B -> B': watermark images (outputs of any model, a data set, an algorithm)."""
-    return self._batched(self._embed, self.embedder_vars, self._check(images, "images"))
+    return common.predict(self._embed, self.embedder_vars, self._check(images, "images"))
 
   def extract(self, images) -> np.ndarray:
     """R(x): the extracted watermark image of each input."""
-    return self._batched(self._extract, self.extractor_vars, self._check(images, "images"))
+    return common.predict(self._extract, self.extractor_vars, self._check(images, "images"))
 
   def statistic(self, images) -> np.ndarray:
     """The per-image detection statistic (1: the watermark, 0: blank)."""

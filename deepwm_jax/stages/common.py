@@ -64,10 +64,11 @@ def sampler(arrays: dict[str, np.ndarray], batch: int, seed: tuple, mesh=None):
   return batch_fn
 
 
-def predict(fn, variables, x: np.ndarray, batch: int = 64) -> np.ndarray:
-  """fn(variables, x) over `x` in batches of `batch` images, as one NumPy array."""
+def predict(fn, variables, x: np.ndarray, batch: int = 64, axis: int = 0) -> np.ndarray:
+  """fn(variables, x) over `x` in batches of `batch` images, as one NumPy array; the outputs
+  are joined along `axis` (1 for a zoo group's stacked members, [K, N, H, W, C])."""
   return np.concatenate([np.asarray(fn(variables, jnp.asarray(x[i:i + batch])))
-                         for i in range(0, len(x), batch)])
+                         for i in range(0, len(x), batch)], axis=axis)
 
 
 def residual_corr(suspect, clean, watermarked) -> float:

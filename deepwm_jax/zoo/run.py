@@ -196,7 +196,7 @@ def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none") -> dict:
       "paper_success_rate": v.paper_success_rate,   # NC > the kit's nc_threshold (0.95)
       "nc_mean": float(np.mean(nc)),
       "centered_nc_mean": float(np.mean(centered)),
-      "task_psnr": float(np.mean(metrics.psnr(jnp.asarray(outputs), jnp.asarray(d.eval_wm)))),
+      "task_psnr": common.mean_psnr(outputs, d.eval_wm),
       "residual_corr": common.residual_corr(outputs, d.eval_clean, d.eval_wm),
       "n_images": int(len(stats)),
   }

@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from deepwm_jax import losses, metrics, models
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.models import layers
+from deepwm_jax.stages import common as stages_common
 from deepwm_jax.train import common
 from deepwm_jax.zoo import archs, augment, grid, perceptual
 
@@ -294,8 +295,8 @@ def make_predict(setup: GroupSetup, mesh: Mesh):
 
 
 def predict(predict_fn, variables, x: np.ndarray, batch: int = 64) -> np.ndarray:
-  return np.concatenate([np.asarray(predict_fn(variables, jnp.asarray(x[i:i + batch])))
-                         for i in range(0, len(x), batch)], axis=1)
+  """Every member's outputs on `x`: [K, N, H, W, C]."""
+  return stages_common.predict(predict_fn, variables, x, batch, axis=1)
 
 
 def batch_fn(members, data: dict, zoo_seed: int, mesh: Mesh):
