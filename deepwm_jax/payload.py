@@ -52,7 +52,7 @@ MIN_BITS, MAX_BITS = 32, 256
 # way round. Under a null whose soft values are symmetric about 0 a confident match has
 # probability <= 1/2, so the fair-bit binomial stays a valid (conservative) bound.
 CONFIDENT = 0.3
-# How many images the report decodes the message from (the issue's target: 16).
+# How many images the report decodes the message from (a set of 16 outputs).
 DECODE_IMAGES = 16
 
 
@@ -457,7 +457,7 @@ def decide(p: Payload, soft_NxN: np.ndarray, calibration: verdict.Calibration,
 def group_summary(p: Payload, soft: np.ndarray, calibration: verdict.Calibration, alpha: float,
                   min_success_rate: float) -> dict[str, Any]:
   """The report's payload row of one group: the verdict on all images, and the message decoded
-  from the first DECODE_IMAGES images alone (the issue's 16-image target)."""
+  from the first DECODE_IMAGES images alone (a set of 16 outputs)."""
   out = decide(p, soft, calibration, alpha, min_success_rate)
   m = min(DECODE_IMAGES, len(soft))
   first = decide(p, soft[:m], calibration, alpha, min_success_rate)

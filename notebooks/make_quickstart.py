@@ -115,7 +115,7 @@ checkpoints, so interrupting and re-running this cell resumes.
 code("""
 t0 = time.time()
 rep = pipeline.run(cfg, WORKDIR)
-print(f"protection run: {time.time() - t0:.0f} s in this session; seconds per stage, when it "
+print(f"protection run: {time.time() - t0:.0f} s in this kernel; seconds per stage, when it "
       f"was trained:", {k: round(v) for k, v in rep["timing"].items()})
 shown = {k: v for k, v in report_lib.to_jsonable(rep).items() if k != "timing"}
 display(Markdown(report_lib.render_markdown(shown, {}, title="Report of the protection run")))

@@ -20,7 +20,7 @@ from deepwm_jax.errors import DeepwmError
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(REPO, "configs", "classify_digits.py")
 
-# The config shrunk until the whole run takes seconds; still two users, clean models on
+# The full config shrunk until the whole run takes seconds; still two users, clean models on
 # both sides of the calibration, every baseline and every attack. The simulated fine-tune runs
 # (2 steps) at a gentle rate: at the digits config's 1e-2/3e-2, 150 steps of this tiny network
 # did not learn the copies apart (ann's copy also took bob's keys), as the full run's do.

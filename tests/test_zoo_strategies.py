@@ -1,4 +1,4 @@
-"""Issue 6 x the zoo: `deepwm attack` against a traditional (spread-spectrum) kit and against
+"""The strategies x the zoo: `deepwm attack` against a traditional (spread-spectrum) kit and against
 the absorbed model M' (the attacker's B' come from the protected model, not from H)."""
 import json
 import os

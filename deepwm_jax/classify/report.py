@@ -1,4 +1,4 @@
-"""report.json, report.md and figures of a classify run, and the issue's targets checked
+"""report.json, report.md and figures of a classify run, and the method's targets checked
 against the measured numbers (nothing here is hard-coded: it reads the report)."""
 import json
 import os
@@ -24,7 +24,7 @@ def _robust(rep: dict, attack: str) -> dict:
 
 
 def targets(rep: dict) -> dict:
-  """Issue 7's targets, each with the measured value and whether it is met."""
+  """The classify targets (docs/classify.md), each with the measured value and whether it is met."""
   gap = 100 * (rep["unwatermarked_accuracy"] - rep["clean_accuracy"])   # in points
   return {
       "clean_accuracy_within_1_point": {"value": gap, "met": gap <= 1.0},
@@ -40,7 +40,7 @@ def targets(rep: dict) -> dict:
                                       and rep["n_clean_models"] >= 10},
       "finetune_keeps_watermark_90": _robust(rep, "finetune"),
       "prune_keeps_watermark_90": _robust(rep, "prune"),
-      # The issue sets no bar here, only an honest report beside the baselines: 'met' says
+      # There is no bar here, only an honest report beside the baselines: 'met' says
       # whether this method's watermark survived the purifier (>= 90%) while the task held.
       "purifier_keeps_watermark_90_report_only": {
           "value": {r["method"]: r["watermark_accuracy"] for r in query_modification(rep)},

@@ -12,7 +12,7 @@ from deepwm_jax import report as report_lib
 TABLE = ["name", "family", "loss", "augmentation", "removal", "overwrite", "null", "task_psnr",
          "success_rate", "paper_success_rate", "nc_mean", "centered_nc_mean", "residual_corr",
          "detected"]
-# The target: members with no augmentation or removal attack reach this success rate.
+# The zoo's target: members with no augmentation or removal attack reach this success rate.
 PLAIN_TARGET = 0.9
 
 
