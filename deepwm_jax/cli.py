@@ -134,6 +134,8 @@ def cmd_verify(args, overrides):
   _no_overrides(overrides, "verify")
   kit = deepwm_jax.load_kit(args.kit)
   images, _ = _read(kit, args)
+  if getattr(kit, "method", None) == "keyed":
+    return _verify_keyed(kit, images, args)
   v = kit.verify(images, alpha=args.alpha,
                  **({"message_evidence": True} if args.message_evidence else {}))
   result = {**v.to_dict(), "kit": os.path.abspath(args.kit), "input": os.path.abspath(args.input)}
@@ -156,6 +158,21 @@ def cmd_verify(args, overrides):
   return 0 if v.detected else 1
 
 
+def _verify_keyed(kit, images, args) -> int:
+  """A keyed kit's verdict: the exact test on its secret key (no calibration)."""
+  if args.message_evidence:
+    raise DeepwmError("--message-evidence is for payload kits; a keyed kit's verdict is the "
+                      "exact test on its key")
+  v = kit.verify(images, alpha=args.alpha)
+  word = "DETECTED" if v.detected else "not detected"
+  print(f"watermark {word}: {v.matches}/{v.n_bits} key bits match over {v.n_images} images, "
+        f"exact p-value {v.p_value:.3g} (alpha {v.alpha:g}); images detected alone "
+        f"{round(v.image_rate * v.n_images)}/{v.n_images}")
+  opts.write_json(args.json, {**v.to_dict(), "kit": os.path.abspath(args.kit),
+                              "input": os.path.abspath(args.input)})
+  return 0 if v.detected else 1
+
+
 def cmd_kit_info(args, overrides):
   from deepwm_jax import kit as kit_lib
   _no_overrides(overrides, "kit-info")
@@ -175,12 +192,19 @@ def cmd_kit_info(args, overrides):
            f"sha256 {c['config_sha256'][:16]}...",
            f"decision  alpha {rec['alpha']}, min success rate {rec['min_success_rate']}"]
   cal = rec["calibration"]
-  lines.append("calib.    none (an older kit: verify refuses it)" if not cal else
-               f"calib.    threshold {cal['threshold']:.4g}, p0 {cal['p0']:.3g} from "
-               f"{cal['n_negatives']} negatives (max {cal['max_negative']:.3g})"
-               + (f" and {cal['n_heldout']} held-out ones (max {cal['max_heldout']:.3g}), null "
-                  f"per source: {', '.join(cal.get('null_sources') or {}) or 'none'}"
-                  if cal.get("n_heldout") else ""))
+  if rec.get("keyed"):
+    lines[-1] = f"decision  alpha {rec['alpha']}"
+    lines.append(f"verdict   exact binomial test on a {rec['keyed']['bits']}-bit secret key "
+                 f"({rec['keyed']['cell']} px cells); no calibration")
+  elif not cal:
+    lines.append("calib.    none (an older kit: verify refuses it)")
+  else:
+    lines.append(
+        f"calib.    threshold {cal['threshold']:.4g}, p0 {cal['p0']:.3g} from "
+        f"{cal['n_negatives']} negatives (max {cal['max_negative']:.3g})"
+        + (f" and {cal['n_heldout']} held-out ones (max {cal['max_heldout']:.3g}), null "
+           f"per source: {', '.join(cal.get('null_sources') or {}) or 'none'}"
+           if cal.get("n_heldout") else ""))
   mn = rec.get("calibration_model_null")
   if mn:
     lines.append(f"model null {mn['n_models']} null models x {mn['n_images']} images "

@@ -130,7 +130,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   # How the outputs are protected (docs/strategies.md).
   c.protect = dict(
-      method="deep",             # 'deep' (the H/R barrier) or 'traditional' (traditional.py)
+      # 'deep' (the H/R barrier, verdict calibrated on negatives), 'keyed' (the H/R barrier
+      # trained over random keys; the owner's key is secret and the verdict is an exact
+      # binomial test, docs/verdicts.md) or 'traditional' (stages/traditional.py)
+      method="deep",
       # 'agnostic': H after M (the barrier is a separate network); 'specific': stage 1 and 2
       # as usual, then M is fine-tuned into one network M' whose outputs carry the watermark
       # (train/absorb.py). Needs task.source='train'.
@@ -146,7 +149,20 @@ def base_config() -> ml_collections.ConfigDict:
           psnr=40.0,               # embedding strength as the PSNR of B' vs B (before clipping)
           band=(0.1, 0.7),         # DCT band: (u+v)/(2(size-1)) in [lo, hi), no DC
           whiten=2.0,              # detector weight (u+v)^whiten per coefficient (1/f images)
-          margin=1.0))             # threshold margin over the largest null z-score
+          margin=1.0),             # threshold margin over the largest null z-score
+      keyed=dict(
+          cell=4,                  # px per key cell: (image_size / cell)^2 key bits
+          # -1: the owner's key comes from the operating system's entropy (keep the kit
+          # private: it holds the key); >= 0 seeds it, for reproducible studies only.
+          key_seed=-1,
+          # Imitators the report trains after the kit is made, on (A, B') with the owner's key,
+          # and innocent ones on clean (A, M(A)) of each architecture: the report's evidence.
+          surrogate_archs=("unet", "resnet", "cnn"),
+          # Stage 2: one surrogate per arch here, each trained on outputs watermarked with a
+          # training key of its own (never the owner's); R is fine-tuned to read them.
+          # () = no stage 2.
+          stage2_archs=(),
+          null_archs=("unet", "resnet", "cnn")))
 
   # Devices and processes (deepwm_jax/parallel.py, docs/scale_out.md). Neither changes results
   # beyond float rounding, so a run may resume with other values here.
@@ -366,12 +382,14 @@ def _validate_protect(cfg, need) -> None:
   p = cfg.get("protect")
   if p is None:  # configs written before protect existed: the deep agnostic barrier
     return
-  need(p.method in ("deep", "traditional"),
-       f"protect.method={p.method!r}; use deep or traditional")
+  need(p.method in ("deep", "keyed", "traditional"),
+       f"protect.method={p.method!r}; use deep, keyed or traditional")
   need(p.strategy in ("agnostic", "specific"),
        f"protect.strategy={p.strategy!r}; use agnostic or specific")
   need(not (p.strategy == "specific" and p.method == "traditional"),
        "protect.strategy='specific' absorbs the deep barrier H into M; use protect.method=deep")
+  need(not (p.strategy == "specific" and p.method == "keyed"),
+       "protect.strategy='specific' is not built for keyed kits yet; use protect.method=deep")
   need(not (p.strategy == "specific" and cfg.task.source != "train"),
        f"protect.strategy='specific' fine-tunes the task network, but task.source="
        f"{cfg.task.source!r} is not one; use task.source=train or strategy=agnostic")
@@ -384,3 +402,11 @@ def _validate_protect(cfg, need) -> None:
   need(0 <= lo < hi <= 1, f"protect.traditional.band={tuple(t.band)}; use 0 <= lo < hi <= 1")
   need(t.margin >= 0, f"protect.traditional.margin={t.margin}; use 0 or more")
   need(t.whiten >= 0, f"protect.traditional.whiten={t.whiten}; use 0 (plain) or more")
+  if "keyed" in p:
+    k = p.keyed
+    need(k.cell >= 1 and cfg.data.image_size % k.cell == 0,
+         f"protect.keyed.cell={k.cell}; use a cell size that divides data.image_size "
+         f"({cfg.data.image_size})")
+    for what in ("surrogate_archs", "null_archs", "stage2_archs"):
+      bad = [a for a in k[what] if a not in ("unet", "resnet", "cnn")]
+      need(not bad, f"protect.keyed.{what} has {bad}; use unet, resnet or cnn")

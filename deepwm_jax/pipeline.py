@@ -21,7 +21,7 @@ from deepwm_jax import kit as kit_lib
 from deepwm_jax import parallel, payload, report
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.stages import (absorb, attack, barrier, calibrate, common, evaluate, harden,
-                               task, traditional)
+                               keyed, task, traditional)
 from deepwm_jax.train import loop
 
 
@@ -30,6 +30,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   mesh, log = _start(cfg, workdir, log)
   if _protect(cfg).method == "traditional":
     return _run_traditional(cfg, workdir, log)
+  if _protect(cfg).method == "keyed":
+    return _run_keyed(cfg, workdir, log, mesh)
   r = common.Runner(cfg, workdir, log, mesh)
   t0 = time.time()
 
@@ -141,6 +143,21 @@ def _run_traditional(cfg, workdir: str, log) -> dict:
   return rep
 
 
+def _run_keyed(cfg, workdir: str, log, mesh) -> dict:
+  """protect.method='keyed': H and R over random keys, the owner's secret key, the exact test."""
+  r = common.Runner(cfg, workdir, log, mesh)
+  t0 = time.time()
+  kit_path = os.path.join(workdir, "kit")
+  owner = payload.owner_of(cfg)
+  rep, grid, innocent_p = keyed.run(
+      r, lambda emb, ext, key: kit_lib.keyed.write_kit(kit_path, cfg, emb, ext, key, owner))
+  rep["timing"]["total"] = round(time.time() - t0, 2)
+  if parallel.is_primary():
+    report.write_keyed(workdir, rep, grid, innocent_p)
+  log(f"wrote {os.path.join(workdir, 'report.md')} and the kit {kit_path}")
+  return rep
+
+
 def _start(cfg, workdir: str, log):
   """Validates the config, joins the other processes (if any), builds the mesh and checks the
   workdir's config; returns (mesh, log) with log silenced outside process 0."""
@@ -182,7 +199,8 @@ def check_workdir_config(cfg, workdir: str) -> None:
     for section, k in (("data", "tfds_dir"), ("data", "tfds_max_images"),
                        ("attack", "extra_surrogate_archs"), ("embedder", "arch"),
                        ("embedder", "depth"), ("evaluate", "per_image_fpr"),
-                       ("stage2", "weak_copies"), ("stage1", "fidelity_band")):
+                       ("stage2", "weak_copies"), ("stage1", "fidelity_band"),
+                       ("protect", "keyed")):
       if k in current.get(section, {}):  # added later: older runs had the default
         saved.setdefault(section, {}).setdefault(k, defaults[section][k])
     for k in ("mesh", "distributed"):  # the topology may change between runs (resume anywhere)

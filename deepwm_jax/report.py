@@ -484,3 +484,50 @@ def write_specific(workdir: str, rep: dict) -> None:
   marker = "\n## Model-specific strategy"
   md = md.split(marker)[0] + section
   write_text_atomic(md_path, md)
+
+
+# ----------------------------------------------------------------------------- the keyed method
+
+def write_keyed(workdir: str, rep: dict, grid: dict[str, np.ndarray],
+                innocent_p: np.ndarray) -> None:
+  """report.json, report.md and figures of a keyed run (stages/keyed.py): each group judged
+  by the exact test, and the innocent images' p-values against uniform."""
+  os.makedirs(os.path.join(workdir, FIGURES_DIR), exist_ok=True)
+  rep = to_jsonable(rep)
+  write_text_atomic(os.path.join(workdir, "report.json"),
+                    json.dumps(rep, indent=2, allow_nan=False) + "\n")
+  save_figure(grid_figure(grid), os.path.join(workdir, FIGURES_DIR, "grid.png"))
+  save_figure(qq_figure({"innocent images": innocent_p},
+                        "innocent images' exact p-values (one image each)"),
+              os.path.join(workdir, FIGURES_DIR, "innocent_qq.png"))
+  k, inn = rep["key"], rep["innocent"]
+  rows = [{"group": name, "role": g["role"],
+           "images detected alone": _pct(g["image_rate"]),
+           "mean bits matching": f"{g['mean_image_matches']:.1f} / {g['n_bits']}",
+           "set: bits matching": f"{g['matches']} / {g['n_bits']}",
+           "set p-value": _pvalue(g["p_value"]), "detected": g["detected"]}
+          for name, g in rep["groups"].items()]
+  parts = [
+      "# deepwm_jax report: keyed kit\n",
+      f"H and R were trained over random keys; the owner's key ({k['bits']} bits, "
+      f"{k['cell']} px cells) was drawn afterwards and R never saw it. Each verdict is the "
+      f"exact binomial test on the key (alpha {rep['alpha']:g}): an image set is detected "
+      f"when enough of its summed per-bit readings match the key, which for one image takes "
+      f"{k['bits_needed_per_image']} of {k['bits']} bits. The false-claim bound holds for "
+      "images from any model that did not learn from the key's outputs.\n",
+      "## Fidelity (B' vs B, held-out images)\n",
+      markdown_table([{"PSNR (dB)": rep["fidelity"]["psnr"], "SSIM": rep["fidelity"]["ssim"]}],
+                     ["PSNR (dB)", "SSIM"]),
+      "## Detection\n",
+      markdown_table(rows, ["group", "role", "images detected alone", "mean bits matching",
+                            "set: bits matching", "set p-value", "detected"]),
+      f"Innocent images: {inn['images_detected']} of {inn['n_images']} detected alone, "
+      f"{100 * inn['fraction_p_le_0.01']:.1f}% with p <= 0.01; innocent sets detected: "
+      f"{', '.join(inn['sets_detected']) or 'none'}.\n",
+      "## Figures\n",
+      "**Examples: inputs, outputs, the difference, the key and R's drawings**\n\n"
+      f"![examples]({FIGURES_DIR}/grid.png)\n",
+      "**Innocent images' p-values against uniform (on or above the diagonal: valid)**\n\n"
+      f"![qq]({FIGURES_DIR}/innocent_qq.png)\n",
+  ]
+  write_text_atomic(os.path.join(workdir, "report.md"), "\n".join(parts))

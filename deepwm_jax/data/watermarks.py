@@ -4,9 +4,14 @@ Every watermark is dark marks on a white background, HxWxC float32 in [0, 1]; th
 target the extractor returns for unwatermarked images is all white, so the two differ exactly
 where the marks are. Shapes are drawn 8x larger than asked and shrunk (antialiased), so edges
 stay clean at 32 px.
+
+Keyed kits (protect.method='keyed') draw no logo: their watermark is a secret key of +-1 signs
+drawn as a grid of black and white cells on a mid-grey blank (the functions at the end).
 """
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 import skimage
@@ -107,3 +112,51 @@ def watermark_image(spec: str, size: int, channels: int) -> np.ndarray:
   if spec == "skimage-logo":
     return _skimage_logo(size, channels)
   return _file_image(spec, size, channels)
+
+
+# ---- keyed watermarks (protect.method='keyed'): a key of +-1 signs drawn as a grid of cells
+
+def key_grid(size: int, cell: int) -> int:
+  """Cells per side of a `size` px key pattern with `cell` px cells."""
+  if cell < 1 or size % cell:
+    raise DeepwmError(f"a key cell of {cell} px does not tile {size} px images; choose "
+                      f"protect.keyed.cell dividing data.image_size")
+  return size // cell
+
+
+def key_bits(size: int, cell: int) -> int:
+  """How many key bits a `size` px image holds: one per cell."""
+  return key_grid(size, cell) ** 2
+
+
+def random_key_bits(rng_key, n: int, size: int, cell: int):
+  """n random keys (jax PRNG key -> [n, bits] of +-1), one per training example."""
+  return jax.random.rademacher(rng_key, (n, key_bits(size, cell)), dtype=jnp.float32)
+
+
+def key_pattern(bits, size: int, cell: int, channels: int):
+  """The image R must draw for a key: bit +1 -> a white cell, -1 -> a black one.
+
+  bits [..., size // cell * size // cell] -> [..., size, size, channels]; the blank R draws for
+  images without a key is mid-grey (`key_blank`), halfway between, so an unkeyed image reads as
+  no bit at all rather than as all +1.
+  """
+  g = key_grid(size, cell)
+  b = jnp.asarray(bits, jnp.float32)
+  grid = b.reshape(b.shape[:-1] + (g, g))
+  img = jnp.repeat(jnp.repeat(grid, cell, axis=-2), cell, axis=-1)
+  return jnp.repeat((0.5 + 0.5 * img)[..., None], channels, axis=-1)
+
+
+def key_blank(size: int, channels: int) -> np.ndarray:
+  return np.full((size, size, channels), 0.5, np.float32)
+
+
+def key_readings(r_NxHxWxC, cell: int):
+  """R's drawing -> one number per key bit: the cell's mean level above mid-grey ([N, bits]).
+
+  R's output is clipped to [0, 1] first, so no single pixel can outvote its cell."""
+  r = jnp.clip(jnp.asarray(r_NxHxWxC, jnp.float32), 0.0, 1.0).mean(-1) - 0.5
+  n, h, w = r.shape
+  gh, gw = key_grid(h, cell), key_grid(w, cell)
+  return r.reshape(n, gh, cell, gw, cell).mean((2, 4)).reshape(n, gh * gw)

@@ -2,28 +2,43 @@
 
   files        the kit's layout on disk, its SHA-256 manifest, atomic writes, provenance
   deep         the deep kit (H and R): embed, extract, verify
+  keyed        the keyed kit (H and R trained over random keys, the owner's secret key)
   traditional  the spread-spectrum kit (a key, no networks)
 
 `load_kit(path)` checks the manifest and returns the kit of the kind kit.json says.
 """
 import os
 
-from deepwm_jax.kit import deep, files, traditional
+from deepwm_jax.errors import DeepwmError
+
+from deepwm_jax.kit import deep, files, keyed, traditional
 from deepwm_jax.kit.deep import Kit, write_kit
 from deepwm_jax.kit.files import (KIT_FORMAT, KIT_KIND, MODEL_NULL_FILE, NULL_FILE,
                                   NULL_SOURCES_FILE, digests, model_null_record, null_record,
                                   provenance, publish, read_info, republish, save_null)
 
-__all__ = ["Kit", "load_kit", "write_kit", "deep", "files", "traditional", "KIT_FORMAT",
+__all__ = ["Kit", "load_kit", "write_kit", "deep", "files", "keyed", "traditional", "KIT_FORMAT",
            "KIT_KIND", "MODEL_NULL_FILE", "NULL_FILE", "NULL_SOURCES_FILE", "digests",
            "model_null_record", "null_record", "provenance", "publish", "read_info",
            "republish", "save_null"]
 
 
+def require_calibrated(kit, command: str) -> None:
+  """Commands built on the calibrated statistic (the zoo, the false-claim study, recalibrate)
+  refuse a keyed kit in one line: its verdict is the exact key test, which they do not run."""
+  if getattr(kit, "method", None) == "keyed":
+    raise DeepwmError(f"kit '{kit.path}' is a keyed kit; `{command}` works on deep and "
+                      f"traditional kits only (a keyed run reports its own imitators and "
+                      f"innocent models in report.md)")
+
+
 def load_kit(path: str):
-  """The kit at `path` (a `deep.Kit` or a `traditional.TraditionalKit`), manifest checked."""
+  """The kit at `path` (a `deep.Kit`, `keyed.KeyedKit` or `traditional.TraditionalKit`),
+  manifest checked."""
   path = os.path.abspath(path)
   info = files.read_info(path, KIT_KIND, KIT_FORMAT)
   if info.get("method", "deep") == "traditional":  # spread spectrum, no networks
     return traditional.load(path, info)
+  if info.get("method") == "keyed":  # H and R over random keys, the owner's key
+    return keyed.load(path, info)
   return deep.load(path, info)

@@ -248,6 +248,9 @@ def provenance(path: str) -> dict:
       "steps": {k: section(k).get("steps") for k in ("task", "stage1", "stage2")},
       "config_sha256": hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":"))
                                       .encode()).hexdigest()}
+  out["method"] = info.get("method", "deep")
+  if isinstance(info.get("keyed"), dict):  # the key's size, never the key itself
+    out["keyed"] = {k: info["keyed"].get(k) for k in ("bits", "cell")}
   out["calibration"] = info.get("calibration")  # None: an older kit, verify refuses it
   out["calibration_null"] = info.get("calibration_null")  # None: p-values are the bound only
   out["calibration_model_null"] = info.get("calibration_model_null")  # None: none built

@@ -148,6 +148,7 @@ def run_study(kit_path: str, workdir: str, n_clean: int = 1000, n_nulls: int = 1
   if n_clean < set_size or null_images < set_size or n_protected < set_size:
     raise DeepwmError(f"every group needs at least set_size={set_size} images")
   kit = kit_lib.load_kit(kit_path)
+  kit_lib.require_calibrated(kit, "python -m deepwm_jax.tools.false_claims")
   cfg = ml_collections.ConfigDict(kit.config.to_dict())
   cfg.log_every = max(25, null_steps // 4)
   cfg.ckpt_every = max(50, null_steps // 2)

@@ -110,6 +110,7 @@ def recalibrate(run_dir: str, out: str, log=print) -> str:
   """The kit of `run_dir` (run_dir/kit) with its held-out calibration null, written to `out`."""
   kit_path = os.path.join(run_dir, "kit")
   kit = kit_lib.load_kit(kit_path)
+  kit_lib.require_calibrated(kit, "python -m deepwm_jax.tools.recalibrate")
   if os.path.exists(out):
     raise DeepwmError(f"'{out}' already exists; give a new folder for the recalibrated kit")
   if isinstance(kit.calibration.null, dict):

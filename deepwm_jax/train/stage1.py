@@ -7,12 +7,17 @@ L_R = s * [watermark * MSE(R(B'), w) + clean * (MSE(R(A), blank) + MSE(R(B), bla
            + consistency * MSE(R(B'_first half), R(B'_second half))]
 H and R step together on L_H + L_R; D steps on s * d * LSGAN_D(D(B), D(B')). s = loss_scale
 (1e4 in the reference code).
+
+With `key_cell` set (protect.method='keyed'), w is not one fixed image: every example of every
+step draws a fresh random key and w is its cell pattern (data/watermarks.key_pattern), so R
+learns to read any key and never learns the owner's.
 """
 
 import jax
 import jax.numpy as jnp
 
 from deepwm_jax import losses, metrics, models
+from deepwm_jax.data import watermarks
 from deepwm_jax.train import common
 from deepwm_jax.train.optim import make_optimizer
 
@@ -49,7 +54,9 @@ def _gen_params(state):
   return {"embedder": state["embedder"]["params"], "extractor": state["extractor"]["params"]}
 
 
-def make_step(cfg, w_HxWxC, blank_HxWxC):
+def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None):
+  """The stage-1 step; with `key_cell`, w is a random key's pattern per example (`w_HxWxC`
+  then only gives the shape)."""
   H, R, D = networks(cfg)
   opt_g, opt_d = optimizers(cfg)
   wt, s = cfg.stage1.weights, cfg.stage1.loss_scale
@@ -59,7 +66,7 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
   if band_weight:
     ssim_band_dB = tuple(float(losses.ssim_dB(x)) for x in band.ssim)
 
-  def generator_loss(params, state, a, b):
+  def generator_loss(params, state, a, b, w):
     b_wm, emb_vars = common.apply(H, common.with_params(state["embedder"], params["embedder"]),
                                   b, w, train=True)
     n = b.shape[0]
@@ -91,10 +98,14 @@ def make_step(cfg, w_HxWxC, blank_HxWxC):
 
   @common.jit_step
   def step(state, batch, key):
-    del key  # stage 1 is deterministic given the batch
     a, b = batch["a"], batch["b"]
+    if key_cell:  # a new key per example, from the step's key (deterministic given the step)
+      bits = watermarks.random_key_bits(key, b.shape[0], w.shape[0], key_cell)
+      w_step = watermarks.key_pattern(bits, w.shape[0], key_cell, w.shape[-1])
+    else:  # the one watermark, fixed: the step is deterministic given the batch
+      w_step = w
     grads, (scalars, emb_vars, b_wm) = jax.grad(generator_loss, has_aux=True)(
-        _gen_params(state), state, a, b)
+        _gen_params(state), state, a, b, w_step)
     params, opt_g_state = common.update(opt_g, grads, state["opt_g"], _gen_params(state),
                                         state["lr_scale"], value=scalars["loss"])
 

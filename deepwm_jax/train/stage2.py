@@ -18,14 +18,19 @@ def init_state(cfg, extractor_variables):
           "step": jnp.zeros((), jnp.int32), "lr_scale": jnp.ones((), jnp.float32)}
 
 
-def make_step(cfg, w_HxWxC, blank_HxWxC):
+def make_step(cfg, w_HxWxC, blank_HxWxC, patterns_KxHxWxC=None):
+  """The stage-2 step. With `patterns_KxHxWxC` (the keyed method) each surrogate output and
+  its paired watermarked image has its own target, patterns[batch['key_index']]: surrogates
+  of several training keys, none of them the owner's."""
   R = models.extractor(cfg)
   opt = make_optimizer(cfg.stage2.optimizer, cfg.stage2.steps)
   wt, s = cfg.stage2.weights, cfg.stage2.loss_scale
-  w, blank = jnp.asarray(w_HxWxC), jnp.asarray(blank_HxWxC)
+  blank = jnp.asarray(blank_HxWxC)
+  patterns = None if patterns_KxHxWxC is None else jnp.asarray(patterns_KxHxWxC)
 
   def loss_fn(params, batch):
     sur, wm, neg = batch["surrogate"], batch["watermarked"], batch["negative"]
+    w = jnp.asarray(w_HxWxC) if patterns is None else patterns[batch["key_index"]]
     n1, n2 = sur.shape[0], wm.shape[0]
     r = R.apply({"params": params}, jnp.concatenate([sur, wm, neg]))
     r_sur, r_wm, r_neg = r[:n1], r[n1:n1 + n2], r[n1 + n2:]

@@ -95,7 +95,7 @@ def run(zcfg, kit_path: str, workdir: str, log=print) -> dict:
   rep = zoo_report.build(rows, reference, skipped, group_info, timing, kit, zcfg, mesh)
   # What was attacked: the kit's method and how the protected outputs were made.
   rep = {**rep, "method": getattr(kit, "method", "deep"), "protected": d.protected}
-  zoo_report.write(workdir, rep, per_image, reference, kit.calibration.threshold)
+  zoo_report.write(workdir, rep, per_image, reference, zoo_report.threshold(kit))
   log(f"[zoo] wrote {os.path.join(workdir, 'report.md')}")
   return rep
 
@@ -159,7 +159,8 @@ def _judge(kit, images):
   """Per image: the kit's statistic, the paper's NC and a centred correlation; and the kit's own
   calibrated decision on the set, as `deepwm verify` makes it (one pass of the extractor).
 
-  A deep kit extracts R(x) and compares it with its watermark image. A traditional
+  A deep kit extracts R(x) and compares it with its watermark image; a keyed kit reads its key
+  and decides by the exact test (secret_key.py). A traditional
   (spread-spectrum) kit has no extractor: its statistic is the z-score and its NC the
   normalised correlation with the key's pattern, which is already centred (mean 0 on images
   that never saw the pattern), so it is also the centred number.
@@ -167,11 +168,24 @@ def _judge(kit, images):
   if getattr(kit, "method", "deep") == "traditional":
     z, nc = kit.watermark.correlations(images)
     return np.asarray(z), np.asarray(nc), np.asarray(nc), kit.verify(images)
+  if getattr(kit, "method", "deep") == "keyed":
+    # The statistic is the fraction of key bits read right (0.5 without the key); there is
+    # no NC, so its columns hold the same fraction, centred: 2 * fraction - 1.
+    v = kit.verify(images)
+    frac = v.matches_per_image / v.n_bits
+    return frac, frac, 2 * frac - 1, v
   extracted = kit.extract(images)
   r = jnp.asarray(extracted)
   w, blank = jnp.asarray(kit.watermark), jnp.asarray(kit.blank)
   return (np.asarray(verdict.watermark_statistic(r, w, blank)), np.asarray(metrics.nc(r, w)),
           np.asarray(metrics.centered_nc(r, w)), kit.verify_extracted(extracted))
+
+
+def _stage2_families(kit) -> set[str]:
+  """The surrogate architectures the kit's extractor was fine-tuned against in stage 2."""
+  if getattr(kit, "method", "deep") == "keyed":
+    return set(kit.config.protect.keyed.get("stage2_archs", ()))
+  return {s.arch for s in config_lib.stage2_surrogates(kit.config).values()}
 
 
 def _stats(kit, images):
@@ -182,7 +196,6 @@ def _stats(kit, images):
 def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none") -> dict:
   """The kit's calibrated verdict on a member's held-out outputs, plus the paper's numbers."""
   stats, nc, centered, v = _judge(kit, outputs)
-  kit_cfg = kit.config
   family = zcfg.archs[m.arch]["arch"]
   row = {
       "name": m.name if removal_spec == "none" else f"{m.name}@{removal_spec}",
@@ -190,7 +203,7 @@ def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none") -> dict:
       "augmentation": m.augmentation, "removal": removal_spec, "null": m.null,
       "overwrite": m.overwrite, "n_attack": m.n_attack, "lr": m.lr, "steps": m.steps,
       "seed": m.seed,
-      "seen_in_stage2": family in {s.arch for s in config_lib.stage2_surrogates(kit_cfg).values()},
+      "seen_in_stage2": family in _stage2_families(kit),
       "success_rate": v.success_rate, "detected": v.detected, "p_value": v.p_value,
       "stat_mean": v.stat_mean,
       "paper_success_rate": v.paper_success_rate,   # NC > the kit's nc_threshold (0.95)

@@ -1,0 +1,188 @@
+"""protect.method='keyed': a barrier whose extractor never sees the owner's key.
+
+  stage 1 over random keys (a new key per example) [-> stage 2 on surrogates of training
+  keys] -> the owner's key, drawn once at random
+  -> B' = H(B, pattern(owner's key)) -> evaluation imitators trained on (A, B') and innocent
+  ones on clean (A, M(A)) -> every group read by R and judged by the exact test
+  (secret_key.py) -> kit + report
+
+Because H and R are trained over random keys and the owner's key is drawn after training, what
+R reads from an image that does not carry the owner's key is independent of that key, so the
+p-value of the exact test holds for images from any model (docs/verdicts.md). Nothing is
+calibrated. The optional stage 2 (`harden`) fine-tunes R on surrogates of training keys, never
+of the owner's: a stage 2 on the owner's key would make R depend on it and void the bound.
+"""
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from deepwm_jax import metrics, secret_key
+from deepwm_jax.data import watermarks
+from deepwm_jax.stages import attack, barrier, common, task
+from deepwm_jax.train import loop, stage1, stage2
+
+OWNER_KEY_FILE = "owner_key.npy"
+
+
+def n_bits(cfg) -> int:
+  return watermarks.key_bits(cfg.data.image_size, cfg.protect.keyed.cell)
+
+
+def pattern(cfg, key) -> np.ndarray:
+  """The owner's watermark image: the key's cells, [S, S, C]."""
+  d = cfg.data
+  return np.asarray(watermarks.key_pattern(key, d.image_size, cfg.protect.keyed.cell, d.channels))
+
+
+def train_barrier(r: common.Runner, a: np.ndarray, b: np.ndarray) -> dict:
+  """Stage 'stage1' over random keys; returns H's and R's variables."""
+  cfg = r.cfg
+  d = cfg.data
+  shape_w = watermarks.key_blank(d.image_size, d.channels)  # the shape H is built for
+  state = stage1.init_state(cfg, jax.random.fold_in(r.key, 1), shape_w)
+  step = stage1.make_step(cfg, shape_w, shape_w, key_cell=cfg.protect.keyed.cell)
+  batches = common.sampler({"a": a, "b": b}, cfg.stage1.batch, (cfg.seed, 21), r.mesh)
+  state = r.train("stage1", step, state, batches, cfg.stage1.steps,
+                  guard=loop.Guard(metric="psnr", drop=10.0, warmup=cfg.stage1.steps // 10))
+  return {"embedder": state["embedder"], "extractor": {"params": state["extractor"]["params"]}}
+
+
+def harden(r: common.Runner, nets: dict, a: np.ndarray, m_a: np.ndarray) -> dict:
+  """Stage 'stage2' for keyed kits: R fine-tuned to read surrogates of training keys.
+
+  One surrogate per entry of protect.keyed.stage2_archs, each trained on (A, H(M(A), k_i))
+  with a training key k_i of its own, drawn from the config's seed: R learns to read a key
+  through imitation, from several keys, and never the owner's (drawn after this stage), so the
+  exact test keeps its bound. Negatives as in the deep method: clean M(A), the inputs A, and
+  the protector's null models' outputs -> mid-grey. Returns R's new variables (`nets`'s own
+  when there are no stage-2 archs).
+  """
+  cfg = r.cfg
+  archs = tuple(cfg.protect.keyed.get("stage2_archs", ()))
+  if not archs or cfg.stage2.steps == 0:
+    return nets["extractor"]
+  d = cfg.data
+  bits = n_bits(cfg)
+  keys = [secret_key.new_key(bits, seed=cfg.seed * 1000 + 31 + i) for i in range(len(archs))]
+  sur, wm = [], []
+  for i, (arch, k_i) in enumerate(zip(archs, keys)):
+    wm_i = common.predict(stage1.make_embed_fn(cfg, pattern(cfg, k_i)), nets["embedder"], m_a)
+    sm = attack.imitator(r, f"keyed_stage2_{i}_{arch}", imitator_spec(cfg, arch, 300 + i), a,
+                         wm_i)
+    sur.append(sm(a))
+    wm.append(wm_i)
+  nulls = attack.protector_nulls(r, a, m_a)
+  negatives = np.concatenate([m_a, a] + [nm(a) for nm in nulls.values()])
+  blank = watermarks.key_blank(d.image_size, d.channels)
+  step = stage2.make_step(cfg, blank, blank, np.stack([pattern(cfg, k) for k in keys]))
+  b2 = cfg.stage2.batch
+  key_index = np.repeat(np.arange(len(keys), dtype=np.int32), len(a))
+  batches = common.sampler({"surrogate": np.concatenate(sur), "watermarked": np.concatenate(wm),
+                            "key_index": key_index}, b2, (cfg.seed, 31), r.mesh)
+  neg_batches = common.sampler({"negative": negatives}, 2 * b2, (cfg.seed, 32), r.mesh)
+  state = r.train("stage2", step, stage2.init_state(cfg, nets["extractor"]),
+                  lambda s: {**batches(s), **neg_batches(s)}, cfg.stage2.steps)
+  return state["extractor"]
+
+
+def owner_key(r: common.Runner) -> np.ndarray:
+  """The owner's key: drawn once, after training, and kept in the workdir so a resumed run
+  writes the same kit. From the OS's entropy unless protect.keyed.key_seed >= 0 (studies)."""
+  path = os.path.join(r.workdir, OWNER_KEY_FILE)
+  if os.path.exists(path):
+    return secret_key.check_key(np.load(path))
+  seed = int(r.cfg.protect.keyed.get("key_seed", -1))
+  key = secret_key.new_key(n_bits(r.cfg), seed=None if seed < 0 else seed)
+  tmp = path + ".tmp.npy"
+  np.save(tmp, key)
+  os.replace(tmp, path)
+  return key
+
+
+def make_reader(cfg):
+  """Jitted (R's variables, images) -> readings [N, bits]."""
+  extract = stage1.make_extract_fn(cfg)
+  cell = cfg.protect.keyed.cell
+  return jax.jit(lambda v, x: watermarks.key_readings(extract(v, x), cell))
+
+
+def imitator_spec(cfg, arch: str, seed: int) -> ml_collections.ConfigDict:
+  """The evaluation imitators: the attack's surrogate spec with another architecture."""
+  spec = ml_collections.ConfigDict(cfg.attack.surrogate.to_dict())
+  spec.update(arch=arch, seed=seed)
+  return spec
+
+
+def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
+  """The keyed method end to end; `write_kit(embedder, extractor, key)` writes the kit.
+  Returns (report, example grid, p-values of every innocent image)."""
+  cfg = r.cfg
+  k = cfg.protect.keyed
+  alpha = float(cfg.evaluate.alpha)
+  splits = task.load_splits(cfg)
+  m_protect, m_attack, m_val = task.outputs(r, [splits.protect, splits.attack, splits.val])
+
+  nets = train_barrier(r, splits.protect.a, m_protect)
+  nets["extractor"] = harden(r, nets, splits.attack.a, m_attack)
+  key = owner_key(r)  # drawn after every stage that trains R
+  embed = stage1.make_embed_fn(cfg, pattern(cfg, key))
+  write_kit(nets["embedder"], nets["extractor"], key)
+
+  wm_attack = common.predict(embed, nets["embedder"], m_attack)
+  wm_val = common.predict(embed, nets["embedder"], m_val)
+  other_key = secret_key.new_key(key.size, seed=cfg.seed + 7)  # someone else's key
+  wm_other = common.predict(stage1.make_embed_fn(cfg, pattern(cfg, other_key)),
+                            nets["embedder"], m_val)
+
+  t = time.time()
+  suspects = {"watermarked": ("carries the key", wm_val)}
+  for i, arch in enumerate(k.surrogate_archs):
+    sm = attack.imitator(r, f"keyed_surrogate_{arch}", imitator_spec(cfg, arch, 100 + i),
+                         splits.attack.a, wm_attack)
+    suspects[f"surrogate {arch}"] = ("imitates B'", sm(splits.val.a))
+  suspects["clean M(A)"] = ("innocent", m_val)
+  suspects["inputs A"] = ("innocent", splits.val.a)
+  suspects["another key"] = ("innocent", wm_other)
+  for i, arch in enumerate(k.null_archs):
+    nm = attack.imitator(r, f"keyed_null_{arch}", imitator_spec(cfg, arch, 200 + i),
+                         splits.attack.a, m_attack)
+    suspects[f"null {arch}"] = ("innocent", nm(splits.val.a))
+  r.timing["imitators"] = round(time.time() - t, 2)
+
+  reader = make_reader(cfg)
+  groups, innocent_p = {}, []
+  for name, (role, x) in suspects.items():
+    v = secret_key.decide(common.predict(reader, nets["extractor"], x), key, alpha)
+    groups[name] = {"role": role, **v.to_dict()}
+    if role == "innocent":
+      innocent_p.append(v.p_per_image)
+  psnr = float(np.mean(metrics.psnr(wm_val, m_val)))
+  ssim = float(np.mean(metrics.ssim(wm_val, m_val)))
+  innocent_p = np.concatenate(innocent_p)
+  rep = {
+      "method": "keyed",
+      "key": {"bits": int(key.size), "cell": int(k.cell),
+              "bits_needed_per_image": secret_key.bits_needed(key.size, alpha)},
+      "alpha": alpha,
+      "fidelity": {"psnr": psnr, "ssim": ssim},
+      "groups": groups,
+      "innocent": {"n_images": int(innocent_p.size),
+                   "images_detected": int(np.sum(innocent_p <= alpha)),
+                   "fraction_p_le_0.01": float(np.mean(innocent_p <= 0.01)),
+                   "sets_detected": [n for n, g in groups.items()
+                                     if g["role"] == "innocent" and g["detected"]]},
+      "n_val": int(cfg.data.n_val), "image_size": int(cfg.data.image_size),
+      "channels": int(cfg.data.channels),
+      "timing": dict(r.timing),
+  }
+  n = min(6, len(m_val))
+  extract = stage1.make_extract_fn(cfg)
+  grid = {"A": splits.val.a[:n], "B": m_val[:n], "B'": wm_val[:n],
+          "|B'-B| x10": np.clip(10 * np.abs(wm_val[:n] - m_val[:n]), 0, 1),
+          "key": np.repeat(pattern(cfg, key)[None], n, 0),
+          "R(B')": np.clip(common.predict(extract, nets["extractor"], wm_val[:n]), 0, 1),
+          "R(B)": np.clip(common.predict(extract, nets["extractor"], m_val[:n]), 0, 1)}
+  return rep, grid, innocent_p

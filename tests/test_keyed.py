@@ -1,0 +1,172 @@
+"""The keyed method end to end on a small config where H and R learn: its report, kit, CLI and
+resume, a kit that never claims another key, and the exact false-claim bound on innocent models
+of families the pipeline never trains."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import deepwm_jax
+from deepwm_jax import cli, config, pipeline, secret_key
+from deepwm_jax.data import imageio
+from deepwm_jax.data import pairs as pairs_lib
+from deepwm_jax.errors import DeepwmError
+from deepwm_jax.stages import keyed
+from deepwm_jax.tools import recalibrate
+from deepwm_jax.train import stage1
+from deepwm_jax.zoo import report as zoo_report
+from deepwm_jax.zoo import run as zoo_run
+
+
+def keyed_config():
+  """The tiny config, keyed, with a stage 1 long enough for H and R to learn (150 steps)."""
+  c = config.load("tiny")
+  c.protect.method = "keyed"
+  c.protect.keyed.update(surrogate_archs=("unet",), null_archs=("cnn",), stage2_archs=("unet",))
+  c.stage1.update(steps=150, batch=8)
+  c.stage1.optimizer.lr = 2e-3
+  c.stage1.weights.fidelity = 5.0
+  c.embedder.ngf = 8
+  c.extractor.channels = 8
+  c.data.update(n_protect=256, n_val=16)
+  return c
+
+
+@pytest.fixture(scope="module")
+def keyed_run(tmp_path_factory):
+  cfg = keyed_config()
+  workdir = str(tmp_path_factory.mktemp("keyed"))
+  return cfg, workdir, pipeline.run(cfg, workdir, log=lambda *_: None)
+
+
+@pytest.mark.slow
+def test_report_kit_and_resume(keyed_run):
+  cfg, workdir, rep = keyed_run
+  assert rep["method"] == "keyed" and rep["key"]["bits"] == 64
+  assert "stage2" in rep["timing"] and "keyed_stage2_0_unet" in rep["timing"]
+  assert set(rep["groups"]) == {"watermarked", "surrogate unet", "clean M(A)", "inputs A",
+                                "another key", "null cnn"}
+  for g in rep["groups"].values():
+    assert 0 <= g["matches"] <= 64 and 0 < g["p_value"] <= 1 and g["n_images"] == 16
+  # H and R learned: every protected image is detected on its own; nothing innocent is, and
+  # neither are images carrying another key. B' = B at the start: the watermark is there.
+  wm = rep["groups"]["watermarked"]
+  assert wm["image_rate"] >= 0.9 and wm["p_value"] < 1e-15
+  for name, g in rep["groups"].items():
+    if g["role"] == "innocent":
+      assert not g["detected"] and g["image_rate"] == 0.0, name
+  assert rep["innocent"]["images_detected"] == 0 and not rep["innocent"]["sets_detected"]
+  assert 25.0 < rep["fidelity"]["psnr"] < 60.0
+  for f in ("report.md", "report.json", "figures/grid.png", "figures/innocent_qq.png"):
+    assert os.path.exists(os.path.join(workdir, f)), f
+  kit = deepwm_jax.load_kit(os.path.join(workdir, "kit"))
+  assert kit.method == "keyed" and kit.key.shape == (64,)
+  # The report's key is the kit's, and a resumed run keeps it (it is drawn once).
+  again = pipeline.run(cfg, workdir, log=lambda *_: None)
+  assert again["groups"]["watermarked"]["matches"] == rep["groups"]["watermarked"]["matches"]
+  np.testing.assert_array_equal(deepwm_jax.load_kit(os.path.join(workdir, "kit")).key, kit.key)
+  # Two runs never share a key: it comes from the operating system, not from the config.
+  assert not np.array_equal(secret_key.new_key(64), kit.key)
+
+
+@pytest.mark.slow
+def test_kit_api_cli_and_bad_input(keyed_run, tmp_path, capsys):
+  _, workdir, _ = keyed_run
+  kit_path = os.path.join(workdir, "kit")
+  kit = deepwm_jax.load_kit(kit_path)
+  # Crops no stage used (offset 77): what the owner's API serves tomorrow.
+  x = pairs_lib.make_pairs(kit.config, "val", 5, 77).b
+  marked = kit.embed(x)
+  assert marked.shape == x.shape and kit.readings(marked).shape == (5, 64)
+  v = kit.verify(marked)
+  assert isinstance(v, secret_key.KeyVerdict) and v.detected and v.p_value < 1e-15
+  assert not kit.verify(x).detected
+  # A kit never claims images that carry another key.
+  other = secret_key.new_key(64, seed=123)
+  embed_other = stage1.make_embed_fn(kit.config, keyed.pattern(kit.config, other))
+  carrying_other = np.asarray(embed_other(kit.embedder_vars, x))
+  assert secret_key.decide(kit.readings(carrying_other), other, 1e-6).detected
+  assert not kit.verify(carrying_other).detected
+  for name, images, want in (("marked", marked, 0), ("clean", x, 1)):
+    imageio.write_images(str(tmp_path / name), images, [f"{i}.png" for i in range(5)])
+    out = tmp_path / f"{name}.json"
+    rc = cli.main(["verify", "--kit", kit_path, "--input", str(tmp_path / name),
+                   "--json", str(out)])
+    rec = json.loads(out.read_text())
+    assert rc == want and rec["detected"] == (want == 0) and rec["n_bits"] == 64
+    assert "key bits match" in capsys.readouterr().out
+  assert cli.main(["kit-info", "--kit", kit_path]) == 0
+  shown = capsys.readouterr().out
+  assert "64-bit secret key" in shown and str(kit.key.tolist()) not in shown
+  with pytest.raises(DeepwmError, match="kit expects"):
+    kit.embed(np.zeros((2, 16, 16, 3), np.float32))
+  with pytest.raises(DeepwmError, match="NaN"):
+    kit.verify(np.full((2, 32, 32, 3), np.nan, np.float32))
+  assert cli.main(["verify", "--kit", kit_path, "--input", str(tmp_path / "clean"),
+                   "--message-evidence"]) == 2
+  # The zoo judges a keyed kit's imitators by the same exact test (deepwm attack).
+  frac, _, centred, v = zoo_run._judge(kit, marked)
+  assert v.detected and np.all(frac >= zoo_report.threshold(kit)) and np.all(centred > 0.5)
+  # Commands built on a calibrated statistic refuse a keyed kit in one line.
+  with pytest.raises(DeepwmError, match="keyed kit"):
+    recalibrate.recalibrate(workdir, str(tmp_path / "recal"))
+
+
+def test_invalid_keyed_config():
+  c = keyed_config()
+  c.protect.keyed.cell = 5
+  with pytest.raises(DeepwmError, match="cell"):
+    config.validate(c)
+  c = keyed_config()
+  c.protect.keyed.null_archs = ("vit",)
+  with pytest.raises(DeepwmError, match="null_archs"):
+    config.validate(c)
+
+
+def _innocent_outputs(x):
+  """Image models of families the pipeline never trains, none of which saw the key."""
+  k = jax.random.normal(jax.random.PRNGKey(3), (5, 5, 3, 3)) * 0.2
+  conv = jax.lax.conv_general_dilated(jnp.asarray(x) * 2 - 1, k, (1, 1), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  blur = (x + np.roll(x, 1, 1) + np.roll(x, 1, 2) + np.roll(x, (1, 1), (1, 2))) / 4
+  return {"random tanh generator in [-1, 1] rescaled": np.asarray(0.5 + 0.5 * jnp.tanh(conv)),
+          "box blur": blur, "inverted": 1.0 - x, "constant": np.full_like(x, 0.3),
+          "posterised": np.round(x * 4) / 4}
+
+
+@pytest.mark.slow
+def test_exact_bound_on_unseen_families(keyed_run):
+  """Per family, the randomised p-values over fresh keys are uniform (KS), and at most ~1% of
+  keys give p <= 0.01: what the construction says for any model that never saw the key."""
+  _, workdir, _ = keyed_run
+  kit = deepwm_jax.load_kit(os.path.join(workdir, "kit"))
+  x = pairs_lib.make_pairs(kit.config, "val", 8, 91).b
+  rng = np.random.default_rng(2)
+  n_keys = 2000
+  for name, y in _innocent_outputs(x).items():
+    v = kit.readings(np.clip(y, 0, 1)).sum(0)  # the set's reading, as verify pools it
+    m = np.array([int(secret_key.matches(v, rng.choice([-1.0, 1.0], 64)))
+                  for _ in range(n_keys)])
+    # Randomised p-value P(X > m) + U P(X = m): exactly uniform under the null.
+    p_rand = stats.binom.sf(m, 64, 0.5) + rng.random(n_keys) * stats.binom.pmf(m, 64, 0.5)
+    assert stats.kstest(p_rand, "uniform").pvalue > 1e-3, name
+    p = secret_key.binomial_pvalue(m, 64)
+    assert np.mean(p <= 0.01) <= 0.01 + 4 * np.sqrt(0.01 * 0.99 / n_keys), name
+
+
+def test_key_patterns_read_back_exactly():
+  from deepwm_jax.data import watermarks
+  cfg = keyed_config()
+  key = secret_key.new_key(keyed.n_bits(cfg), seed=4)
+  w = keyed.pattern(cfg, key)
+  assert w.shape == (32, 32, 3) and set(np.unique(w)) == {0.0, 1.0}
+  v = np.asarray(watermarks.key_readings(w[None], cfg.protect.keyed.cell))
+  np.testing.assert_array_equal(np.sign(v[0]), key)
+  blank = watermarks.key_blank(32, 3)
+  assert np.all(np.asarray(watermarks.key_readings(blank[None], 4)) == 0)
+  bits = np.asarray(watermarks.random_key_bits(jax.random.PRNGKey(0), 3, 32, 4))
+  assert bits.shape == (3, 64) and set(np.unique(bits)) == {-1.0, 1.0}
