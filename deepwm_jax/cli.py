@@ -103,6 +103,11 @@ def cmd_run(args, overrides):
   from deepwm_jax import pipeline
   cfg = _config(args.config, overrides)
   rep = pipeline.run(cfg, args.workdir, log=opts.log)
+  if rep.get("method") == "keyed":  # one line per group: images detected alone, set p-value
+    print(json.dumps({"fidelity": rep["fidelity"]}
+                     | {name: {k: g[k] for k in ("image_rate", "matches", "p_value", "detected")}
+                        for name, g in rep["groups"].items()}, default=opts.jsonable))
+    return 0
   print(json.dumps({k: rep[k] for k in ("fidelity", "watermarked", "clean")}
                    | {"surrogates": [{k: s[k] for k in ("name", "success_rate")}
                                      for s in rep["surrogates"]],

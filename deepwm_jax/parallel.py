@@ -229,6 +229,13 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def share_from_primary(x: np.ndarray) -> np.ndarray:
+  """Process 0's value of `x` in every process (a value drawn at random in each, e.g. a key)."""
+  if jax.process_count() == 1:
+    return x
+  return np.asarray(multihost_utils.broadcast_one_to_all(x))
+
+
 def distributed_settings(cfg=None, env: Mapping[str, str] | None = None) -> dict:
   """distributed.* from the config, overridden by the DEEPWM_* environment (launchers)."""
   env = os.environ if env is None else env

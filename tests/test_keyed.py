@@ -44,7 +44,7 @@ def keyed_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_report_kit_and_resume(keyed_run):
+def test_report_kit_and_resume(keyed_run, tmp_path, capsys):
   cfg, workdir, rep = keyed_run
   assert rep["method"] == "keyed" and rep["key"]["bits"] == 64
   assert "stage2" in rep["timing"] and "keyed_stage2_0_unet" in rep["timing"]
@@ -65,9 +65,14 @@ def test_report_kit_and_resume(keyed_run):
     assert os.path.exists(os.path.join(workdir, f)), f
   kit = deepwm_jax.load_kit(os.path.join(workdir, "kit"))
   assert kit.method == "keyed" and kit.key.shape == (64,)
-  # The report's key is the kit's, and a resumed run keeps it (it is drawn once).
-  again = pipeline.run(cfg, workdir, log=lambda *_: None)
-  assert again["groups"]["watermarked"]["matches"] == rep["groups"]["watermarked"]["matches"]
+  # The report's key is the kit's, and a resumed run keeps it (it is drawn once); the CLI
+  # resumes the same run and prints one line per group.
+  cfg_file = tmp_path / "keyed_cfg.py"
+  cfg_file.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+                      "from test_keyed import keyed_config as get_config\n")
+  assert cli.main(["run", "--config", str(cfg_file), "--workdir", workdir]) == 0
+  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert printed["watermarked"]["matches"] == rep["groups"]["watermarked"]["matches"]
   np.testing.assert_array_equal(deepwm_jax.load_kit(os.path.join(workdir, "kit")).key, kit.key)
   # Two runs never share a key: it comes from the operating system, not from the config.
   assert not np.array_equal(secret_key.new_key(64), kit.key)

@@ -2,6 +2,9 @@
 and a verdict whose false-claim bound holds for any innocent model (docs/verdicts.md).
 
   deepwm run --config configs/keyed.py --workdir runs/keyed
+
+About 15 minutes on a 2-core CPU. Reads U-Net imitators; ResNet and plain-CNN imitators do not
+copy its cells (docs/verdicts.md).
 """
 from deepwm_jax.configs import quickstart
 
@@ -10,6 +13,11 @@ def get_config():
   c = quickstart.get_config()
   c.protect.method = "keyed"
   c.protect.keyed.cell = 4       # 8 x 8 cells on a 32 px crop: a 64-bit key
-  # The report's imitators: 1500 steps each, on (A, B') and on clean (A, M(A)).
+  # Each image's PSNR(B', B) held in [42, 44] dB and its SSIM in [0.995, 0.998] (a cost of 1 per
+  # dB outside), with the quickstart's fidelity weights at a quarter: without the band the
+  # keyed watermark sat at 36 dB / SSIM 0.93 and was read no better.
+  c.stage1.fidelity_band.update(weight=1.0, psnr=(42.0, 44.0), ssim=(0.995, 0.998))
+  c.stage1.weights.update(fidelity=0.025, fidelity_ssim=2.0)
+  # The report's imitators train 1500 steps each; 3 ResNet blocks instead of 6 halve their time.
   c.attack.surrogate.n_blocks = 3
   return c

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from deepwm_jax import metrics, secret_key
+from deepwm_jax import metrics, parallel, secret_key
 from deepwm_jax.data import watermarks
 from deepwm_jax.stages import attack, barrier, common, task
 from deepwm_jax.train import loop, stage1, stage2
@@ -93,12 +93,15 @@ def owner_key(r: common.Runner) -> np.ndarray:
   writes the same kit. From the OS's entropy unless protect.keyed.key_seed >= 0 (studies)."""
   path = os.path.join(r.workdir, OWNER_KEY_FILE)
   if os.path.exists(path):
-    return secret_key.check_key(np.load(path))
-  seed = int(r.cfg.protect.keyed.get("key_seed", -1))
-  key = secret_key.new_key(n_bits(r.cfg), seed=None if seed < 0 else seed)
-  tmp = path + ".tmp.npy"
-  np.save(tmp, key)
-  os.replace(tmp, path)
+    key = secret_key.check_key(np.load(path))
+  else:
+    seed = int(r.cfg.protect.keyed.get("key_seed", -1))
+    key = secret_key.new_key(n_bits(r.cfg), seed=None if seed < 0 else seed)
+  key = parallel.share_from_primary(key)  # several processes: process 0's key in all
+  if parallel.is_primary() and not os.path.exists(path):
+    tmp = path + ".tmp.npy"
+    np.save(tmp, key)
+    os.replace(tmp, path)
   return key
 
 

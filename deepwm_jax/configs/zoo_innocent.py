@@ -1,0 +1,33 @@
+"""The false-claim zoo: 30 innocent imitators of 10 architecture settings and 4 losses, trained on
+clean (A, M(A)); none saw the watermark, so a kit must detect none of them.
+
+  deepwm attack --kit runs/keyed/kit --config configs/zoo_innocent.py --workdir runs/innocent
+
+U-Nets of two depths, with batch or instance norm and residual, sigmoid or [-1, 1]-tanh
+outputs; ResNets of 1, 6 and 9 blocks; SRCNN- and DnCNN-like CNNs; EDSR. About 25 minutes on a
+2-core CPU (600 steps per model).
+"""
+from deepwm_jax.zoo.config import base_config
+
+
+def get_config():
+  c = base_config()
+  c.archs = dict(
+      unet=dict(arch="unet", ngf=16, num_downs=0),
+      unet_d3=dict(arch="unet", ngf=8, num_downs=3),
+      unet_in_tanh=dict(arch="unet", ngf=16, norm="instance", output="tanh01"),
+      unet_sigmoid=dict(arch="unet", ngf=16, output="sigmoid"),
+      resnet1=dict(arch="resnet", ngf=16, n_blocks=1),
+      resnet6=dict(arch="resnet", ngf=16, n_blocks=6),
+      resnet9=dict(arch="resnet", ngf=32, n_blocks=9),   # the reference attacker's depth
+      srcnn=dict(arch="cnn", ngf=32, depth=3),
+      dncnn=dict(arch="cnn", ngf=16, depth=8),
+      edsr=dict(arch="edsr", ngf=16, n_blocks=4))
+  c.defaults.update(loss="l2", n_attack=1024, steps=600, batch=16, lr=1e-3, null=True)
+  c.sweeps = [
+      dict(arch=tuple(c.archs.keys())),                                   # 10
+      dict(arch=("unet", "resnet6", "dncnn", "edsr"), loss=("l1", "ssim", "l1+lsgan")),  # 12
+      dict(arch=("unet", "unet_in_tanh", "resnet1", "srcnn"), seed=(1, 2)),  # 8
+  ]
+  c.removal.update(attacks=(), members=(), on_nulls=False)
+  return c
