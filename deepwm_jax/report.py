@@ -491,14 +491,14 @@ def write_specific(workdir: str, rep: dict) -> None:
 def write_keyed(workdir: str, rep: dict, grid: dict[str, np.ndarray],
                 innocent_p: np.ndarray) -> None:
   """report.json, report.md and figures of a keyed run (stages/keyed.py): each group judged
-  by the exact test, and the innocent images' p-values against uniform."""
+  by the exact test, and the innocent sets' p-values against uniform."""
   os.makedirs(os.path.join(workdir, FIGURES_DIR), exist_ok=True)
   rep = to_jsonable(rep)
   write_text_atomic(os.path.join(workdir, "report.json"),
                     json.dumps(rep, indent=2, allow_nan=False) + "\n")
   save_figure(grid_figure(grid), os.path.join(workdir, FIGURES_DIR, "grid.png"))
-  save_figure(qq_figure({"innocent images": innocent_p},
-                        "innocent images' exact p-values (one image each)"),
+  save_figure(qq_figure({"innocent sets": innocent_p},
+                        "innocent sets' exact p-values (they share this kit's key)"),
               os.path.join(workdir, FIGURES_DIR, "innocent_qq.png"))
   k, inn = rep["key"], rep["innocent"]
   rows = [{"group": name, "role": g["role"],
@@ -521,13 +521,15 @@ def write_keyed(workdir: str, rep: dict, grid: dict[str, np.ndarray],
       "## Detection\n",
       markdown_table(rows, ["group", "role", "images detected alone", "mean bits matching",
                             "set: bits matching", "set p-value", "detected"]),
-      f"Innocent images: {inn['images_detected']} of {inn['n_images']} detected alone, "
-      f"{100 * inn['fraction_p_le_0.01']:.1f}% with p <= 0.01; innocent sets detected: "
-      f"{', '.join(inn['sets_detected']) or 'none'}.\n",
+      f"Innocent sets detected: {', '.join(inn['sets_detected']) or 'none'} of "
+      f"{inn['n_sets']} (smallest p-value {inn['smallest_set_p_value']:.3g}); innocent images "
+      f"detected alone: {inn['images_detected_alone']} of {inn['n_images']}. The bound holds "
+      "over the key: one kit is one draw of it, which every group here shares, so these "
+      "p-values are not independent of each other.\n",
       "## Figures\n",
       "**Examples: inputs, outputs, the difference, the key and R's drawings**\n\n"
       f"![examples]({FIGURES_DIR}/grid.png)\n",
-      "**Innocent images' p-values against uniform (on or above the diagonal: valid)**\n\n"
+      "**Innocent sets' p-values against uniform (on or above the diagonal: valid)**\n\n"
       f"![qq]({FIGURES_DIR}/innocent_qq.png)\n",
   ]
   write_text_atomic(os.path.join(workdir, "report.md"), "\n".join(parts))

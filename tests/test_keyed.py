@@ -59,7 +59,8 @@ def test_report_kit_and_resume(keyed_run, tmp_path, capsys):
   for name, g in rep["groups"].items():
     if g["role"] == "innocent":
       assert not g["detected"] and g["image_rate"] == 0.0, name
-  assert rep["innocent"]["images_detected"] == 0 and not rep["innocent"]["sets_detected"]
+  assert rep["innocent"]["images_detected_alone"] == 0 and not rep["innocent"]["sets_detected"]
+  assert rep["innocent"]["n_sets"] == 4 and rep["innocent"]["smallest_set_p_value"] > 1e-6
   assert 25.0 < rep["fidelity"]["psnr"] < 60.0
   for f in ("report.md", "report.json", "figures/grid.png", "figures/innocent_qq.png"):
     assert os.path.exists(os.path.join(workdir, f)), f

@@ -121,7 +121,7 @@ def imitator_spec(cfg, arch: str, seed: int) -> ml_collections.ConfigDict:
 
 def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
   """The keyed method end to end; `write_kit(embedder, extractor, key)` writes the kit.
-  Returns (report, example grid, p-values of every innocent image)."""
+  Returns (report, example grid, the innocent groups' set p-values)."""
   cfg = r.cfg
   k = cfg.protect.keyed
   alpha = float(cfg.evaluate.alpha)
@@ -156,15 +156,14 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
   r.timing["imitators"] = round(time.time() - t, 2)
 
   reader = make_reader(cfg)
-  groups, innocent_p = {}, []
+  groups = {}
   for name, (role, x) in suspects.items():
     v = secret_key.decide(common.predict(reader, nets["extractor"], x), key, alpha)
     groups[name] = {"role": role, **v.to_dict()}
-    if role == "innocent":
-      innocent_p.append(v.p_per_image)
   psnr = float(np.mean(metrics.psnr(wm_val, m_val)))
   ssim = float(np.mean(metrics.ssim(wm_val, m_val)))
-  innocent_p = np.concatenate(innocent_p)
+  innocent = {n: g for n, g in groups.items() if g["role"] == "innocent"}
+  innocent_p = np.array([g["p_value"] for g in innocent.values()])
   rep = {
       "method": "keyed",
       "key": {"bits": int(key.size), "cell": int(k.cell),
@@ -172,11 +171,14 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
       "alpha": alpha,
       "fidelity": {"psnr": psnr, "ssim": ssim},
       "groups": groups,
-      "innocent": {"n_images": int(innocent_p.size),
-                   "images_detected": int(np.sum(innocent_p <= alpha)),
-                   "fraction_p_le_0.01": float(np.mean(innocent_p <= 0.01)),
-                   "sets_detected": [n for n, g in groups.items()
-                                     if g["role"] == "innocent" and g["detected"]]},
+      # One kit is one draw of the key: the groups' p-values share it, so they are not
+      # independent samples of the null (the bound holds over keys, for each group).
+      "innocent": {"n_sets": len(innocent),
+                   "sets_detected": [n for n, g in innocent.items() if g["detected"]],
+                   "smallest_set_p_value": float(innocent_p.min()),
+                   "n_images": int(sum(g["n_images"] for g in innocent.values())),
+                   "images_detected_alone": int(round(sum(g["image_rate"] * g["n_images"]
+                                                          for g in innocent.values())))},
       "n_val": int(cfg.data.n_val), "image_size": int(cfg.data.image_size),
       "channels": int(cfg.data.channels),
       "timing": dict(r.timing),
