@@ -23,11 +23,11 @@ from deepwm_jax.zoo import run as zoo_run
 
 
 def keyed_config():
-  """The tiny config, keyed, with a stage 1 long enough for H and R to learn (150 steps)."""
+  """The tiny config, keyed, with a stage 1 long enough for H and R to learn (120 steps)."""
   c = config.load("tiny")
   c.protect.method = "keyed"
   c.protect.keyed.update(surrogate_archs=("unet",), null_archs=("cnn",), stage2_archs=("unet",))
-  c.stage1.update(steps=150, batch=8)
+  c.stage1.update(steps=120, batch=8)
   c.stage1.optimizer.lr = 2e-3
   c.stage1.weights.fidelity = 5.0
   c.embedder.ngf = 8

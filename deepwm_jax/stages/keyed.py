@@ -21,7 +21,7 @@ import numpy as np
 
 from deepwm_jax import metrics, parallel, secret_key
 from deepwm_jax.data import watermarks
-from deepwm_jax.stages import attack, barrier, common, task
+from deepwm_jax.stages import attack, common, task
 from deepwm_jax.train import loop, stage1, stage2
 
 OWNER_KEY_FILE = "owner_key.npy"
