@@ -24,12 +24,12 @@ __all__ = ["Kit", "load_kit", "write_kit", "deep", "files", "keyed", "traditiona
 
 
 def require_calibrated(kit, command: str) -> None:
-  """Commands built on the calibrated statistic (the zoo, the false-claim study, recalibrate)
-  refuse a keyed kit in one line: its verdict is the exact key test, which they do not run."""
+  """Tools built on the calibrated statistic (the false-claim study, recalibrate) refuse a
+  keyed kit in one line: its verdict is the exact key test, which needs no calibration."""
   if getattr(kit, "method", None) == "keyed":
-    raise DeepwmError(f"kit '{kit.path}' is a keyed kit; `{command}` works on deep and "
-                      f"traditional kits only (a keyed run reports its own imitators and "
-                      f"innocent models in report.md)")
+    raise DeepwmError(f"kit '{kit.path}' is a keyed kit, which has no calibration; `{command}` "
+                      f"works on deep and traditional kits only (for a keyed kit's false-claim "
+                      f"study run `deepwm attack --config configs/zoo_innocent.py`)")
 
 
 def load_kit(path: str):

@@ -179,7 +179,7 @@ def load(path: str, info: dict) -> Kit:
       calibration = dataclasses.replace(calibration, model_null=model_null)
   except (KeyError, TypeError, ValueError) as e:
     raise DeepwmError(f"kit '{path}': kit.json is invalid ({e}); re-create the kit") from None
-  like = _abstract_state(cfg)
+  like = abstract_state(cfg)
   try:
     state = files.checkpointer().restore(os.path.join(path, "state"), like)
   except Exception as e:
@@ -189,7 +189,7 @@ def load(path: str, info: dict) -> Kit:
              np.asarray(state["blank"]), calibration)
 
 
-def _abstract_state(cfg):
+def abstract_state(cfg):
   """Shapes of the kit's arrays from its config, placed on this process's first device, so a
   kit written on any number of devices loads here."""
   s, c = cfg.data.image_size, cfg.data.channels

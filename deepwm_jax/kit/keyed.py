@@ -16,7 +16,7 @@ from deepwm_jax import models, secret_key
 from deepwm_jax.data import watermarks
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.kit import files
-from deepwm_jax.kit.deep import _abstract_state
+from deepwm_jax.kit.deep import abstract_state
 from deepwm_jax.stages import common, keyed
 from deepwm_jax.train import stage1
 
@@ -144,7 +144,7 @@ def load(path: str, info: dict) -> KeyedKit:
     raise DeepwmError(f"kit '{path}': kit.json is invalid ({type(e).__name__}: {e}); "
                       f"restore the kit from its copy") from None
   try:
-    state = files.checkpointer().restore(os.path.join(path, "state"), _abstract_state(cfg))
+    state = files.checkpointer().restore(os.path.join(path, "state"), abstract_state(cfg))
   except Exception as e:
     raise DeepwmError(f"kit '{path}': its networks do not match its config ({type(e).__name__}); "
                       f"restore the kit from its copy") from None
