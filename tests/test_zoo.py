@@ -503,3 +503,22 @@ def test_summary_blames_an_architecture_only_where_a_pixel_loss_failed_too():
   text = report.summary([row("cnn-l2+lsgan", "cnn", "l2+lsgan", False),
                          row("cnn-ssim", "cnn", "ssim", False)], [])
   assert "No cnn surrogate copied the watermark detectably, so the architecture alone" in text
+
+
+def test_null_members_are_summarised_by_architecture():
+  from deepwm_jax.zoo import report as zoo_report
+  members = [
+      {"name": "a", "arch": "unet", "family": "unet", "null": True, "removal": "none",
+       "detected": False, "p_value": 0.3},
+      {"name": "b", "arch": "unet", "family": "unet", "null": True, "removal": "none",
+       "detected": True, "p_value": 1e-9},
+      {"name": "b@jpeg:50", "arch": "unet", "family": "unet", "null": True,
+       "removal": "jpeg:50", "detected": True, "p_value": 1e-12},
+      {"name": "c", "arch": "cnn", "family": "cnn", "null": False, "removal": "none",
+       "detected": True, "p_value": 1e-20},
+  ]
+  per_image = {"a": {"stats": [0.1, 0.4]}, "b": {"stats": [0.9, 0.2]},
+               "b@jpeg:50": {"stats": [1.0]}, "c": {"stats": [1.0]}}
+  rows = zoo_report.null_by_arch(members, per_image)
+  assert rows == [{"arch": "unet", "family": "unet", "members": 2, "detected": 1,
+                   "smallest p-value": 1e-9, "largest statistic": 0.9}]

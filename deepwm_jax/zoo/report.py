@@ -192,9 +192,27 @@ def heatmap_figure(rows: list[dict]) -> Figure | None:
   return fig
 
 
+def null_by_arch(members: list[dict], per_image: dict) -> list[dict]:
+  """The false-claim view of the null members, one row per architecture setting: how many,
+  how many detected, the smallest set p-value and the largest per-image statistic."""
+  rows = {}
+  for r in members:
+    if not r["null"] or r["removal"] != "none":
+      continue
+    e = rows.setdefault(r["arch"], {"arch": r["arch"], "family": r["family"], "members": 0,
+                                    "detected": 0, "smallest p-value": 1.0,
+                                    "largest statistic": -np.inf})
+    e["members"] += 1
+    e["detected"] += int(bool(r["detected"]))
+    e["smallest p-value"] = min(e["smallest p-value"], float(r["p_value"]))
+    e["largest statistic"] = max(e["largest statistic"],
+                                 float(np.max(per_image[r["name"]]["stats"])))
+  return list(rows.values())
+
+
 def write(workdir: str, rep: dict, per_image: dict, reference: dict, threshold: float) -> None:
   os.makedirs(os.path.join(workdir, report_lib.FIGURES_DIR), exist_ok=True)
-  rep = report_lib.to_jsonable(rep)
+  rep = report_lib.to_jsonable({**rep, "null_by_arch": null_by_arch(rep["members"], per_image)})
   report_lib.write_text_atomic(os.path.join(workdir, "report.json"),
                                json.dumps(rep, indent=2, allow_nan=False) + "\n")
   figures = {}
@@ -208,6 +226,11 @@ def write(workdir: str, rep: dict, per_image: dict, reference: dict, threshold: 
 
   emit("Success rate over architecture x loss (plain members)", "zoo_heatmap.png",
        heatmap_figure(rep["members"]))
+  null_p = [r["p_value"] for r in rep["members"] if r["null"] and r["removal"] == "none"]
+  if len(null_p) >= 2:  # innocent imitators: their set p-values should be uniform or above
+    emit("Null members' set p-values against uniform (on or above the diagonal: valid)",
+         "zoo_null_qq.png", report_lib.qq_figure({"null members": np.asarray(null_p)},
+                                                 "null members' set p-values"))
   nc_groups = {k: np.asarray(v["nc"]) for k, v in reference.items()}
   stat_groups = {k: np.asarray(v["stats"]) for k, v in reference.items()}
   for r in rep["members"]:
@@ -249,6 +272,12 @@ def markdown(rep: dict, figures: dict) -> str:
            report_lib.markdown_table([{"group": k, **v} for k, v in rep["reference"].items()],
                                      ["group", "success_rate", "nc_mean", "n_images"]),
            "## Members\n", report_lib.markdown_table(rep["members"], TABLE)]
+  if rep.get("null_by_arch"):
+    parts += ["## Null members by architecture\n",
+              "Models trained on clean pairs only: any detection is a false claim.\n",
+              report_lib.markdown_table(rep["null_by_arch"],
+                                        ["arch", "family", "members", "detected",
+                                         "smallest p-value", "largest statistic"])]
   if rep["skipped"]:
     parts += ["## Skipped\n", report_lib.markdown_table(rep["skipped"], ["name", "reason"])]
   parts += ["## Timing (seconds)\n", report_lib.markdown_table(
