@@ -20,19 +20,15 @@ from deepwm_jax.tools import recalibrate
 from deepwm_jax.train import stage1
 from deepwm_jax.zoo import report as zoo_report
 from deepwm_jax.zoo import run as zoo_run
+from test_learning import learning_config
 
 
 def keyed_config():
-  """The tiny config, keyed, with a stage 1 long enough for H and R to learn (120 steps)."""
-  c = config.load("tiny")
+  """The learning test's config (tiny, with a stage 1 that learns), keyed, at 120 steps."""
+  c = learning_config()
   c.protect.method = "keyed"
   c.protect.keyed.update(surrogate_archs=("unet",), null_archs=("cnn",), stage2_archs=("unet",))
-  c.stage1.update(steps=120, batch=8)
-  c.stage1.optimizer.lr = 2e-3
-  c.stage1.weights.fidelity = 5.0
-  c.embedder.ngf = 8
-  c.extractor.channels = 8
-  c.data.update(n_protect=256, n_val=16)
+  c.stage1.steps = 120
   return c
 
 

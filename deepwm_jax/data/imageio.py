@@ -152,6 +152,19 @@ def check_pixels(x: np.ndarray, what: str) -> None:
                       "scale images to [0, 1] floats (divide 8-bit values by 255)")
 
 
+def check_images(images, image_size: int, channels: int, what: str = "images",
+                 owner: str = "the kit") -> np.ndarray:
+  """`images` as float32 [N >= 1, size, size, channels] in [0, 1], or a one-line DeepwmError
+  (what a kit or a watermark checks before it embeds or reads)."""
+  x = np.asarray(images, np.float32)
+  want = (image_size, image_size, channels)
+  if x.ndim != 4 or x.shape[1:] != want or x.shape[0] == 0:
+    raise DeepwmError(f"{what} have shape {x.shape} but {owner} expects (N >= 1, {want[0]}, "
+                      f"{want[1]}, {want[2]}); resize them or use a kit of that size")
+  check_pixels(x, what)
+  return x
+
+
 def png_name(name: str) -> str:
   """`name` with its extension replaced by .png."""
   return os.path.splitext(name)[0] + ".png"

@@ -14,6 +14,7 @@ import numpy as np
 import deepwm_jax
 from deepwm_jax import metrics, models, verdict
 from deepwm_jax import payload as payload_lib
+from deepwm_jax.data import imageio
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.kit import files
 from deepwm_jax.kit.files import KIT_FORMAT, KIT_KIND
@@ -70,16 +71,14 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
 
 
 @dataclasses.dataclass
-class Kit:
-  """A loaded kit: embed, extract and verify images (float32 NHWC in [0, 1])."""
+class NetworkKit:
+  """What every kit with networks has: H and R, their config, and embed / extract on images of
+  the kit's size (float32 NHWC in [0, 1]); a subclass sets `_embed` and `_extract`."""
   path: str
   info: dict
   config: ml_collections.ConfigDict
   embedder_vars: dict
   extractor_vars: dict
-  watermark: np.ndarray
-  blank: np.ndarray
-  calibration: "verdict.Calibration"
 
   @property
   def image_size(self) -> int:
@@ -89,29 +88,30 @@ class Kit:
   def channels(self) -> int:
     return int(self.info["channels"])
 
-  def __post_init__(self):
-    H, R = models.embedder(self.config), models.extractor(self.config)
-    w = jnp.asarray(self.watermark)
-    self._embed = jax.jit(lambda v, b: H.apply(v, b, w, train=False))
-    self._extract = jax.jit(lambda v, x: R.apply(v, x))
-
   def _check(self, images, what):
-    x = np.asarray(images, np.float32)
-    want = (self.image_size, self.image_size, self.channels)
-    if x.ndim != 4 or x.shape[1:] != want:
-      raise DeepwmError(f"{what} have shape {x.shape} but the kit expects (N, {want[0]}, "
-                        f"{want[1]}, {want[2]}); resize them or use a kit of that size")
-    if not np.all(np.isfinite(x)) or x.min() < -1e-6 or x.max() > 1 + 1e-6:
-      raise DeepwmError(f"{what} contain NaN or values outside [0, 1]; scale pixels to [0, 1]")
-    return x
+    return imageio.check_images(images, self.image_size, self.channels, what)
 
   def embed(self, images) -> np.ndarray:
     """B -> B': watermark images (outputs of any model, a data set, an algorithm)."""
     return common.predict(self._embed, self.embedder_vars, self._check(images, "images"))
 
   def extract(self, images) -> np.ndarray:
-    """R(x): the extracted watermark image of each input."""
+    """R(x): what the extractor draws from each image."""
     return common.predict(self._extract, self.extractor_vars, self._check(images, "images"))
+
+
+@dataclasses.dataclass
+class Kit(NetworkKit):
+  """A loaded kit: embed, extract and verify images (float32 NHWC in [0, 1])."""
+  watermark: np.ndarray
+  blank: np.ndarray
+  calibration: "verdict.Calibration"
+
+  def __post_init__(self):
+    H, R = models.embedder(self.config), models.extractor(self.config)
+    w = jnp.asarray(self.watermark)
+    self._embed = jax.jit(lambda v, b: H.apply(v, b, w, train=False))
+    self._extract = jax.jit(lambda v, x: R.apply(v, x))
 
   def statistic(self, images) -> np.ndarray:
     """The per-image detection statistic (1: the watermark, 0: blank)."""

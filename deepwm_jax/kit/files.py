@@ -132,6 +132,30 @@ def republish(kit_path: str, out: str, info: dict, write_files, drop=()) -> str:
   return out
 
 
+def header(cfg, method: str, owner: str | None, image_size: int, channels: int) -> dict:
+  """The fields every kit.json opens with (kind, format, method, provenance, size, alpha)."""
+  import deepwm_jax  # the package's version; the package imports this module first
+  return {"kind": KIT_KIND, "format": KIT_FORMAT, "method": method,
+          "package_version": deepwm_jax.__version__, "created": now(),
+          "owner": owner or user(), "image_size": int(image_size), "channels": int(channels),
+          "alpha": float(cfg.evaluate.alpha)}
+
+
+def write_new(path: str, write_files) -> str:
+  """Writes a kit at `path` atomically: `write_files(folder)` fills a staging folder and returns
+  kit.json's dict, then `publish` moves it into place; on any error nothing is left behind."""
+  path = os.path.abspath(path)
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".kit-", dir=parent)
+  try:
+    publish(tmp, path, write_files(tmp))
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return path
+
+
 def publish(tmp: str, path: str, info: dict) -> None:
   """Write kit.json and its SHA-256 manifest into the staging folder `tmp`, then move it to
   `path` in one rename, so a reader never sees a half-written kit (shared by every kit kind)."""

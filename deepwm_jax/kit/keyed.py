@@ -4,19 +4,16 @@ lives in kit.json: keep the kit private."""
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 
 import jax
 import ml_collections
 import numpy as np
 
-import deepwm_jax
 from deepwm_jax import models, secret_key
 from deepwm_jax.data import watermarks
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.kit import files
-from deepwm_jax.kit.deep import abstract_state
+from deepwm_jax.kit.deep import NetworkKit, abstract_state
 from deepwm_jax.stages import common, keyed
 from deepwm_jax.train import stage1
 
@@ -24,23 +21,11 @@ METHOD = "keyed"
 
 
 @dataclasses.dataclass
-class KeyedKit:
-  """A loaded keyed kit: embed, extract, read and verify images (float32 NHWC in [0, 1])."""
-  path: str
-  info: dict
-  config: ml_collections.ConfigDict
-  embedder_vars: dict
-  extractor_vars: dict
+class KeyedKit(NetworkKit):
+  """A loaded keyed kit: embed, extract, read and verify images (float32 NHWC in [0, 1]).
+  `extract` gives R's drawing of a key's cells (mid-grey where no key is read)."""
   key: np.ndarray
   method: str = METHOD
-
-  @property
-  def image_size(self) -> int:
-    return int(self.info["image_size"])
-
-  @property
-  def channels(self) -> int:
-    return int(self.info["channels"])
 
   @property
   def alpha(self) -> float:
@@ -55,24 +40,6 @@ class KeyedKit:
     self._embed = stage1.make_embed_fn(self.config, keyed.pattern(self.config, self.key))
     self._extract = stage1.make_extract_fn(self.config)
     self._read = keyed.make_reader(self.config)
-
-  def _check(self, images, what):
-    x = np.asarray(images, np.float32)
-    want = (self.image_size, self.image_size, self.channels)
-    if x.ndim != 4 or x.shape[1:] != want or x.shape[0] == 0:
-      raise DeepwmError(f"{what} have shape {x.shape} but the kit expects (N >= 1, {want[0]}, "
-                        f"{want[1]}, {want[2]}); resize them or use a kit of that size")
-    if not np.all(np.isfinite(x)) or x.min() < -1e-6 or x.max() > 1 + 1e-6:
-      raise DeepwmError(f"{what} contain NaN or values outside [0, 1]; scale pixels to [0, 1]")
-    return x
-
-  def embed(self, images) -> np.ndarray:
-    """B -> B': watermark images with the owner's key."""
-    return common.predict(self._embed, self.embedder_vars, self._check(images, "images"))
-
-  def extract(self, images) -> np.ndarray:
-    """R(x): the drawing of a key's cells (mid-grey where no key is read)."""
-    return common.predict(self._extract, self.extractor_vars, self._check(images, "images"))
 
   def readings(self, images) -> np.ndarray:
     """One number per key bit and image, [N, bits]: its sign is the bit read."""
@@ -98,38 +65,26 @@ class KeyedKit:
 
 def write_kit(path: str, cfg, embedder_vars, extractor_vars, key, owner: str | None = None) -> str:
   """Writes the kit atomically (networks by orbax, the key in kit.json)."""
-  path = os.path.abspath(path)
   if jax.process_index() != 0:
-    return path
+    return os.path.abspath(path)
   key = secret_key.check_key(key)
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".kit-", dir=parent)
-  try:
-    d = cfg.data
+  d = cfg.data
+
+  def write_files(tmp):
     state = {"embedder": embedder_vars, "extractor": extractor_vars,
              "watermark": keyed.pattern(cfg, key),
              "blank": watermarks.key_blank(d.image_size, d.channels)}
     ckptr = files.checkpointer()
     ckptr.save(os.path.join(tmp, "state"), jax.device_get(state))
     ckptr.wait_until_finished()
-    info = {
-        "kind": files.KIT_KIND, "format": files.KIT_FORMAT, "method": METHOD,
-        "package_version": deepwm_jax.__version__, "created": files.now(),
-        "owner": owner or files.user(),
-        "image_size": int(d.image_size), "channels": int(d.channels),
-        "keyed": {"cell": int(cfg.protect.keyed.cell), "bits": int(key.size),
-                  "key": [int(b) for b in key]},
-        "alpha": float(cfg.evaluate.alpha),
-        "parameters": {"embedder": models.count_params(embedder_vars),
-                       "extractor": models.count_params(extractor_vars)},
-        "config": json.loads(cfg.to_json_best_effort()),
-    }
-    files.publish(tmp, path, info)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return path
+    return {**files.header(cfg, METHOD, owner, d.image_size, d.channels),
+            "keyed": {"cell": int(cfg.protect.keyed.cell), "bits": int(key.size),
+                      "key": [int(b) for b in key]},
+            "parameters": {"embedder": models.count_params(embedder_vars),
+                           "extractor": models.count_params(extractor_vars)},
+            "config": json.loads(cfg.to_json_best_effort())}
+
+  return files.write_new(path, write_files)
 
 
 def load(path: str, info: dict) -> KeyedKit:

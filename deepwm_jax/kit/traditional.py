@@ -2,14 +2,10 @@
 "method": "traditional"). The key lives in kit.json: keep the kit private."""
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 
 import ml_collections
 import numpy as np
 
-import deepwm_jax
 from deepwm_jax import verdict
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.kit import files
@@ -67,28 +63,13 @@ class TraditionalKit:
 def write_kit(path: str, cfg, watermark: SpreadSpectrum, calibration: verdict.Calibration,
               owner: str | None = None) -> str:
   """kit.json (the key lives here: keep the kit private) + manifest, written atomically."""
-  path = os.path.abspath(path)
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".kit-", dir=parent)
-  try:
-    info = {
-        "kind": files.KIT_KIND, "format": files.KIT_FORMAT, "method": METHOD,
-        "package_version": deepwm_jax.__version__,
-        "created": files.now(),
-        "owner": owner or files.user(),
-        "image_size": watermark.image_size, "channels": watermark.channels,
-        "traditional": watermark.to_dict(),
-        "calibration": calibration.to_dict(),
-        "alpha": float(cfg.evaluate.alpha), "nc_threshold": float(cfg.evaluate.nc_threshold),
-        "min_success_rate": float(cfg.evaluate.min_success_rate),
-        "config": json.loads(cfg.to_json_best_effort()),
-    }
-    files.publish(tmp, path, info)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return path
+  return files.write_new(path, lambda tmp: {
+      **files.header(cfg, METHOD, owner, watermark.image_size, watermark.channels),
+      "traditional": watermark.to_dict(),
+      "calibration": calibration.to_dict(),
+      "nc_threshold": float(cfg.evaluate.nc_threshold),
+      "min_success_rate": float(cfg.evaluate.min_success_rate),
+      "config": json.loads(cfg.to_json_best_effort())})
 
 
 def load(path: str, info: dict) -> TraditionalKit:

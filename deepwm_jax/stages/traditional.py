@@ -34,8 +34,8 @@ import numpy as np
 import scipy.fft
 
 from deepwm_jax import verdict
+from deepwm_jax.data import imageio
 from deepwm_jax.data import pairs as pairs_lib
-from deepwm_jax.errors import DeepwmError
 from deepwm_jax.stages import attack, common, task
 
 METHOD = "traditional"
@@ -78,14 +78,7 @@ class SpreadSpectrum:
     return self.alpha * scipy.fft.idctn(self.pattern, type=2, norm="ortho")
 
   def _check(self, images, what="images") -> np.ndarray:
-    x = np.asarray(images, np.float32)
-    want = (self.image_size, self.image_size, self.channels)
-    if x.ndim != 4 or x.shape[1:] != want:
-      raise DeepwmError(f"{what} have shape {x.shape} but the watermark is for (N, {want[0]}, "
-                        f"{want[1]}, {want[2]}); resize them or use a kit of that size")
-    if not np.all(np.isfinite(x)) or x.min() < -1e-6 or x.max() > 1 + 1e-6:
-      raise DeepwmError(f"{what} contain NaN or values outside [0, 1]; scale pixels to [0, 1]")
-    return x
+    return imageio.check_images(images, self.image_size, self.channels, what, "the watermark")
 
   def embed(self, images) -> np.ndarray:
     x = self._check(images)
