@@ -121,7 +121,7 @@ def decide(v_NxK, key, alpha: float, hypotheses: int = 1) -> KeyVerdict:
     raise DeepwmError(f"alpha must be in (0, 1), got {alpha}")
   n = k.size
   per = matches(v, k)
-  pooled = int(matches(np.nansum(np.where(np.isfinite(v), v, 0.0), 0), k))
+  pooled = int(matches(np.where(np.isfinite(v), v, 0.0).sum(0), k))  # one vote per bit
   p_img = np.minimum(1.0, hypotheses * binomial_pvalue(per, n))
   p_set = float(min(1.0, hypotheses * float(binomial_pvalue(pooled, n))))
   return KeyVerdict(int(v.shape[0]), n, per, p_img, pooled, p_set, int(hypotheses), float(alpha))

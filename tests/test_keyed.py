@@ -18,7 +18,6 @@ from deepwm_jax.errors import DeepwmError
 from deepwm_jax.stages import keyed
 from deepwm_jax.tools import recalibrate
 from deepwm_jax.train import stage1
-from deepwm_jax.zoo import report as zoo_report
 from deepwm_jax.zoo import run as zoo_run
 from test_learning import learning_config
 
@@ -112,7 +111,7 @@ def test_kit_api_cli_and_bad_input(keyed_run, tmp_path, capsys):
                    "--message-evidence"]) == 2
   # The zoo judges a keyed kit's imitators by the same exact test (deepwm attack).
   frac, _, centred, v = zoo_run._judge(kit, marked)
-  assert v.detected and np.all(frac >= zoo_report.threshold(kit)) and np.all(centred > 0.5)
+  assert v.detected and np.all(frac >= kit.threshold) and np.all(centred > 0.5)
   # Commands built on a calibrated statistic refuse a keyed kit in one line.
   with pytest.raises(DeepwmError, match="keyed kit"):
     recalibrate.recalibrate(workdir, str(tmp_path / "recal"))

@@ -107,6 +107,11 @@ class Kit(NetworkKit):
   blank: np.ndarray
   calibration: "verdict.Calibration"
 
+  @property
+  def threshold(self) -> float:
+    """The per-image threshold on the statistic (calibrated)."""
+    return self.calibration.threshold
+
   def __post_init__(self):
     H, R = models.embedder(self.config), models.extractor(self.config)
     w = jnp.asarray(self.watermark)

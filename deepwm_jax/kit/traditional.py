@@ -30,6 +30,11 @@ class TraditionalKit:
     return self.watermark.channels
 
   @property
+  def threshold(self) -> float:
+    """The per-image threshold on the z-score (calibrated)."""
+    return self.calibration.threshold
+
+  @property
   def config(self):
     """The protector's run config (task model, data), as `kit.Kit.config`: the zoo reads it."""
     return ml_collections.ConfigDict(self.info["config"])

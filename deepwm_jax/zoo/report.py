@@ -126,23 +126,17 @@ def _what(r):
   return r["name"]
 
 
-def threshold(kit) -> float:
-  """The per-image threshold on the kit's statistic: calibrated, or for a keyed kit the
-  fraction of key bits that detects one image alone."""
-  return kit.threshold if getattr(kit, "method", None) == "keyed" else kit.calibration.threshold
-
-
 def build(rows, reference, skipped, group_info, timing, kit, zcfg, mesh) -> dict:
   def ref(x):
     stats = np.asarray(x["stats"])
-    return {"success_rate": float(np.mean(stats >= threshold(kit))),
+    return {"success_rate": float(np.mean(stats >= kit.threshold)),
             "nc_mean": float(np.mean(x["nc"])), "n_images": int(len(stats))}
   plain = [r for r in rows if _is_plain(r)]
   nulls = [r for r in rows if r["null"]]
   refs = {k: ref(v) for k, v in reference.items()}
   return {
       "kit": kit.path,
-      "threshold": threshold(kit),
+      "threshold": kit.threshold,
       "n_members": len(rows),
       "n_trained": sum(len(g["members"]) for g in group_info.values()),
       "members": rows,

@@ -95,7 +95,7 @@ def run(zcfg, kit_path: str, workdir: str, log=print) -> dict:
   rep = zoo_report.build(rows, reference, skipped, group_info, timing, kit, zcfg, mesh)
   # What was attacked: the kit's method and how the protected outputs were made.
   rep = {**rep, "method": getattr(kit, "method", "deep"), "protected": d.protected}
-  zoo_report.write(workdir, rep, per_image, reference, zoo_report.threshold(kit))
+  zoo_report.write(workdir, rep, per_image, reference, kit.threshold)
   log(f"[zoo] wrote {os.path.join(workdir, 'report.md')}")
   return rep
 
