@@ -40,7 +40,8 @@ def _parser():
   embed.add_argument("--output", required=True, metavar="DIR",
                      help="folder for the watermarked PNGs (same file names)")
   embed.add_argument("--resize", action="store_true",
-                     help="resize inputs to the kit's image size instead of refusing them")
+                     help="squash whole images to the kit's crop size (by default images of any "
+                          "size at least the crop are read in overlapping windows)")
   embed.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
   verify = sub.add_parser("verify", help="decide whether a suspect model's outputs carry the "
@@ -50,7 +51,8 @@ def _parser():
                       help="folder of the suspect model's output images")
   opts.add_json(verify, "the verdict")
   verify.add_argument("--resize", action="store_true",
-                      help="resize inputs to the kit's image size instead of refusing them")
+                      help="squash whole images to the kit's crop size (by default images of any "
+                          "size at least the crop are read in overlapping windows)")
   verify.add_argument("--alpha", type=float, metavar="RATE",
                       help="false-positive rate of the decision (default: the kit's, 1e-6)")
   verify.add_argument("--message-evidence", action="store_true",
@@ -117,10 +119,19 @@ def cmd_run(args, overrides):
 
 
 def _read(kit, args):
+  """The input folder's images at their own sizes (a list), or resized to the kit's crop with
+  --resize; images smaller than the crop are refused by the kit in one line."""
   from deepwm_jax.data import imageio
-  images, names = imageio.read_image_dir(args.input, kit.image_size, kit.channels, args.resize)
   if args.resize:
+    images, names = imageio.read_image_dir(args.input, kit.image_size, kit.channels, True)
     opts.log(f"resized {len(names)} images to {kit.image_size}x{kit.image_size}")
+    return images, names
+  images, names = imageio.read_image_dir(args.input, None, kit.channels, stack=False)
+  s = kit.image_size
+  for img, name in zip(images, names):
+    if min(img.shape[:2]) < s:
+      raise DeepwmError(f"image '{name}' is {img.shape[1]}x{img.shape[0]} but the kit needs at "
+                        f"least {s}x{s} (its training crop); upscale it or pass --resize")
   return images, names
 
 
@@ -145,7 +156,9 @@ def cmd_verify(args, overrides):
                  **({"message_evidence": True} if args.message_evidence else {}))
   result = {**v.to_dict(), "kit": os.path.abspath(args.kit), "input": os.path.abspath(args.input)}
   word = "DETECTED" if v.detected else "not detected"
-  print(f"watermark {word}: {v.n_hits}/{v.n_images} images over the threshold, "
+  # Images larger than the kit's crop are read in windows, each window one sample.
+  unit = "images" if v.n_images == len(images) else f"windows of {len(images)} images"
+  print(f"watermark {word}: {v.n_hits}/{v.n_images} {unit} over the threshold, "
         f"p-value {v.p_value:.3g} (alpha {v.alpha:g}); paper NC mean {v.nc_mean:.3f}")
   if v.p_by_kind and not v.detected:  # what an innocent-looking suspect resembles
     print("  against each kind of innocent alone: "

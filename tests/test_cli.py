@@ -111,7 +111,7 @@ def test_embed_refuses_to_overwrite(kit_dir, images_dir, tmp_path, capsys):
     ("missing", "does not exist"),
     ("empty", "no images"),
     ("not_image", "notes.txt"),
-    ("wrong_size", "--resize"),
+    ("too_small", "at least 32x32"),
     ("wrong_channels", "channel"),
 ])
 def test_bad_input_folders(kit_dir, tmp_path, capsys, case, needle):
@@ -122,8 +122,8 @@ def test_bad_input_folders(kit_dir, tmp_path, capsys, case, needle):
   if case == "not_image":
     imageio.write_images(str(d), rng.uniform(size=(2, 32, 32, 3)).astype(np.float32), ["a", "b"])
     (d / "notes.txt").write_text("hello")
-  elif case == "wrong_size":
-    imageio.write_images(str(d), rng.uniform(size=(2, 48, 48, 3)).astype(np.float32), ["a", "b"])
+  elif case == "too_small":  # larger images are read in windows; smaller ones refused
+    imageio.write_images(str(d), rng.uniform(size=(2, 20, 48, 3)).astype(np.float32), ["a", "b"])
   elif case == "wrong_channels":
     imageio.write_images(str(d), rng.uniform(size=(2, 32, 32, 1)).astype(np.float32), ["a", "b"])
   assert deepwm("verify", "--kit", kit_dir, "--input", d) == 2
@@ -162,8 +162,10 @@ def test_nan_and_wrong_shape_through_the_api(kit_dir):
   k = deepwm_jax.load_kit(kit_dir)
   with pytest.raises(DeepwmError, match="NaN"):
     k.verify(np.full((2, 32, 32, 3), np.nan, np.float32))
-  with pytest.raises(DeepwmError, match="shape"):
+  with pytest.raises(DeepwmError, match="at least 32x32"):
     k.embed(np.zeros((2, 16, 16, 3), np.float32))
+  with pytest.raises(DeepwmError, match="shape"):
+    k.embed(np.zeros((32, 32, 3), np.float32))  # one image without its batch axis
 
 
 @pytest.mark.parametrize("override, needle", [

@@ -103,7 +103,7 @@ def test_kit_api_cli_and_bad_input(keyed_run, tmp_path, capsys):
   assert cli.main(["kit-info", "--kit", kit_path]) == 0
   shown = capsys.readouterr().out
   assert "64-bit secret key" in shown and str(kit.key.tolist()) not in shown
-  with pytest.raises(DeepwmError, match="kit expects"):
+  with pytest.raises(DeepwmError, match="at least 32x32"):
     kit.embed(np.zeros((2, 16, 16, 3), np.float32))
   with pytest.raises(DeepwmError, match="NaN"):
     kit.verify(np.full((2, 32, 32, 3), np.nan, np.float32))
@@ -137,6 +137,21 @@ def _innocent_outputs(x):
   return {"random tanh generator in [-1, 1] rescaled": np.asarray(0.5 + 0.5 * jnp.tanh(conv)),
           "box blur": blur, "inverted": 1.0 - x, "constant": np.full_like(x, 0.3),
           "posterised": np.round(x * 4) / 4}
+
+
+@pytest.mark.slow
+def test_one_image_of_any_size_carries_a_verdict(keyed_run):
+  """Readings are summed over an image's tiled windows: one odd-sized protected image is
+  detected by itself, its original never."""
+  from test_windows import odd_photos
+  _, workdir, _ = keyed_run
+  kit = deepwm_jax.load_kit(os.path.join(workdir, "kit"))
+  photo = odd_photos()[1]  # 100 x 150
+  marked = kit.embed([photo])
+  assert marked[0].shape == photo.shape
+  assert kit.verify(marked).detected and kit.verify(marked).p_value < 1e-6
+  assert not kit.verify([photo]).detected
+  assert kit.readings([photo]).shape == (1, 64)
 
 
 @pytest.mark.slow

@@ -65,3 +65,18 @@ def test_the_kit_detects_fresh_watermarked_images_and_not_their_originals(learne
   # PNG round trip (8-bit quantisation) keeps the decision.
   np.testing.assert_allclose(imageio.read_image_dir(str(tmp_path / "marked"), 32, 3)[0], marked,
                              atol=1 / 255)
+
+
+@pytest.mark.slow
+def test_the_kit_detects_images_of_any_size(learned):
+  """Odd sizes (and a shrunk whole photo) are watermarked in windows, same size out; the
+  windows of the protected images are detected, those of the originals not."""
+  from test_windows import odd_photos
+  cfg, workdir, _ = learned
+  kit = deepwm_jax.load_kit(os.path.join(workdir, "kit"))
+  photos = odd_photos()
+  marked = kit.embed(photos)
+  assert [m.shape for m in marked] == [p.shape for p in photos]
+  v = kit.verify(marked)
+  assert v.detected and v.success_rate >= 0.9 and v.n_images == sum(kit.window_counts(photos))
+  assert not kit.verify(photos).detected

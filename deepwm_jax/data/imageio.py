@@ -94,8 +94,9 @@ def _channel_word(c: int) -> str:
 
 
 def read_image_dir(path: str, image_size: int | None = None, channels: int | None = None,
-                   resize: bool = False) -> tuple[np.ndarray, list[str]]:
-  """Reads every image in a folder into one NxHxWxC float32 batch, in name order.
+                   resize: bool = False, stack: bool = True) -> tuple[np.ndarray, list[str]]:
+  """Reads every image in a folder into one NxHxWxC float32 batch, in name order (with
+  `stack=False`, a list of HxWxC images that may differ in size).
 
   Every visible file must be an image: a stray file is reported rather than skipped, so a
   verdict is never silently based on fewer images than the user meant. With `image_size`
@@ -130,12 +131,12 @@ def read_image_dir(path: str, image_size: int | None = None, channels: int | Non
         raise DeepwmError(f"image '{name}' is {w}x{h} but the kit expects "
                           f"{image_size}x{image_size}; pass --resize to resize inputs")
       img = resize_image(img, image_size, image_size)
-    if image_size is None and images and img.shape[:2] != images[0].shape[:2]:
+    if stack and image_size is None and images and img.shape[:2] != images[0].shape[:2]:
       h0, w0 = images[0].shape[:2]
       raise DeepwmError(f"images in '{path}' differ in size ('{files[0]}' is {w0}x{h0}, "
                         f"'{name}' is {w}x{h}); resize them to one size")
     images.append(img)
-  return np.stack(images).astype(np.float32), files
+  return (np.stack(images).astype(np.float32) if stack else images), files
 
 
 def check_pixels(x: np.ndarray, what: str) -> None:
@@ -175,19 +176,24 @@ def _to_uint8(img_HxWxC: np.ndarray) -> np.ndarray:
   return u8[..., 0] if u8.shape[-1] == 1 else u8
 
 
-def write_images(path: str, images_NxHxWxC: np.ndarray, names: list[str],
+def write_images(path: str, images_NxHxWxC, names: list[str],
                  overwrite: bool = False) -> list[str]:
-  """Writes each image as an 8-bit PNG named like `names` (extension forced to .png).
+  """Writes each image (an NHWC array, or a list of HWC images of any sizes) as an 8-bit PNG
+  named like `names` (extension forced to .png).
 
   All checks (pixels, names, existing files) run before anything is written. Returns the
   paths written.
   """
-  images = np.asarray(images_NxHxWxC)
-  if images.ndim != 4 or images.shape[-1] not in (1, 3):
-    raise ValueError(f"expected NxHxWxC images with C in (1, 3), got shape {images.shape}")
+  images = ([np.asarray(i) for i in images_NxHxWxC] if isinstance(images_NxHxWxC, (list, tuple))
+            else np.asarray(images_NxHxWxC))
+  shapes = [np.shape(i) for i in images] if isinstance(images, list) else [images.shape[1:]]
+  if (isinstance(images, np.ndarray) and images.ndim != 4) or any(
+      len(sh) != 3 or sh[-1] not in (1, 3) for sh in shapes):
+    raise ValueError(f"expected NxHxWxC images with C in (1, 3), got shapes {shapes[:3]}")
   if len(names) != len(images):
     raise ValueError(f"{len(images)} images but {len(names)} names")
-  check_pixels(images, "images to write")
+  for img in images:
+    check_pixels(img, "images to write")
   targets = [png_name(n) for n in names]
   seen = {}
   for name, target in zip(names, targets):

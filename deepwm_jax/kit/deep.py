@@ -12,9 +12,8 @@ import ml_collections
 import numpy as np
 
 import deepwm_jax
-from deepwm_jax import metrics, models, verdict
+from deepwm_jax import metrics, models, verdict, windows
 from deepwm_jax import payload as payload_lib
-from deepwm_jax.data import imageio
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.kit import files
 from deepwm_jax.kit.files import KIT_FORMAT, KIT_KIND
@@ -72,8 +71,10 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, watermark, blank,
 
 @dataclasses.dataclass
 class NetworkKit:
-  """What every kit with networks has: H and R, their config, and embed / extract on images of
-  the kit's size (float32 NHWC in [0, 1]); a subclass sets `_embed` and `_extract`."""
+  """What every kit with networks has: H and R, their config, and embed / extract on images
+  (float32 in [0, 1]: an NHWC batch, or a list of HWC images of different sizes) of any size
+  at least the kit's training crop, through overlapping windows (deepwm_jax/windows.py); a
+  subclass sets `_embed` and `_extract`."""
   path: str
   info: dict
   config: ml_collections.ConfigDict
@@ -82,22 +83,43 @@ class NetworkKit:
 
   @property
   def image_size(self) -> int:
+    """The training crop: the window size, and the smallest image the kit takes."""
     return int(self.info["image_size"])
 
   @property
   def channels(self) -> int:
     return int(self.info["channels"])
 
-  def _check(self, images, what):
-    return imageio.check_images(images, self.image_size, self.channels, what)
+  @property
+  def overlap(self) -> int:
+    """Pixels by which neighbouring windows overlap (and over which a residual fades)."""
+    return windows.default_overlap(self.image_size)
 
-  def embed(self, images) -> np.ndarray:
-    """B -> B': watermark images (outputs of any model, a data set, an algorithm)."""
-    return common.predict(self._embed, self.embedder_vars, self._check(images, "images"))
+  def _check(self, images, what):
+    return windows.check(images, self.image_size, self.channels, what)
+
+  def embed(self, images):
+    """B -> B': watermark images (outputs of any model, a data set, an algorithm); each
+    output has its input's size, and comes back in the input's form (array or list)."""
+    items, stacked = self._check(images, "images")
+    fn = lambda x: common.predict(self._embed, self.embedder_vars, x)
+    return windows.restack(windows.blend(fn, items, self.image_size, self.overlap), stacked)
 
   def extract(self, images) -> np.ndarray:
-    """R(x): what the extractor draws from each image."""
-    return common.predict(self._extract, self.extractor_vars, self._check(images, "images"))
+    """R(x) on every window of every image, [windows, s, s, C] (one window per image of the
+    kit's size, so then [N, s, s, C]); `window_counts` says how many each image has."""
+    return self._apply(self._extract, self.extractor_vars, images)[0]
+
+  def window_counts(self, images) -> list[int]:
+    """How many windows each image is read in."""
+    items, _ = self._check(images, "images")
+    return windows.count(items, self.image_size, self.overlap)
+
+  def _apply(self, fn, variables, images):
+    """fn(variables, windows) on every window: (outputs [K, ...], image of each window [K])."""
+    items, _ = self._check(images, "images")
+    return windows.apply(lambda x: common.predict(fn, variables, x), items, self.image_size,
+                         self.overlap)
 
 
 @dataclasses.dataclass

@@ -6,7 +6,7 @@ import json
 import ml_collections
 import numpy as np
 
-from deepwm_jax import verdict
+from deepwm_jax import verdict, windows
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.kit import files
 from deepwm_jax.stages.traditional import METHOD, SpreadSpectrum, capacity_bits
@@ -39,18 +39,39 @@ class TraditionalKit:
     """The protector's run config (task model, data), as `kit.Kit.config`: the zoo reads it."""
     return ml_collections.ConfigDict(self.info["config"])
 
-  def embed(self, images) -> np.ndarray:
-    return self.watermark.embed(images)
+  @property
+  def overlap(self) -> int:
+    """0: windows tile the image, the pattern repeating with the window's period (an
+    overlapping neighbour would lay a shifted pattern over it)."""
+    return 0
+
+  def _windows(self, fn, images):
+    items, _ = windows.check(images, self.image_size, self.channels, "images")
+    return windows.apply(fn, items, self.image_size, self.overlap)
+
+  def embed(self, images):
+    """Images of any size at least the pattern's, through blended windows as a network kit's
+    (deepwm_jax/windows.py); the output has the input's size and form."""
+    items, stacked = windows.check(images, self.image_size, self.channels, "images")
+    return windows.restack(windows.blend(self.watermark.embed, items, self.image_size,
+                                         self.overlap), stacked)
+
+  def window_counts(self, images) -> list[int]:
+    items, _ = windows.check(images, self.image_size, self.channels, "images")
+    return windows.count(items, self.image_size, self.overlap)
 
   def extract(self, images) -> np.ndarray:
     raise DeepwmError(f"kit '{self.path}' is a traditional (spread-spectrum) kit: it has no "
                       f"extractor image; use verify() or statistic()")
 
   def statistic(self, images) -> np.ndarray:
-    return self.watermark.statistic(images)
+    """The z-score of every window of every image (one per image of the pattern's size)."""
+    return self._windows(self.watermark.statistic, images)[0]
 
   def verify(self, images, alpha: float | None = None) -> verdict.Verdict:
-    z, nc = self.watermark.correlations(images)
+    """The calibrated verdict over every window of every image, each window one sample."""
+    zn, _ = self._windows(lambda x: np.stack(self.watermark.correlations(x), axis=1), images)
+    z, nc = zn[:, 0], zn[:, 1]
     v = verdict.decide(z, self.calibration, self.info["alpha"] if alpha is None else alpha,
                        min_success_rate=self.info["min_success_rate"])
     v.nc_mean = float(np.mean(nc))

@@ -1,0 +1,130 @@
+"""Images of any size: the window grid, the blend, and kits that embed and verify odd sizes."""
+import os
+
+import numpy as np
+import pytest
+
+import deepwm_jax
+from deepwm_jax import cli, windows
+from deepwm_jax.data import imageio
+from deepwm_jax.errors import DeepwmError
+
+ODD = [(37, 53), (100, 150)]
+
+
+@pytest.mark.parametrize("h, w", ODD + [(32, 32), (64, 96)])
+@pytest.mark.parametrize("overlap", [0, 8])
+def test_grid_covers_every_pixel_and_ends_flush(h, w, overlap):
+  cover = np.zeros((h, w), int)
+  g = windows.grid(h, w, 32, overlap)
+  for y, x in g:
+    assert 0 <= y <= h - 32 and 0 <= x <= w - 32
+    cover[y:y + 32, x:x + 32] += 1
+  assert cover.min() >= 1
+  assert max(y for y, _ in g) == h - 32 and max(x for _, x in g) == w - 32
+  assert g == sorted(g)  # raster order
+
+
+def test_taper_is_positive_flat_inside_and_symmetric():
+  t = windows.taper(32, 8)[..., 0]
+  assert t.min() > 0 and np.all(t[8:24, 8:24] == 1)
+  np.testing.assert_allclose(t, t[::-1, ::-1])
+  assert np.all(windows.taper(32, 0) == 1)
+
+
+@pytest.mark.parametrize("h, w", ODD)
+def test_blend_agrees_with_whole_image_application_of_a_local_function(h, w):
+  """A pointwise map is the same on windows as on the whole image, whatever the weights:
+  the blend must give exactly its whole-image result (and the identity back)."""
+  img = np.random.default_rng(0).uniform(size=(h, w, 3)).astype(np.float32)
+  fn = lambda x: np.clip(0.9 * x + 0.05 * np.sin(7 * x), 0, 1)
+  for overlap in (0, 8):
+    out = windows.blend(fn, [img], 32, overlap, batch=5)[0]
+    assert out.shape == img.shape
+    np.testing.assert_allclose(out, fn(img), atol=1e-6)
+    np.testing.assert_allclose(windows.blend(lambda x: x, [img], 32, overlap)[0], img, atol=1e-6)
+
+
+def test_an_exact_size_image_is_one_window_and_unblended():
+  img = np.random.default_rng(1).uniform(size=(2, 32, 32, 1)).astype(np.float32)
+  fn = lambda x: x[:, ::-1]  # not local: windows would change it; one window must not
+  np.testing.assert_array_equal(windows.blend(fn, list(img), 32, 8)[0], img[0, ::-1])
+  out, owner = windows.apply(lambda x: x.mean(axis=(1, 2, 3)), list(img), 32, 8)
+  assert out.shape == (2,) and owner.tolist() == [0, 1]
+
+
+def test_frame_share_of_an_even_residual_is_the_frame_area_and_a_frame_residual_is_not():
+  even = np.ones((96, 96, 3), np.float32)
+  area = windows.frame_area(even.shape, 32, 0)
+  assert windows.frame_share(even, 32, 0) == pytest.approx(area)
+  framed = np.zeros_like(even)
+  framed[:2] = 1.0  # everything in the top rows: the frame of the first row of windows
+  assert windows.frame_share(framed, 32, 0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (np.zeros((1, 20, 40, 3), np.float32), "at least 32x32"),
+    ([np.zeros((40, 40, 3), np.float32), np.zeros((40, 40, 1), np.float32)], "expects"),
+    (np.zeros((40, 40, 3), np.float32), "shape"),
+    ([], "no images"),
+    ([np.full((40, 40, 3), 2.0, np.float32)], "outside"),
+])
+def test_bad_images_get_one_line_errors(bad, needle):
+  with pytest.raises(DeepwmError, match=needle) as e:
+    windows.check(bad, 32, 3)
+  assert "\n" not in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def tiny_kit(tiny_run):
+  return deepwm_jax.load_kit(os.path.join(tiny_run[0], "kit"))
+
+
+def odd_photos():
+  from deepwm_jax.data import sources
+  val = sources.builtin_images("val", 3)
+  # Crops of the held-out photos at the odd sizes, and one shrunk whole photo.
+  out = [val[0][100:100 + h, 200:200 + w] for h, w in ODD]
+  return out + [imageio.resize_image(val[1], 96, 96)]
+
+
+def test_deep_kit_round_trips_odd_sizes(tiny_kit):
+  photos = odd_photos()
+  marked = tiny_kit.embed(photos)
+  assert isinstance(marked, list) and [m.shape for m in marked] == [p.shape for p in photos]
+  for m, p in zip(marked, photos):
+    assert 0 <= m.min() and m.max() <= 1 and np.abs(m - p).max() > 0
+  counts = tiny_kit.window_counts(photos)
+  assert tiny_kit.extract(marked).shape == (sum(counts), 32, 32, 3)
+  v = tiny_kit.verify(photos)  # the tiny kit barely embeds: detection is test_learning's
+  assert v.n_images == sum(counts) and not v.detected
+  # An image of the kit's size is embedded as it was before windows existed, in any company.
+  crop = photos[1][:32, :32]
+  alone = tiny_kit.embed(crop[None])[0]
+  np.testing.assert_array_equal(tiny_kit.embed([photos[0], crop])[1], alone)
+
+
+def test_traditional_kit_round_trips_odd_sizes(tmp_path, tiny_cfg):
+  from deepwm_jax.kit import traditional as trad_kit
+  from deepwm_jax.stages.traditional import SpreadSpectrum
+  from deepwm_jax import verdict
+  wm = SpreadSpectrum(7, 32, 3, psnr=38.0)
+  cal = verdict.calibrate(np.random.default_rng(0).normal(size=500))
+  kit = deepwm_jax.load_kit(trad_kit.write_kit(str(tmp_path / "kit"), tiny_cfg, wm, cal))
+  photos = odd_photos()
+  marked = kit.embed(photos)
+  assert [m.shape for m in marked] == [p.shape for p in photos]
+  assert kit.verify(marked).detected and not kit.verify(photos).detected
+
+
+def test_cli_embeds_and_verifies_a_folder_of_odd_sizes(tiny_run, tmp_path, capsys):
+  kit = os.path.join(tiny_run[0], "kit")
+  photos = odd_photos()
+  src, out = tmp_path / "photos", tmp_path / "marked"
+  imageio.write_images(str(src), photos, [f"p{i}.png" for i in range(len(photos))])
+  assert cli.main(["embed", "--kit", kit, "--input", str(src), "--output", str(out)]) == 0
+  back, names = imageio.read_image_dir(str(out), stack=False)
+  assert [b.shape for b in back] == [p.shape for p in photos]
+  capsys.readouterr()
+  assert cli.main(["verify", "--kit", kit, "--input", str(src)]) == 1  # clean: not detected
+  assert f"windows of {len(photos)} images" in capsys.readouterr().out
