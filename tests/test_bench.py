@@ -75,3 +75,21 @@ def test_compute_dtype_reaches_every_case(capsys):
   assert "bf16" in str(step.trace(*step_args).jaxpr)
   assert cli.main(["bench", "--only", "nope"]) == 2
   assert "no bench case matches" in capsys.readouterr().err
+
+
+def test_kit_cases_report_megapixels_per_second(tmp_path, capsys):
+  """The embed/verify cases time a kit on one image of the case's size (here 64 px: four
+  windows of the untrained quickstart networks)."""
+  out = tmp_path / "kit.json"
+  assert cli.main(["bench", "--only", "-512", "--image-size", "64", "--reps", "1",
+                   "--peak-size", "256", "--json", str(out)]) == 0
+  recs = json.loads(out.read_text())
+  assert [r["kind"] for r in recs] == ["embed", "verify"]
+  for r in recs:
+    assert r["image_size"] == 64 and r["window"] == 32 and r["megapixels_per_s"] > 0
+    assert r["megapixels_per_s"] == pytest.approx(64 * 64 / 1e6 / r["s_per_image"])
+  assert recs[0]["windows"] == 9 and recs[1]["windows"] == 9  # stride 24 at 64 px: 3 x 3
+  assert "MP/s" in capsys.readouterr().out
+  assert cli.main(["bench", "--only", "embed-512", "--image-size", "16", "--reps", "1",
+                   "--peak-size", "256"]) == 2
+  assert "smaller than the kit's crop" in capsys.readouterr().err

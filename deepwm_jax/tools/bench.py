@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+import deepwm_jax
 from deepwm_jax.errors import DeepwmError
 
 # The repository root (benchmarks/ holds the PyTorch reference): three levels above this file.
@@ -67,7 +68,13 @@ CASES = (
     Case("stage1-64-ref", "stage1", "reference", 64, 1, 64, 128, 8, slow=True),
     Case("stage1-128-ref", "stage1", "reference", 128, 1, 64, 128, 8, slow=True),
     Case("surrogate-128-ref", "surrogate", "reference", 128, 1, 64, 32, 8, slow=True),
+    # A kit on one large image (tools/kit_bench.py): megapixels per second.
+    Case("embed-512", "embed", "quickstart", 512),
+    Case("verify-512", "verify", "quickstart", 512),
+    Case("embed-2048", "embed", "quickstart", 2048),
+    Case("verify-2048", "verify", "quickstart", 2048),
 )
+KIT_KINDS = ("embed", "verify")
 OVERRIDES = ("image_size", "channels", "ngf", "extractor_channels", "batch", "members")
 
 
@@ -97,6 +104,9 @@ def add_arguments(p):
   p.add_argument("--scaling", default=None, metavar="COUNTS",
                  help="also time the stage-1 cases data-parallel on these device counts, e.g. "
                       "1,2,4 (tools/parallel_bench.py; forced CPU devices on a CPU)")
+  p.add_argument("--kit", default=None, metavar="PATH",
+                 help="the kit the embed/verify cases time (default: the quickstart config's "
+                      "networks at their initial weights; speed does not depend on training)")
   p.add_argument("--peak-size", type=int, default=2048,
                  help="side of the square matmul that measures the peak (tests use a small one)")
   return p
@@ -426,10 +436,17 @@ def run(args, log=print):
     torch_ref = TorchReference(args.torch, args.torch_threads or os.cpu_count())
     log(f"PyTorch {torch_ref.info['torch_version']}, {torch_ref.info['threads']} threads, "
         f"matmul peak {torch_ref.info['peak_flops'] / 1e9:.0f} GFLOP/s")
-  records = []
+  records, kit = [], None
   try:
     for case in cases:
-      records += bench_case(case, impls, args.reps, peak, torch_ref, log)
+      if case.kind in KIT_KINDS:
+        from deepwm_jax.tools import kit_bench
+        if kit is None:
+          kit = (deepwm_jax.load_kit(args.kit) if args.kit
+                 else kit_bench.untrained_kit(conv_impl=impls[0]))
+        records.append(kit_bench.bench(case, kit, args.reps, log))
+      else:
+        records += bench_case(case, impls, args.reps, peak, torch_ref, log)
       if to_file:  # after every case, so an interrupted long run keeps what it measured
         _write_json(args.json, records)
     if args.scaling:
