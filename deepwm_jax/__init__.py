@@ -11,6 +11,13 @@ def load_kit(path):
   return kit.load_kit(path)
 
 
+def protect(model, inputs, workdir, config="quickstart", overrides=None, log=print):
+  """Protects the owner's model (a callable, or a folder of its outputs) on the owner's inputs
+  (a folder or an array) and returns the kit; see `deepwm_jax.owner`."""
+  from deepwm_jax import owner
+  return owner.protect(model, inputs, workdir, config, overrides, log)
+
+
 def __getattr__(name):
   # `deepwm_jax.api` (a notebook's helpers) without importing JAX at `import deepwm_jax`.
   if name == "api":

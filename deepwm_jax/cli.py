@@ -34,6 +34,23 @@ def _parser():
   run.add_argument("--workdir", required=True, metavar="DIR",
                    help="where checkpoints, logs, the report and the kit go")
 
+  protect = sub.add_parser(
+      "protect", help="protect your own model on your own inputs; writes report and kit",
+      description="`deepwm run` on the owner's data: the model is a Python callable "
+                  "(--model python:module:function) fed crops of the images in --inputs, or "
+                  "the outputs it gave for them, collected in --outputs (same file names). "
+                  "Re-running the same command resumes.", epilog=opts.OVERRIDES_HELP)
+  opts.add_config(protect, required=False, what="config to start from (default: quickstart)")
+  protect.add_argument("--inputs", required=True, metavar="DIR",
+                       help="folder of the model's inputs (images of any sizes)")
+  model = protect.add_mutually_exclusive_group(required=True)
+  model.add_argument("--model", metavar="python:MODULE:FUNCTION",
+                     help="the model: a function of NHWC float32 images in [0, 1]")
+  model.add_argument("--outputs", metavar="DIR",
+                     help="folder of the model's outputs for --inputs (same file names)")
+  protect.add_argument("--workdir", required=True, metavar="DIR",
+                       help="where checkpoints, logs, the report and the kit go")
+
   embed = sub.add_parser("embed", help="watermark every image of a folder with a kit's embedder")
   opts.add_kit(embed)
   embed.add_argument("--input", required=True, metavar="DIR", help="folder of PNG/JPEG images")
@@ -104,18 +121,32 @@ def _config(path, overrides):
 def cmd_run(args, overrides):
   from deepwm_jax import pipeline
   cfg = _config(args.config, overrides)
-  rep = pipeline.run(cfg, args.workdir, log=opts.log)
+  _print_summary(pipeline.run(cfg, args.workdir, log=opts.log))
+  return 0
+
+
+def cmd_protect(args, overrides):
+  from deepwm_jax import owner, pipeline
+  if args.model is not None and not args.model.startswith("python:"):
+    raise DeepwmError(f"--model {args.model!r}: give python:module:function (or --outputs DIR)")
+  cfg = owner.owner_config(args.model or args.outputs, args.inputs, args.config or "quickstart",
+                           overrides)
+  _print_summary(pipeline.run(cfg, args.workdir, log=opts.log))
+  return 0
+
+
+def _print_summary(rep):
+  """The report's headline numbers as one JSON line."""
   if rep.get("method") == "keyed":  # one line per group: images detected alone, set p-value
     print(json.dumps({"fidelity": rep["fidelity"]}
                      | {name: {k: g[k] for k in ("image_rate", "matches", "p_value", "detected")}
                         for name, g in rep["groups"].items()}, default=opts.jsonable))
-    return 0
+    return
   print(json.dumps({k: rep[k] for k in ("fidelity", "watermarked", "clean")}
                    | {"surrogates": [{k: s[k] for k in ("name", "success_rate")}
                                      for s in rep["surrogates"]],
                       "null": [{k: s[k] for k in ("name", "success_rate")} for s in rep["null"]]},
                    default=opts.jsonable))
-  return 0
 
 
 def _read(kit, args):
@@ -278,7 +309,7 @@ def cmd_attack(args, overrides):
   return commands.main(args, overrides, log=opts.log)
 
 
-COMMANDS = {"run": cmd_run, "embed": cmd_embed, "verify": cmd_verify, "describe": cmd_describe,
+COMMANDS = {"run": cmd_run, "protect": cmd_protect, "embed": cmd_embed, "verify": cmd_verify, "describe": cmd_describe,
             "kit-info": cmd_kit_info,
             "classify": cmd_classify, "attack": cmd_attack, "bench": cmd_bench}
 

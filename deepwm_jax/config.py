@@ -47,7 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.compute_dtype = "float32"    # or 'bfloat16' on accelerators
 
   c.data = dict(
-      source="builtin",          # 'builtin' (scikit-image photos), 'folder:PATH' or
+      source="builtin",          # 'builtin' (scikit-image photos), 'folder:PATH',
+                                 # 'pairs:INPUTS_DIR:OUTPUTS_DIR' (deepwm_jax/owner.py) or
                                  # 'tfds:NAME[/CONFIG][:SPLIT]' (prepared tfds, docs/data.md)
       image_size=64, channels=3,
       scale=0.25,                # downscale photos first so small crops hold structure
@@ -62,7 +63,8 @@ def base_config() -> ml_collections.ConfigDict:
   # The target model M: trained on (A, B) here unless `source` names a callable.
   c.task = surrogate("unet", ngf=16, loss="l1", steps=300, batch=16, lr=1e-3)
   # 'train', 'identity', 'dataset' (the outputs are the data set's targets B: protecting a
-  # data set, docs/strategies.md) or 'python:module:function'
+  # data set, docs/strategies.md), 'python:module:function' or 'callable:NAME' (a callable
+  # given to deepwm_jax.protect)
   c.task.source = "train"
 
   # arch 'unet' (the reference) or 'cnn' (depth 3x3 convs, no condition: models.embedder)
@@ -334,7 +336,7 @@ def validate(cfg) -> None:
   need(cfg.extractor.output in ("relu", "linear", "sigmoid"),
        f"extractor.output={cfg.extractor.output!r}; use relu, linear or sigmoid")
   need(cfg.task.source in ("train", "identity", "dataset")
-       or cfg.task.source.startswith("python:"),
+       or cfg.task.source.startswith(("python:", "callable:")),
        f"task.source={cfg.task.source!r}; use train, identity, dataset or python:module:function")
   need(0 < cfg.evaluate.alpha < 1, f"evaluate.alpha={cfg.evaluate.alpha}; use a rate in (0, 1)")
   need(0 <= cfg.stage2.get("weak_copies", 0.0) < 1,

@@ -37,6 +37,8 @@ def pairs_from(cfg, images: list[np.ndarray], n: int, seed_offset: int) -> Pairs
   d = cfg.data
   rng = np.random.default_rng([cfg.seed, seed_offset])
   b = sources.make_patches(images, n, d.image_size, rng, flip=True, scale=d.scale)
+  if sources.is_paired(d.source):  # the owner's (input, output) pairs, cropped together
+    return Pairs(b[..., :d.channels].astype(np.float32), b[..., d.channels:].astype(np.float32))
   a = degrade.degrade(b, d.task, seed=cfg.seed * 1000 + seed_offset, strength=d.strength)
   return Pairs(a.astype(np.float32), b.astype(np.float32))
 

@@ -17,6 +17,11 @@ protect and attack) printed text. Synthetic images (chessboard, phantom, horse s
 colour chart) and the motion-blurred clock are left out: they are not clean natural images.
 
 A user folder is dealt into the splits by position in name order (data/splits.py).
+
+A paired source 'pairs:INPUTS:OUTPUTS' is two folders holding the same file names: the inputs
+a model was given and its outputs, collected offline from the owner's API. Each pair is one
+image of 2C channels (inputs, then outputs), so that every crop, flip and resize below cuts
+both at the same place; data/pairs.py splits them back into (A, B).
 """
 import functools
 import os
@@ -86,6 +91,41 @@ def folder_images(path: str, channels: int) -> list[np.ndarray]:
           for n in names]
 
 
+PAIRS_PREFIX = "pairs:"
+
+
+def is_paired(source: str) -> bool:
+  return source.startswith(PAIRS_PREFIX)
+
+
+def paired_folder_images(inputs: str, outputs: str, channels: int) -> list[np.ndarray]:
+  """Input/output pairs of two folders with the same file names (sorted), each as one
+  HxWx2C image: the input's channels, then the output's."""
+  hint = "give two folders with the same file names: the model's inputs and its outputs"
+  names = {}
+  for role, path in (("inputs", inputs), ("outputs", outputs)):
+    names[role] = [n for n in imageio.list_files(path, hint) if imageio.is_image_name(n)]
+    if not names[role]:
+      raise DeepwmError(f"{role} folder '{path}' has no images (PNG/JPEG/BMP/TIFF); {hint}")
+  stem = lambda n: os.path.splitext(n)[0]  # outputs saved as PNG pair with JPEG inputs
+  a, b = {stem(n): n for n in names["inputs"]}, {stem(n): n for n in names["outputs"]}
+  unmatched = sorted(set(a) ^ set(b))
+  if unmatched:
+    n = unmatched[0]
+    where = f"'{inputs}'" if n in a else f"'{outputs}'"
+    raise DeepwmError(f"'{a.get(n) or b.get(n)}' is only in {where} ({len(unmatched)} names "
+                      f"unmatched); {hint}")
+  out = []
+  for k in sorted(a):
+    x = imageio.to_channels(imageio.load_image(os.path.join(inputs, a[k])), channels)
+    y = imageio.to_channels(imageio.load_image(os.path.join(outputs, b[k])), channels)
+    if x.shape != y.shape:
+      raise DeepwmError(f"input '{a[k]}' is {x.shape[1]}x{x.shape[0]} but its output "
+                        f"'{b[k]}' is {y.shape[1]}x{y.shape[0]}; pairs must have one size")
+    out.append(np.concatenate([x, y], axis=-1))
+  return out
+
+
 def load_split(source: str, split: str, channels: int, tfds_dir: str = "",
                tfds_max_images: int = 0) -> list[np.ndarray]:
   """Images of `split` from `source`: 'builtin', 'folder:PATH', an existing folder path, or
@@ -98,10 +138,16 @@ def load_split(source: str, split: str, channels: int, tfds_dir: str = "",
     return tfds_source.split_images(source, split, channels, tfds_dir, tfds_max_images)
   if source.startswith("folder:"):
     return splits.split_images(folder_images(source[len("folder:"):], channels), split)
+  if is_paired(source):
+    inputs, sep, outputs = source[len(PAIRS_PREFIX):].partition(":")
+    if not sep or not inputs or not outputs:
+      raise DeepwmError(f"data source '{source}': use pairs:INPUTS_DIR:OUTPUTS_DIR")
+    return splits.split_images(paired_folder_images(inputs, outputs, channels), split)
   if os.path.isdir(source):
     return splits.split_images(folder_images(source, channels), split)
   raise DeepwmError(f"unknown data source '{source}'; use 'builtin', 'folder:PATH', "
-                    "'tfds:NAME[/CONFIG][:SPLIT]' or the path of an existing folder of images")
+                    "'pairs:INPUTS_DIR:OUTPUTS_DIR', 'tfds:NAME[/CONFIG][:SPLIT]' or the path "
+                    "of an existing folder of images")
 
 
 def _prepare(img_HxWxC: np.ndarray, size: int, scale: float) -> np.ndarray:

@@ -1,0 +1,113 @@
+"""The owner's own model and data: a callable fed the owner's inputs, or paired folders of
+inputs and collected outputs, each through the tiny pipeline end to end (deepwm_jax.protect and
+`deepwm protect`); bad models and folders get one-line errors and lose nothing."""
+import os
+
+import numpy as np
+import pytest
+
+import deepwm_jax
+from deepwm_jax import cli, owner
+from deepwm_jax.data import imageio, pairs, sources
+from deepwm_jax.errors import DeepwmError
+from deepwm_jax.stages import task
+
+
+def photos(n=6):
+  """Crops of the held-out photos at several sizes: the owner's inputs."""
+  val = sources.builtin_images("val", 3)
+  sizes = [(40, 48), (48, 40), (64, 64), (40, 56), (56, 40), (48, 48)]
+  return [val[i % len(val)][60 * i:60 * i + h, 90:90 + w] for i, (h, w) in enumerate(sizes[:n])]
+
+
+def darken(x):
+  """The owner's model: any function of NHWC float32 images in [0, 1]."""
+  return np.asarray(x, np.float32) * 0.8 + 0.1
+
+
+def test_callable_model_on_an_array_of_inputs_end_to_end(tmp_path):
+  calls = []
+
+  def model(x):
+    calls.append(x.shape)
+    return darken(x)
+
+  kit = deepwm_jax.protect(model, photos(), str(tmp_path / "w"), config="tiny",
+                           overrides={"data.n_protect": 16, "data.n_attack": 16},
+                           log=lambda *_: None)
+  assert os.path.isfile(tmp_path / "w" / "report.json")
+  # Batched by the package, on the real inputs (crops, no synthetic degradation).
+  assert calls and all(s[0] <= task.CALL_BATCH and s[1:] == (32, 32, 3) for s in calls)
+  cfg = kit.config
+  assert cfg.data.task == "none" and cfg.task.source.startswith("callable:")
+  p = pairs.make_pairs(cfg, "val", 4, pairs.VAL)
+  np.testing.assert_array_equal(p.a, p.b)  # inputs are not degraded
+  marked = kit.embed(photos()[:2])
+  assert [m.shape for m in marked] == [(40, 48, 3), (48, 40, 3)]
+  # Resuming in a new process without the callable: a one-line error, not a crash.
+  src = cfg.task.source
+  task._CALLABLES.clear()
+  with pytest.raises(DeepwmError, match="protect\\(model=...\\) again"):
+    task.model_callable(src)
+
+
+def _pair_folders(tmp_path, n=6):
+  x = photos(n)
+  inputs, outputs = tmp_path / "in", tmp_path / "out"
+  names = [f"im{i}.png" for i in range(n)]
+  imageio.write_images(str(inputs), x, names)
+  imageio.write_images(str(outputs), [darken(i) for i in x], names)
+  return str(inputs), str(outputs)
+
+
+def test_paired_folders_end_to_end_through_the_cli(tmp_path, capsys):
+  inputs, outputs = _pair_folders(tmp_path)
+  workdir = tmp_path / "w"
+  assert cli.main(["protect", "--config", "tiny", "--inputs", inputs, "--outputs", outputs,
+                   "--workdir", str(workdir), "--config.data.n_protect=16",
+                   "--config.data.n_attack=16"]) == 0
+  assert '"fidelity"' in capsys.readouterr().out
+  kit = deepwm_jax.load_kit(str(workdir / "kit"))
+  assert kit.config.data.source.startswith("pairs:") and kit.config.task.source == "dataset"
+  # Crops of a pair are cut at the same place: B is the model's output of A.
+  p = pairs.make_pairs(kit.config, "protect", 8, pairs.PROTECT)
+  np.testing.assert_allclose(p.b, darken(p.a), atol=1.5 / 255)
+
+
+def test_unmatched_pair_names_exit_2_and_keep_the_workdir(tmp_path, capsys):
+  inputs, outputs = _pair_folders(tmp_path, 3)
+  os.rename(os.path.join(outputs, "im2.png"), os.path.join(outputs, "other.png"))
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  (workdir / "notes.txt").write_text("mine")
+  assert cli.main(["protect", "--config", "tiny", "--inputs", inputs, "--outputs", outputs,
+                   "--workdir", str(workdir)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "only in" in err, err
+  assert (workdir / "notes.txt").read_text() == "mine"
+  assert cli.main(["protect", "--config", "tiny", "--inputs", inputs, "--outputs",
+                   str(tmp_path / "nope"), "--workdir", str(workdir)]) == 2
+  assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, needle", [
+    (lambda x: x[:, :4], "returned shape"),
+    (lambda x: np.full_like(x, np.nan), "NaN"),
+    (lambda x: x * 255.0, "outside"),
+    (lambda x: 2 * x - 1, "outside"),
+    (lambda x: 1 / 0, "ZeroDivisionError"),
+])
+def test_a_misbehaving_callable_gets_a_one_line_error(model, needle):
+  x = np.random.default_rng(0).uniform(size=(70, 8, 8, 3)).astype(np.float32)
+  with pytest.raises(DeepwmError, match=needle) as e:
+    task.call_model(model, x, "callable:m")
+  assert "\n" not in str(e.value)
+
+
+def test_owner_config_refuses_bad_models_and_inputs(tmp_path):
+  with pytest.raises(DeepwmError, match="not a folder"):
+    owner.owner_config(darken, str(tmp_path / "none"), "tiny")
+  with pytest.raises(DeepwmError, match="neither"):
+    owner.owner_config(42, str(tmp_path), "tiny")
+  with pytest.raises(DeepwmError, match="unknown config key"):
+    owner.owner_config(darken, str(tmp_path), "tiny", {"data.nope": 1})
