@@ -20,8 +20,9 @@ from deepwm_jax import config as config_lib
 from deepwm_jax import kit as kit_lib
 from deepwm_jax import parallel, payload, report
 from deepwm_jax.errors import DeepwmError
-from deepwm_jax.stages import (absorb, attack, barrier, calibrate, common, evaluate, harden,
-                               keyed, task, traditional)
+from deepwm_jax.data import pairs as pairs_lib
+from deepwm_jax.stages import (absorb, attack, barrier, calibrate, common, evaluate, full_size,
+                               harden, keyed, task, traditional)
 from deepwm_jax.train import loop
 
 
@@ -98,7 +99,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                     cal.calibration, owner=wm.owner, payload=None if pay is None else
                     {**pay.record(), "calibration": cal.bit_calibration.to_dict()},
                     model_null_how=cal.model_null_how)
-  _write_report(cfg, workdir, rep, ev, splits, m_val, wm_val, cal.calibration.threshold)
+  full = _full_size(cfg, workdir, rep, log)
+  _write_report(cfg, workdir, rep, ev, splits, m_val, wm_val, cal.calibration.threshold, full)
   log(f"wrote {os.path.join(workdir, 'report.md')} and the kit {os.path.join(workdir, 'kit')}")
 
   # ---- the model-specific strategy: H absorbed into M'
@@ -113,7 +115,27 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   return rep
 
 
-def _write_report(cfg, workdir, rep, ev, splits, m_val, wm_val, threshold) -> None:
+def _full_size(cfg, workdir, rep, log) -> dict:
+  """The written kit on whole held-out photos (stages/full_size.py): rep["full_size"], and
+  the figure's panels."""
+  if not parallel.is_primary():  # process 0 writes the report, and reads its kit here
+    return {}
+  photos = full_size.photos_for(pairs_lib.load_split(cfg, "val"))
+  photos = [p for p in photos if min(p.shape[:2]) >= cfg.data.image_size]
+  if not photos:
+    return {}
+  t0 = time.time()
+  rep["full_size"], panels = full_size.study(kit_lib.load_kit(os.path.join(workdir, "kit")),
+                                             photos)
+  rep["timing"]["full_size"] = round(time.time() - t0, 2)
+  first = rep["full_size"]["photos"][0]
+  log(f"full size: {first['width']}x{first['height']} photo at {first['psnr']:.1f} dB, "
+      f"protected detected alone: {first['protected']['detected']} "
+      f"(p {first['protected']['p_value']:.2g}), clean: {first['clean']['detected']}")
+  return panels
+
+
+def _write_report(cfg, workdir, rep, ev, splits, m_val, wm_val, threshold, full=None) -> None:
   """report.json, report.md and its figures (one writer: process 0)."""
   n = min(6, cfg.data.n_val)
   show = lambda x: np.clip(x, 0, 1)
@@ -129,7 +151,7 @@ def _write_report(cfg, workdir, rep, ev, splits, m_val, wm_val, threshold) -> No
   stats.update({f"nc:{k}": v["_nc"] for k, v in ev.summary.items()})
   if parallel.is_primary():  # one writer; every process computed the same report
     report.write_report(workdir, rep, grid=grid, curves={k: v for k, v in curves.items() if v},
-                        stats=stats, threshold=threshold)
+                        stats=stats, threshold=threshold, full_size=full)
 
 
 def _run_traditional(cfg, workdir: str, log) -> dict:
@@ -138,7 +160,8 @@ def _run_traditional(cfg, workdir: str, log) -> dict:
   kit_path = os.path.join(workdir, "kit")
   rep, grid, stats, threshold = traditional.run(
       r, lambda ss, calibration: kit_lib.traditional.write_kit(kit_path, cfg, ss, calibration))
-  report.write_report(workdir, rep, grid=grid, stats=stats, threshold=threshold)
+  full = _full_size(cfg, workdir, rep, log)
+  report.write_report(workdir, rep, grid=grid, stats=stats, threshold=threshold, full_size=full)
   log(f"wrote {os.path.join(workdir, 'report.md')} and the kit {kit_path}")
   return rep
 
@@ -151,9 +174,10 @@ def _run_keyed(cfg, workdir: str, log, mesh) -> dict:
   owner = payload.owner_of(cfg)
   rep, grid, innocent_p = keyed.run(
       r, lambda emb, ext, key: kit_lib.keyed.write_kit(kit_path, cfg, emb, ext, key, owner))
+  full = _full_size(cfg, workdir, rep, log)
   rep["timing"]["total"] = round(time.time() - t0, 2)
   if parallel.is_primary():
-    report.write_keyed(workdir, rep, grid, innocent_p)
+    report.write_keyed(workdir, rep, grid, innocent_p, full)
   log(f"wrote {os.path.join(workdir, 'report.md')} and the kit {kit_path}")
   return rep
 

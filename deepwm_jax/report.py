@@ -139,13 +139,14 @@ def _as_display_image(img: np.ndarray) -> tuple[np.ndarray, str | None]:
   raise DeepwmError(f"report grid images must be HxW, HxWx1 or HxWx3, got shape {img.shape}.")
 
 
-def grid_figure(grid: dict[str, np.ndarray], max_rows: int = 8) -> Figure:
-  """Rows are examples, columns are the named image batches [n, H, W, C]."""
+def grid_figure(grid: dict[str, np.ndarray], max_rows: int = 8, cell: float = 1.6) -> Figure:
+  """Rows are examples, columns are the named image batches [n, H, W, C]; `cell` inches a
+  panel."""
   names = list(grid)
   n_rows = min(max_rows, min(len(np.asarray(v)) for v in grid.values()))
   if n_rows == 0:
     raise DeepwmError("report grid has a column with no images; give at least one per column.")
-  fig = _new_figure(1.6 * len(names), 1.6 * n_rows + 0.4)
+  fig = _new_figure(cell * len(names), cell * n_rows + 0.4)
   axes = fig.subplots(n_rows, len(names), squeeze=False)
   for j, name in enumerate(names):
     images = np.asarray(grid[name])
@@ -280,6 +281,33 @@ def attack_figure(rows: list[dict]) -> Figure:
   return fig
 
 
+FULL_SIZE_CAPTION = "A held-out photo at full size, protected, and the difference amplified"
+
+
+def full_size_figure(panels: dict[str, np.ndarray]) -> Figure:
+  """One photo's panels (HxWxC each) side by side, large enough to see a seam if there were one."""
+  return grid_figure({k: np.asarray(v)[None] for k, v in panels.items()}, cell=4.0)
+
+
+def full_size_section(report: dict) -> str:
+  """report.md's table of the kit on whole held-out photos (stages/full_size.py)."""
+  fs = report.get("full_size")
+  if not isinstance(fs, dict) or not fs.get("photos"):
+    return ""
+  word = lambda v: f"{'**yes**' if v['detected'] else 'no'} (p {_pvalue(v['p_value'])})"
+  rows = [{"photo": f"{r['width']}x{r['height']}", "windows": r["windows"],
+           "PSNR (dB)": r["psnr"], "SSIM": r["ssim"],
+           "residual in window frames": f"{100 * r['frame_share']:.0f}% "
+                                        f"(area {100 * r['frame_area']:.0f}%)",
+           "protected": word(r["protected"]), "clean": word(r["clean"]),
+           "protected, shifted 1 px": word(r["protected shifted 1 px"])}
+          for r in fs["photos"]]
+  return ("## Full size (one held-out photo per verdict)\n\n"
+          f"The kit embeds and reads images of any size in {fs['window']} px windows overlapping "
+          f"by {fs['overlap']} px. Each verdict below is on one image alone.\n\n"
+          + markdown_table(rows, list(rows[0])))
+
+
 def _payload_section(report: dict) -> str:
   """Bits of a payload run: accuracy, p-value and decoded message per group."""
   pay = report.get("payload")
@@ -371,6 +399,7 @@ def render_markdown(report: dict, figures: dict[str, str], threshold: float | No
     parts.append(markdown_table(rows, columns))
     parts.append(_calibration_line(report, threshold))
   parts.append(_payload_section(report))
+  parts.append(full_size_section(report))
   timing = report.get("timing") if isinstance(report.get("timing"), dict) else {}
   if timing:
     parts.append("## Timing\n")
@@ -395,9 +424,11 @@ def render_markdown(report: dict, figures: dict[str, str], threshold: float | No
 def write_report(workdir: str, report: dict, grid: dict[str, np.ndarray] | None = None,
                  curves: dict[str, list[dict]] | None = None,
                  stats: dict[str, np.ndarray] | None = None,
-                 threshold: float | None = None) -> None:
+                 threshold: float | None = None,
+                 full_size: dict[str, np.ndarray] | None = None) -> None:
   """Writes workdir/report.json, workdir/report.md and PNG figures under workdir/figures/.
 
+  `full_size`: the panels of stages/full_size.study, drawn as one large figure.
   `stats` maps group names to per-image watermark statistics (histogram with `threshold`);
   keys starting with 'nc:' hold the paper's NC per group (a second histogram at 0.95).
   """
@@ -419,6 +450,8 @@ def write_report(workdir: str, report: dict, grid: dict[str, np.ndarray] | None 
   if grid:
     emit("Examples: inputs, outputs, differences and extractions", "grid.png",
          grid_figure(grid))
+  if full_size:
+    emit(FULL_SIZE_CAPTION, "full_size.png", full_size_figure(full_size))
   if curves:
     emit("Learning curves", "curves.png", curves_figure(curves))
   stats = stats or {}
@@ -489,7 +522,7 @@ def write_specific(workdir: str, rep: dict) -> None:
 # ----------------------------------------------------------------------------- the keyed method
 
 def write_keyed(workdir: str, rep: dict, grid: dict[str, np.ndarray],
-                innocent_p: np.ndarray) -> None:
+                innocent_p: np.ndarray, full_size: dict[str, np.ndarray] | None = None) -> None:
   """report.json, report.md and figures of a keyed run (stages/keyed.py): each group judged
   by the exact test, and the innocent sets' p-values against uniform."""
   os.makedirs(os.path.join(workdir, FIGURES_DIR), exist_ok=True)
@@ -532,4 +565,8 @@ def write_keyed(workdir: str, rep: dict, grid: dict[str, np.ndarray],
       "**Innocent sets' p-values against uniform (on or above the diagonal: valid)**\n\n"
       f"![qq]({FIGURES_DIR}/innocent_qq.png)\n",
   ]
+  if full_size:
+    save_figure(full_size_figure(full_size), os.path.join(workdir, FIGURES_DIR, "full_size.png"))
+    parts[-4:-4] = [full_size_section(rep)]
+    parts.append(f"**{FULL_SIZE_CAPTION}**\n\n![full size]({FIGURES_DIR}/full_size.png)\n")
   write_text_atomic(os.path.join(workdir, "report.md"), "\n".join(parts))

@@ -149,9 +149,21 @@ def test_workdir_written_before_extra_surrogates_resumes(tmp_path, tiny_cfg):
 def test_report_markdown_and_figures(tiny_run):
   workdir, _, _ = tiny_run
   md = open(os.path.join(workdir, "report.md")).read()
-  for fig in ("grid.png", "curves.png", "stats_hist.png", "nc_hist.png"):
+  for fig in ("grid.png", "curves.png", "stats_hist.png", "nc_hist.png", "full_size.png"):
     assert f"figures/{fig}" in md
     assert os.path.getsize(os.path.join(workdir, "figures", fig)) > 1000
+
+
+def test_the_report_shows_the_kit_on_whole_held_out_photos(tiny_run):
+  """Two held-out photos at their own size (at most 512 px a side), each verdict on one image."""
+  workdir, rep, _ = tiny_run
+  fs = rep["full_size"]
+  assert fs["window"] == 32 and len(fs["photos"]) == 2
+  for r in fs["photos"]:
+    assert 32 < r["height"] <= 512 and 32 < r["width"] <= 512 and r["windows"] > 1
+    assert 0 <= r["frame_share"] <= 1 and 0 < r["frame_area"] < 1
+    assert not r["clean"]["detected"]
+  assert "## Full size" in open(os.path.join(workdir, "report.md")).read()
 
 
 def test_clean_images_are_never_detected(tiny_run):

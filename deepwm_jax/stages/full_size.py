@@ -1,0 +1,51 @@
+"""The kit on whole held-out photos at their own size, as a protected API would serve them.
+
+For each photo (cropped to at most `MAX_SIDE` px a side, to keep the run short): fidelity of
+B' = kit.embed(B) against B at full size, where the residual lies (its share within 2 px of a
+window's edge, against that frame's share of the pixels: a kit that hid its watermark in the
+frame of its crops would score far above it), and three verdicts on the single image: the
+protected photo, its clean original, and the protected photo translated by one pixel (cropped
+by one row and column, so its windows no longer fall where the embedding's did).
+"""
+import numpy as np
+
+from deepwm_jax import windows
+from deepwm_jax.stages import common
+
+MAX_SIDE = 512
+AMPLIFY = 20  # |B' - B| is drawn this many times brighter in the figure
+
+
+def photos_for(images: list[np.ndarray], n: int = 2, max_side: int = MAX_SIDE) -> list:
+  """The first `n` photos, centre-cropped to at most max_side x max_side."""
+  out = []
+  for img in images[:n]:
+    h, w = img.shape[:2]
+    y, x = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
+    out.append(np.ascontiguousarray(img[y:y + max_side, x:x + max_side]))
+  return out
+
+
+def _verdict(kit, img) -> dict:
+  v = kit.verify([img])
+  return {"p_value": float(v.p_value), "detected": bool(v.detected)}
+
+
+def study(kit, photos: list[np.ndarray]) -> tuple[dict, dict]:
+  """(report record, figure panels) for the photos (any sizes at least the kit's crop)."""
+  marked = kit.embed(list(photos))
+  rows = []
+  for b, bm in zip(photos, marked):
+    resid = bm - b
+    rows.append({
+        "height": int(b.shape[0]), "width": int(b.shape[1]),
+        "windows": int(kit.window_counts([b])[0]),
+        "psnr": common.mean_psnr(bm[None], b[None]), "ssim": common.mean_ssim(bm[None], b[None]),
+        "frame_share": windows.frame_share(resid, kit.image_size, kit.overlap),
+        "frame_area": windows.frame_area(b.shape, kit.image_size, kit.overlap),
+        "protected": _verdict(kit, bm), "clean": _verdict(kit, b),
+        "protected shifted 1 px": _verdict(kit, bm[1:, 1:])})
+  b, bm = photos[0], marked[0]
+  panels = {"B (held-out photo)": b, "B' (protected)": bm,
+            f"|B'-B| x{AMPLIFY}": np.clip(AMPLIFY * np.abs(bm - b), 0, 1)}
+  return {"photos": rows, "window": int(kit.image_size), "overlap": int(kit.overlap)}, panels
