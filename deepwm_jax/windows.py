@@ -24,6 +24,11 @@ from deepwm_jax.data import imageio
 from deepwm_jax.errors import DeepwmError
 
 
+# Windows per network call: on a 2-core CPU 256 windows of 32 px read a 512 px image 1.3x
+# faster than 64 (fewer, larger XLA calls), at about 35 MB of activations in R.
+BATCH = 256
+
+
 def default_overlap(size: int) -> int:
   """A quarter of the window: 8 px at 32 px, 64 px at 256 px."""
   return size // 4
@@ -108,7 +113,7 @@ def count(images: list[np.ndarray], size: int, overlap: int) -> list[int]:
 
 
 def blend(fn: Callable[[np.ndarray], np.ndarray], images: list[np.ndarray], size: int,
-          overlap: int, batch: int = 64) -> list[np.ndarray]:
+          overlap: int, batch: int = BATCH) -> list[np.ndarray]:
   """fn (s x s windows -> windows) applied to images of any size, residuals blended (module
   docstring); each output has its image's size. Images of exactly s x s go through fn as they
   are."""
@@ -134,7 +139,7 @@ def blend(fn: Callable[[np.ndarray], np.ndarray], images: list[np.ndarray], size
 
 
 def apply(fn: Callable[[np.ndarray], np.ndarray], images: list[np.ndarray], size: int,
-          overlap: int, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+          overlap: int, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
   """fn on every window of every image: (fn's outputs stacked over windows [K, ...], the image
   each window came from [K]). An s x s image is one window."""
   outs, owners = [], []

@@ -102,7 +102,7 @@ class NetworkKit:
     """B -> B': watermark images (outputs of any model, a data set, an algorithm); each
     output has its input's size, and comes back in the input's form (array or list)."""
     items, stacked = self._check(images, "images")
-    fn = lambda x: common.predict(self._embed, self.embedder_vars, x)
+    fn = lambda x: common.predict(self._embed, self.embedder_vars, x, batch=windows.BATCH)
     return windows.restack(windows.blend(fn, items, self.image_size, self.overlap), stacked)
 
   def extract(self, images) -> np.ndarray:
@@ -118,8 +118,8 @@ class NetworkKit:
   def _apply(self, fn, variables, images):
     """fn(variables, windows) on every window: (outputs [K, ...], image of each window [K])."""
     items, _ = self._check(images, "images")
-    return windows.apply(lambda x: common.predict(fn, variables, x), items, self.image_size,
-                         self.overlap)
+    return windows.apply(lambda x: common.predict(fn, variables, x, batch=windows.BATCH), items,
+                         self.image_size, self.overlap)
 
 
 @dataclasses.dataclass
