@@ -68,8 +68,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.task.source = "train"
 
   # arch 'unet' (the reference) or 'cnn' (depth 3x3 convs, no condition: models.embedder)
+  # frame: H leaves the outer `frame` px of each crop unchanged, so the watermark cannot hide
+  # in the crop's frame and reads the same in blended windows of a large image (windows.py);
+  # at most half the windows' overlap (image_size / 8).
   c.embedder = dict(arch="unet", ngf=16, num_downs=0, depth=8, norm="batch", output="residual",
-                    residual_scale=0.1)
+                    residual_scale=0.1, frame=0)
   c.extractor = dict(channels=16, dilations=(2, 2, 4, 1), output="linear")
   c.discriminator = dict(widths=(16, 32, 64, 128))
 
@@ -307,6 +310,10 @@ def validate(cfg) -> None:
   for name in ("n_protect", "n_attack", "n_val"):
     need(d[name] >= 2, f"data.{name}={d[name]}; use at least 2")
   need(d.scale > 0, f"data.scale={d.scale}; use a positive factor")
+  frame = cfg.embedder.get("frame", 0)
+  need(0 <= frame <= d.image_size // 8,
+       f"embedder.frame={frame}; use 0 to {d.image_size // 8} (half the windows' overlap, "
+       f"image_size / 8)")
   need(d.get("tfds_max_images", 0) >= 0,
        f"data.tfds_max_images={d.get('tfds_max_images')}; use 0 (all) or a positive count")
   for section in ("stage1", "stage2"):

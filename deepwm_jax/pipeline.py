@@ -120,7 +120,7 @@ def _full_size(cfg, workdir, rep, log) -> dict:
   the figure's panels."""
   if not parallel.is_primary():  # process 0 writes the report, and reads its kit here
     return {}
-  photos = full_size.photos_for(pairs_lib.load_split(cfg, "val"))
+  photos = full_size.photos_for(pairs_lib.whole_images(cfg, "val"))
   photos = [p for p in photos if min(p.shape[:2]) >= cfg.data.image_size]
   if not photos:
     return {}

@@ -51,14 +51,25 @@ def grid(height: int, width: int, size: int, overlap: int) -> list[tuple[int, in
           for x in starts(width, size, stride)]
 
 
-def taper(size: int, overlap: int) -> np.ndarray:
-  """The s x s x 1 blending weight: 1 inside, a sin^2 ramp over the outer `overlap` pixels.
+# The weight of a pixel in a window's masked frame: nearly none, so a neighbour's residual
+# decides there, but not zero, so a pixel no other window covers keeps its own (none).
+FRAME_WEIGHT = 1e-4
+
+
+def taper(size: int, overlap: int, frame: int = 0) -> np.ndarray:
+  """The s x s x 1 blending weight: 1 inside, a sin^2 ramp over the outer `overlap` pixels,
+  of which the outermost `frame` (where a framed embedder leaves the image as it is) weigh
+  FRAME_WEIGHT. Needs overlap >= 2 frame, so that each frame lies inside a neighbour.
 
   The ramp never reaches 0, so a pixel that only one window covers (at the image's edge)
-  still gets that window's full residual once the weights are normalised."""
+  still gets that window's residual once the weights are normalised."""
+  if frame and overlap < 2 * frame:
+    raise ValueError(f"overlap {overlap} < 2 x frame {frame}: frames would not be covered")
   ramp = np.ones(size, np.float64)
   if overlap > 0:
-    up = np.sin(0.5 * np.pi * (np.arange(overlap) + 0.5) / overlap) ** 2
+    n = overlap - frame
+    up = np.sin(0.5 * np.pi * (np.arange(n) + 0.5) / n) ** 2
+    up = np.concatenate([np.full(frame, FRAME_WEIGHT), up])
     ramp[:overlap] = up
     ramp[size - overlap:] = up[::-1]
   return np.outer(ramp, ramp)[..., None].astype(np.float32)
@@ -113,10 +124,10 @@ def count(images: list[np.ndarray], size: int, overlap: int) -> list[int]:
 
 
 def blend(fn: Callable[[np.ndarray], np.ndarray], images: list[np.ndarray], size: int,
-          overlap: int, batch: int = BATCH) -> list[np.ndarray]:
+          overlap: int, batch: int = BATCH, frame: int = 0) -> list[np.ndarray]:
   """fn (s x s windows -> windows) applied to images of any size, residuals blended (module
-  docstring); each output has its image's size. Images of exactly s x s go through fn as they
-  are."""
+  docstring; `frame`: see `taper`); each output has its image's size. Images of exactly s x s
+  go through fn as they are."""
   out: list[np.ndarray | None] = [None] * len(images)
   exact = [i for i, img in enumerate(images) if img.shape[:2] == (size, size)]
   for k in range(0, len(exact), batch):
@@ -125,7 +136,7 @@ def blend(fn: Callable[[np.ndarray], np.ndarray], images: list[np.ndarray], size
       out[i] = y
   rest = [images[i] for i in range(len(images)) if out[i] is None]
   if rest:
-    t = taper(size, overlap)
+    t = taper(size, overlap, frame)
     num = [np.zeros(img.shape, np.float32) for img in rest]
     den = [np.zeros(img.shape[:2] + (1,), np.float32) for img in rest]
     for x, refs in _stream(rest, size, overlap, batch):

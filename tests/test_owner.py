@@ -69,6 +69,8 @@ def test_paired_folders_end_to_end_through_the_cli(tmp_path, capsys):
   assert '"fidelity"' in capsys.readouterr().out
   kit = deepwm_jax.load_kit(str(workdir / "kit"))
   assert kit.config.data.source.startswith("pairs:") and kit.config.task.source == "dataset"
+  rep = __import__("json").loads((workdir / "report.json").read_text())
+  assert rep["full_size"]["photos"][0]["windows"] >= 1  # the held-out outputs at their size
   # Crops of a pair are cut at the same place: B is the model's output of A.
   p = pairs.make_pairs(kit.config, "protect", 8, pairs.PROTECT)
   np.testing.assert_allclose(p.b, darken(p.a), atol=1.5 / 255)

@@ -128,3 +128,28 @@ def test_cli_embeds_and_verifies_a_folder_of_odd_sizes(tiny_run, tmp_path, capsy
   capsys.readouterr()
   assert cli.main(["verify", "--kit", kit, "--input", str(src)]) == 1  # clean: not detected
   assert f"windows of {len(photos)} images" in capsys.readouterr().out
+
+
+def test_a_framed_embedder_leaves_the_frame_and_blending_fills_it_from_neighbours():
+  """H with embedder.frame=4 changes nothing within 4 px of a crop's edge; blended windows
+  whose frames weigh almost nothing put a neighbour's full residual there instead, so inside
+  the image every pixel gets the residual (and the image's own outer 4 px none)."""
+  import jax
+  from deepwm_jax import config, models
+  cfg = config.load("tiny")
+  cfg.embedder.update(arch="cnn", depth=2, frame=4)
+  H = models.embedder(cfg)
+  x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  v = H.init(jax.random.PRNGKey(0), x, None)
+  y = np.asarray(H.apply(v, x, None))
+  ring = np.ones((32, 32), bool)
+  ring[4:28, 4:28] = False
+  np.testing.assert_array_equal(y[:, ring], x[:, ring])
+  # A constant residual, masked like H's: blended over a 100 x 150 image it is whole inside.
+  c = 0.01 * np.asarray(models.frame_mask(32, 32, 4))
+  img = np.full((100, 150, 3), 0.5, np.float32)
+  out = windows.blend(lambda w: w + c, [img], 32, 8, frame=4)[0]
+  np.testing.assert_allclose(out[4:-4, 4:-4], 0.51, atol=1e-4)
+  np.testing.assert_allclose(out[:2], 0.5, atol=1e-6)
+  with pytest.raises(ValueError, match="frames would not be covered"):
+    windows.taper(32, 6, frame=4)

@@ -32,6 +32,15 @@ def load_split(cfg, split: str) -> list[np.ndarray]:
                             d.get("tfds_max_images", 0))
 
 
+def whole_images(cfg, split: str) -> list[np.ndarray]:
+  """The split's photos as C-channel images (a paired source's collected outputs: the images
+  its owner serves)."""
+  images = load_split(cfg, split)
+  if sources.is_paired(cfg.data.source):
+    return [img[..., cfg.data.channels:] for img in images]
+  return images
+
+
 def pairs_from(cfg, images: list[np.ndarray], n: int, seed_offset: int) -> Pairs:
   """`n` (A, B) crops of already loaded photos; the same crops as make_pairs of their split."""
   d = cfg.data

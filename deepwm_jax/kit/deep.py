@@ -95,6 +95,11 @@ class NetworkKit:
     """Pixels by which neighbouring windows overlap (and over which a residual fades)."""
     return windows.default_overlap(self.image_size)
 
+  @property
+  def frame(self) -> int:
+    """Pixels at a window's edge that H leaves unchanged (config embedder.frame)."""
+    return int(self.config.embedder.get("frame", 0))
+
   def _check(self, images, what):
     return windows.check(images, self.image_size, self.channels, what)
 
@@ -103,7 +108,8 @@ class NetworkKit:
     output has its input's size, and comes back in the input's form (array or list)."""
     items, stacked = self._check(images, "images")
     fn = lambda x: common.predict(self._embed, self.embedder_vars, x, batch=windows.BATCH)
-    return windows.restack(windows.blend(fn, items, self.image_size, self.overlap), stacked)
+    return windows.restack(windows.blend(fn, items, self.image_size, self.overlap,
+                                         frame=self.frame), stacked)
 
   def extract(self, images) -> np.ndarray:
     """R(x) on every window of every image, [windows, s, s, C] (one window per image of the

@@ -28,6 +28,7 @@ class Generator(nn.Module):
   output: str = "sigmoid"
   residual_scale: float = 0.1
   use_cond: bool = True   # False: cond is ignored (a translation-equivariant embedder)
+  frame: int = 0          # > 0: y = x on the outer `frame` pixels of every image (see below)
 
   @nn.compact
   def __call__(self, x_BxHxWxC, cond_HxWxC=None, train: bool = False):
@@ -36,15 +37,32 @@ class Generator(nn.Module):
       cond = jnp.broadcast_to(cond_HxWxC, x_BxHxWxC.shape[:3] + cond_HxWxC.shape[-1:])
       inp = jnp.concatenate([x_BxHxWxC, cond.astype(x_BxHxWxC.dtype)], axis=-1)
     h = self.body(inp, train).astype(jnp.float32)
+    y = self._output(x_BxHxWxC, h)
+    if self.frame > 0:
+      # No change within `frame` px of the edge: an embedder trained on crops otherwise hides
+      # much of its watermark in their frame (where zero padding tells it where it is), which
+      # an image read in blended windows, or shifted by a pixel, no longer has.
+      mask = frame_mask(x_BxHxWxC.shape[1], x_BxHxWxC.shape[2], self.frame)
+      y = x_BxHxWxC + mask * (y - x_BxHxWxC)
+    return y
+
+  def _output(self, x, h):
     if self.output == "sigmoid":
       return nn.sigmoid(h)
     if self.output == "residual":
-      return jnp.clip(x_BxHxWxC + self.residual_scale * jnp.tanh(h), 0.0, 1.0)
+      return jnp.clip(x + self.residual_scale * jnp.tanh(h), 0.0, 1.0)
     if self.output == "tanh01":
       return 0.5 * (jnp.tanh(h) + 1.0)
     if self.output == "linear":
       return h
     raise ValueError(f"unknown output {self.output!r}; use one of {OUTPUTS}")
+
+
+def frame_mask(height: int, width: int, frame: int) -> jnp.ndarray:
+  """[H, W, 1]: 0 within `frame` px of the edge, 1 inside."""
+  m = np.zeros((height, width, 1), np.float32)
+  m[frame:height - frame, frame:width - frame] = 1.0
+  return jnp.asarray(m)
 
 
 def auto_num_downs(num_downs: int, image_size: int) -> int:
@@ -61,10 +79,11 @@ def embedder(cfg) -> Generator:
   if e.get("arch", "unet") == "cnn":
     body = PlainCNN(cfg.data.channels, e.ngf, e.get("depth", 8), cfg.conv_impl, _dtype(cfg),
                     residual=False)
-    return Generator(body, e.output, e.residual_scale, use_cond=False)
+    return Generator(body, e.output, e.residual_scale, use_cond=False,
+                     frame=int(e.get("frame", 0)))
   body = UNet(cfg.data.channels, auto_num_downs(e.num_downs, cfg.data.image_size), e.ngf,
               e.norm, cfg.conv_impl, dtype=_dtype(cfg))
-  return Generator(body, e.output, e.residual_scale)
+  return Generator(body, e.output, e.residual_scale, frame=int(e.get("frame", 0)))
 
 
 def embedder_last_layer(cfg) -> str:
