@@ -51,6 +51,12 @@ def _parser():
   protect.add_argument("--workdir", required=True, metavar="DIR",
                        help="where checkpoints, logs, the report and the kit go")
 
+  from deepwm_jax.tools import robustness
+  robustness.add_arguments(sub.add_parser(
+      "robustness", help="detection after JPEG, resizing, cropping, blur, noise and shifts "
+                         "of protected and clean images (a table and a figure)",
+      description=robustness.__doc__.split("\n\n")[1]))
+
   embed = sub.add_parser("embed", help="watermark every image of a folder with a kit's embedder")
   opts.add_kit(embed)
   embed.add_argument("--input", required=True, metavar="DIR", help="folder of PNG/JPEG images")
@@ -69,7 +75,7 @@ def _parser():
   opts.add_json(verify, "the verdict")
   verify.add_argument("--resize", action="store_true",
                       help="squash whole images to the kit's crop size (by default images of any "
-                          "size at least the crop are read in overlapping windows)")
+                           "size at least the crop are read in overlapping windows)")
   verify.add_argument("--alpha", type=float, metavar="RATE",
                       help="false-positive rate of the decision (default: the kit's, 1e-6)")
   verify.add_argument("--message-evidence", action="store_true",
@@ -304,14 +310,21 @@ def cmd_bench(args, overrides):
   return 0
 
 
+def cmd_robustness(args, overrides):
+  from deepwm_jax.tools import robustness
+  _no_overrides(overrides, "robustness")
+  return robustness.main(args, log=opts.log)
+
+
 def cmd_attack(args, overrides):
   from deepwm_jax.zoo import commands
   return commands.main(args, overrides, log=opts.log)
 
 
-COMMANDS = {"run": cmd_run, "protect": cmd_protect, "embed": cmd_embed, "verify": cmd_verify, "describe": cmd_describe,
-            "kit-info": cmd_kit_info,
-            "classify": cmd_classify, "attack": cmd_attack, "bench": cmd_bench}
+COMMANDS = {"run": cmd_run, "protect": cmd_protect, "embed": cmd_embed, "verify": cmd_verify,
+            "describe": cmd_describe, "kit-info": cmd_kit_info,
+            "classify": cmd_classify, "attack": cmd_attack, "bench": cmd_bench,
+            "robustness": cmd_robustness}
 
 
 def main(argv=None) -> int:
