@@ -19,7 +19,7 @@ def test_distortions_change_sizes_as_documented():
     for s in strengths:
       out = fn(img, s)
       assert out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1, (fam, s)
-      if fam not in ("shift", "crop_kept", "rescale_kept"):
+      if fam not in ("shift", "crop_kept", "rescale_kept"):  # the ones that change the size
         assert out.shape == img.shape, (fam, s)
   # The mildest JPEG barely changes the image; the strongest changes it more.
   jpeg = robustness.SWEEPS["jpeg"][2]

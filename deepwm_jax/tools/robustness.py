@@ -61,6 +61,7 @@ def resize_jpeg(img: np.ndarray, quality: float) -> np.ndarray:
 
 # family -> (what the strength is, strengths from the mildest, distortion(image, strength))
 SWEEPS = {
+    "none": ("no distortion", (0,), lambda img, s: img.copy()),
     "shift": ("pixels", (1, 3, 8, 16), shift),
     "jpeg": ("quality", (95, 75, 50, 30), _removal("jpeg")),
     "resize_jpeg": ("JPEG quality after a 0.75 resize", (90, 75, 50), resize_jpeg),
