@@ -44,11 +44,22 @@ def starts(length: int, size: int, stride: int) -> np.ndarray:
   return np.unique(s)
 
 
-def grid(height: int, width: int, size: int, overlap: int) -> list[tuple[int, int]]:
-  """Top-left corners (y, x) of the windows covering a height x width image, in raster order."""
+# Reading every other window along an axis only pays where there are many: an axis of at
+# most this many windows is read in full.
+THIN_ABOVE = 8
+
+
+def grid(height: int, width: int, size: int, overlap: int,
+         every: int = 1) -> list[tuple[int, int]]:
+  """Top-left corners (y, x) of the windows covering a height x width image, in raster order.
+  `every` > 1 keeps every `every`-th window along an axis of more than THIN_ABOVE windows
+  (a sparser reading grid, still aligned with the embedding's, no longer covering)."""
   stride = size - overlap
-  return [(int(y), int(x)) for y in starts(height, size, stride)
-          for x in starts(width, size, stride)]
+  axes = []
+  for length in (height, width):
+    st = starts(length, size, stride)
+    axes.append(st[::every] if every > 1 and len(st) > THIN_ABOVE else st)
+  return [(int(y), int(x)) for y in axes[0] for x in axes[1]]
 
 
 # The weight of a pixel in a window's masked frame: nearly none, so a neighbour's residual
@@ -109,18 +120,18 @@ def restack(items: list[np.ndarray], stacked: bool):
 
 
 def _stream(images: list[np.ndarray], size: int, overlap: int,
-            batch: int) -> Iterator[tuple[np.ndarray, list[tuple[int, int, int]]]]:
+            batch: int, every: int = 1) -> Iterator[tuple[np.ndarray, list[tuple[int, int, int]]]]:
   """(windows [<= batch, s, s, C], their (image, y, x)) over every image's grid, cut lazily."""
   refs = [(i, y, x) for i, img in enumerate(images)
-          for y, x in grid(img.shape[0], img.shape[1], size, overlap)]
+          for y, x in grid(img.shape[0], img.shape[1], size, overlap, every)]
   for k in range(0, len(refs), batch):
     chunk = refs[k:k + batch]
     yield np.stack([images[i][y:y + size, x:x + size] for i, y, x in chunk]), chunk
 
 
-def count(images: list[np.ndarray], size: int, overlap: int) -> list[int]:
-  """How many windows each image has."""
-  return [len(grid(img.shape[0], img.shape[1], size, overlap)) for img in images]
+def count(images: list[np.ndarray], size: int, overlap: int, every: int = 1) -> list[int]:
+  """How many windows each image has (in the grid thinned by `every`)."""
+  return [len(grid(img.shape[0], img.shape[1], size, overlap, every)) for img in images]
 
 
 def blend(fn: Callable[[np.ndarray], np.ndarray], images: list[np.ndarray], size: int,
@@ -150,11 +161,12 @@ def blend(fn: Callable[[np.ndarray], np.ndarray], images: list[np.ndarray], size
 
 
 def apply(fn: Callable[[np.ndarray], np.ndarray], images: list[np.ndarray], size: int,
-          overlap: int, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
-  """fn on every window of every image: (fn's outputs stacked over windows [K, ...], the image
-  each window came from [K]). An s x s image is one window."""
+          overlap: int, batch: int = BATCH, every: int = 1) -> tuple[np.ndarray, np.ndarray]:
+  """fn on every window of every image (of the grid thinned by `every`): (fn's outputs
+  stacked over windows [K, ...], the image each window came from [K]). An s x s image is one
+  window."""
   outs, owners = [], []
-  for x, refs in _stream(images, size, overlap, batch):
+  for x, refs in _stream(images, size, overlap, batch, every):
     outs.append(np.asarray(fn(x)))
     owners.extend(i for i, _, _ in refs)
   return np.concatenate(outs), np.asarray(owners, np.int64)

@@ -153,3 +153,13 @@ def test_a_framed_embedder_leaves_the_frame_and_blending_fills_it_from_neighbour
   np.testing.assert_allclose(out[:2], 0.5, atol=1e-6)
   with pytest.raises(ValueError, match="frames would not be covered"):
     windows.taper(32, 6, frame=4)
+
+
+def test_a_thinned_reading_grid_keeps_every_other_window_of_long_axes_only():
+  full = windows.grid(512, 100, 32, 8)
+  thin = windows.grid(512, 100, 32, 8, every=2)
+  ys_full, xs_full = sorted({y for y, _ in full}), sorted({x for _, x in full})
+  assert len(ys_full) == 21 and len(xs_full) == 4  # 512 px: 21 windows; 100 px: 4
+  assert sorted({y for y, _ in thin}) == ys_full[::2]  # aligned with the embedding's grid
+  assert sorted({x for _, x in thin}) == xs_full  # a short axis is read in full
+  assert windows.count([np.zeros((512, 100, 3))], 32, 8, every=2) == [len(thin)]

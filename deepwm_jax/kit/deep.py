@@ -96,6 +96,13 @@ class NetworkKit:
     return windows.default_overlap(self.image_size)
 
   @property
+  def read_every(self) -> int:
+    """R reads every `read_every`-th window of the embedding's grid along an axis of more than
+    windows.THIN_ABOVE windows: 2 here, a quarter of the windows of a large image, still
+    hundreds at 512 px, for 3-4x faster verification."""
+    return 2
+
+  @property
   def frame(self) -> int:
     """Pixels at a window's edge that H leaves unchanged (config embedder.frame)."""
     return int(self.config.embedder.get("frame", 0))
@@ -119,13 +126,14 @@ class NetworkKit:
   def window_counts(self, images) -> list[int]:
     """How many windows each image is read in."""
     items, _ = self._check(images, "images")
-    return windows.count(items, self.image_size, self.overlap)
+    return windows.count(items, self.image_size, self.overlap, self.read_every)
 
   def _apply(self, fn, variables, images):
-    """fn(variables, windows) on every window: (outputs [K, ...], image of each window [K])."""
+    """fn(variables, windows) on every reading window: (outputs [K, ...], image of each window
+    [K])."""
     items, _ = self._check(images, "images")
     return windows.apply(lambda x: common.predict(fn, variables, x, batch=windows.BATCH), items,
-                         self.image_size, self.overlap)
+                         self.image_size, self.overlap, every=self.read_every)
 
 
 @dataclasses.dataclass

@@ -39,6 +39,11 @@ class KeyedKit(NetworkKit):
     return 0
 
   @property
+  def read_every(self) -> int:
+    """1: every tile is read (the exact test pools them all)."""
+    return 1
+
+  @property
   def threshold(self) -> float:
     """The per-image fraction of matching bits at which one image alone is detected."""
     return secret_key.bits_needed(self.key.size, self.alpha) / self.key.size
