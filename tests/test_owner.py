@@ -113,3 +113,13 @@ def test_owner_config_refuses_bad_models_and_inputs(tmp_path):
     owner.owner_config(42, str(tmp_path), "tiny")
   with pytest.raises(DeepwmError, match="unknown config key"):
     owner.owner_config(darken, str(tmp_path), "tiny", {"data.nope": 1})
+
+
+def test_an_importable_model_is_named_not_registered(tmp_path):
+  """`deepwm protect --model python:module:function`: the config names the function, so a
+  resumed run in a new process imports it again."""
+  (tmp_path / "in").mkdir()
+  cfg = owner.owner_config("python:test_owner:darken", str(tmp_path / "in"), "tiny")
+  assert cfg.task.source == "python:test_owner:darken" and cfg.data.task == "none"
+  assert cfg.data.source == f"folder:{tmp_path / 'in'}" and cfg.data.scale == 1.0
+  assert task.model_callable(cfg.task.source) is darken
