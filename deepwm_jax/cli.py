@@ -55,7 +55,7 @@ def _parser():
   robustness.add_arguments(sub.add_parser(
       "robustness", help="detection after JPEG, resizing, cropping, blur, noise and shifts "
                          "of protected and clean images (a table and a figure)",
-      description=robustness.__doc__.split("\n\n")[1]))
+      description=robustness.__doc__.split("\n\n")[2]))
 
   embed = sub.add_parser("embed", help="watermark every image of a folder with a kit's embedder")
   opts.add_kit(embed)

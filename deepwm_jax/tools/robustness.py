@@ -2,7 +2,7 @@
 noise and shifts, applied to protected images and to their clean originals, one verdict per
 image. Draws detection rate and median p-value against each distortion's strength.
 
-  deepwm robustness --kit KIT --workdir DIR [--input DIR] [--size 256] [--json [FILE]]
+  deepwm robustness --kit KIT --workdir DIR [--input DIR] [--size 256] [--only FAMILIES]
 
 Images: the folder given (images of any size at least the kit's crop), or the builtin held-out
 photos at their own resolution; each is centre-cropped to at most `--size` px a side (time
