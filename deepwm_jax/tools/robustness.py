@@ -171,7 +171,7 @@ def run(kit_path: str, workdir: str, input_dir: str | None = None, size: int = 2
 
 
 def add_arguments(p):
-  p.add_argument("--kit", required=True, metavar="KIT")
+  p.add_argument("--kit", required=True, metavar="KIT", help="the kit whose images to test")
   p.add_argument("--workdir", required=True, metavar="DIR",
                  help="where robustness.json, .md and .png go")
   p.add_argument("--input", default=None, metavar="DIR",
