@@ -86,6 +86,10 @@ def base_config() -> ml_collections.ConfigDict:
       # watermark's strength to the seed (40.9 vs 45.7 dB, docs/zoo.md); the band holds it
       # where every plain zoo imitator copied it on the CPU, and costs nothing inside it.
       fidelity_band=dict(weight=0.0, psnr=(40.0, 42.0), ssim=(0.997, 0.9985)),
+      # context > 0 (a plain-CNN embedder only): H sees this many px of real content around
+      # each training crop and only the crop is kept, as H sees a large image at full size;
+      # crops without context (stage 2, the report) are mirrored out by as much.
+      context=0,
       optimizer=optimizer(1e-3, "cosine", 1e-4, agc=0.01),
       discriminator_optimizer=optimizer(2e-4))
 
@@ -310,6 +314,16 @@ def validate(cfg) -> None:
   for name in ("n_protect", "n_attack", "n_val"):
     need(d[name] >= 2, f"data.{name}={d[name]}; use at least 2")
   need(d.scale > 0, f"data.scale={d.scale}; use a positive factor")
+  context = cfg.stage1.get("context", 0)
+  need(context >= 0 and (context == 0 or cfg.embedder.get("arch", "unet") == "cnn"),
+       f"stage1.context={context}; use 0, or a positive margin with embedder.arch='cnn' (a "
+       f"U-Net embedder takes the watermark at the crop's size)")
+  if context and cfg.task.source == "train" and cfg.task.arch == "unet":
+    # The task U-Net runs on the larger crops: 0 levels means log2(size) - 1 (models.py).
+    f = 2 ** (cfg.task.get("num_downs", 0) or int(math.log2(d.image_size)) - 1)
+    need((d.image_size + 2 * context) % f == 0,
+         f"stage1.context={context}: the task U-Net needs crops of a multiple of {f} px, and "
+         f"{d.image_size} + 2 x {context} is not; use a context of a multiple of {f // 2}")
   frame = cfg.embedder.get("frame", 0)
   need(0 <= frame <= d.image_size // 8,
        f"embedder.frame={frame}; use 0 to {d.image_size // 8} (half the windows' overlap, "

@@ -44,8 +44,12 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   # ---- the target model M
   m_protect, m_attack, m_val = task.outputs(r, [splits.protect, splits.attack, splits.val])
 
-  # ---- stage 1: the barrier
-  bar = barrier.train(r, splits.protect.a, m_protect, wm)
+  # ---- stage 1: the barrier (on crops with their surroundings when stage1.context is set)
+  if cfg.stage1.get("context", 0):
+    a_c, m_c, m_ctx = barrier.context_pairs(r, cfg, splits.protect)
+    bar = barrier.train(r, a_c, m_c, wm, b_ctx=m_ctx)
+  else:
+    bar = barrier.train(r, splits.protect.a, m_protect, wm)
   wm_attack = bar.embed(m_attack)   # what the attacker gets from the API
   wm_val = bar.embed(m_val)
 

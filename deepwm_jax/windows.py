@@ -135,27 +135,37 @@ def count(images: list[np.ndarray], size: int, overlap: int, every: int = 1) -> 
 
 
 def blend(fn: Callable[[np.ndarray], np.ndarray], images: list[np.ndarray], size: int,
-          overlap: int, batch: int = BATCH, frame: int = 0) -> list[np.ndarray]:
+          overlap: int, batch: int = BATCH, frame: int = 0,
+          context: int = 0) -> list[np.ndarray]:
   """fn (s x s windows -> windows) applied to images of any size, residuals blended (module
   docstring; `frame`: see `taper`); each output has its image's size. Images of exactly s x s
-  go through fn as they are."""
+  go through fn as they are.
+
+  `context` > 0: fn takes windows with `context` px of the image around them ((s + 2 context)
+  px a side, the image mirrored at its edges) and its output's centre is kept: an embedder
+  trained that way (config stage1.context) sees at full size what it saw in training."""
+  c, big = context, size + 2 * context
+  core = (lambda a: a[:, c:c + size, c:c + size]) if c else (lambda a: a)
+  src = [np.pad(img, ((c, c), (c, c), (0, 0)), mode="reflect") if c else img for img in images]
   out: list[np.ndarray | None] = [None] * len(images)
   exact = [i for i, img in enumerate(images) if img.shape[:2] == (size, size)]
   for k in range(0, len(exact), batch):
     idx = exact[k:k + batch]
-    for i, y in zip(idx, np.asarray(fn(np.stack([images[i] for i in idx])), np.float32)):
+    for i, y in zip(idx, core(np.asarray(fn(np.stack([src[i] for i in idx])), np.float32))):
       out[i] = y
-  rest = [images[i] for i in range(len(images)) if out[i] is None]
-  if rest:
+  rest_idx = [i for i in range(len(images)) if out[i] is None]
+  if rest_idx:
     t = taper(size, overlap, frame)
-    num = [np.zeros(img.shape, np.float32) for img in rest]
-    den = [np.zeros(img.shape[:2] + (1,), np.float32) for img in rest]
-    for x, refs in _stream(rest, size, overlap, batch):
-      r = np.asarray(fn(x), np.float32) - x
+    num = [np.zeros(images[i].shape, np.float32) for i in rest_idx]
+    den = [np.zeros(images[i].shape[:2] + (1,), np.float32) for i in rest_idx]
+    # Windows of the (padded) source on the same grid: same stride, same top-left corners.
+    for x, refs in _stream([src[i] for i in rest_idx], big, overlap + 2 * c, batch):
+      r = core(np.asarray(fn(x), np.float32)) - core(x)
       for (i, y0, x0), rk in zip(refs, r):
         num[i][y0:y0 + size, x0:x0 + size] += t * rk
         den[i][y0:y0 + size, x0:x0 + size] += t
-    blended = iter(np.clip(img + n / d, 0.0, 1.0) for img, n, d in zip(rest, num, den))
+    blended = iter(np.clip(images[i] + n / d, 0.0, 1.0)
+                   for i, n, d in zip(rest_idx, num, den))
     out = [o if o is not None else next(blended) for o in out]
   return out
 

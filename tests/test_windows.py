@@ -163,3 +163,36 @@ def test_a_thinned_reading_grid_keeps_every_other_window_of_long_axes_only():
   assert sorted({y for y, _ in thin}) == ys_full[::2]  # aligned with the embedding's grid
   assert sorted({x for _, x in thin}) == xs_full  # a short axis is read in full
   assert windows.count([np.zeros((512, 100, 3))], 32, 8, every=2) == [len(thin)]
+
+
+@pytest.mark.parametrize("h, w", ODD)
+def test_windows_with_context_agree_exactly_with_the_whole_image(h, w):
+  """A 3x3 filter sees across a window's edge: alone on windows it differs from the whole
+  image there; given 1 px of context around each window it agrees everywhere."""
+  from scipy import ndimage
+  img = np.random.default_rng(2).uniform(size=(h, w, 3)).astype(np.float32)
+  box = lambda x: ndimage.uniform_filter(x, size=(1, 3, 3, 1), mode="reflect")
+  # The whole image, mirrored at its edge as the windows' context is (numpy's 'reflect').
+  whole = box(np.pad(img, ((1, 1), (1, 1), (0, 0)), mode="reflect")[None])[0, 1:-1, 1:-1]
+  no_ctx = windows.blend(box, [img], 32, 8)[0]
+  assert np.abs(no_ctx - whole).max() > 1e-3
+  np.testing.assert_allclose(windows.blend(box, [img], 32, 8, context=1)[0], whole, atol=1e-5)
+  np.testing.assert_allclose(windows.blend(box, [img], 32, 0, context=1)[0], whole, atol=1e-5)
+
+
+def test_context_training_runs_end_to_end_and_embeds_any_size(tmp_path):
+  """stage1.context on a tiny CNN-embedder run: stage 1 on crops with their surroundings,
+  the kit embeds odd sizes with real context. A U-Net embedder refuses it."""
+  from deepwm_jax import config, pipeline
+  cfg = config.load("tiny")
+  cfg.embedder.update(arch="cnn", depth=2)
+  cfg.stage1.context = 8  # 48 px crops: the task U-Net halves them 4 times
+  config.validate(cfg)
+  pipeline.run(cfg, str(tmp_path / "w"), log=lambda *_: None)
+  kit = deepwm_jax.load_kit(str(tmp_path / "w" / "kit"))
+  assert kit.context == 8
+  marked = kit.embed(odd_photos()[:1])
+  assert marked[0].shape == odd_photos()[0].shape
+  cfg.embedder.arch = "unet"
+  with pytest.raises(DeepwmError, match="stage1.context"):
+    config.validate(cfg)

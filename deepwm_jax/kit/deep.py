@@ -103,6 +103,11 @@ class NetworkKit:
     return 2
 
   @property
+  def context(self) -> int:
+    """Pixels of surrounding content H was trained to see around a window (stage1.context)."""
+    return int(self.config.stage1.get("context", 0))
+
+  @property
   def frame(self) -> int:
     """Pixels at a window's edge that H leaves unchanged (config embedder.frame)."""
     return int(self.config.embedder.get("frame", 0))
@@ -116,7 +121,7 @@ class NetworkKit:
     items, stacked = self._check(images, "images")
     fn = lambda x: common.predict(self._embed, self.embedder_vars, x, batch=windows.BATCH)
     return windows.restack(windows.blend(fn, items, self.image_size, self.overlap,
-                                         frame=self.frame), stacked)
+                                         frame=self.frame, context=self.context), stacked)
 
   def extract(self, images) -> np.ndarray:
     """R(x) on every window of every image, [windows, s, s, C] (one window per image of the

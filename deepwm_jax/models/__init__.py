@@ -58,6 +58,16 @@ class Generator(nn.Module):
     raise ValueError(f"unknown output {self.output!r}; use one of {OUTPUTS}")
 
 
+def with_context(apply_fn, b_NxHxWxC, context: int):
+  """apply_fn(b) for an embedder trained with `context` px of content around its crops: b
+  mirrored out by `context` px, then the centre kept (identity when context is 0)."""
+  if not context:
+    return apply_fn(b_NxHxWxC)
+  c = context
+  padded = jnp.pad(b_NxHxWxC, ((0, 0), (c, c), (c, c), (0, 0)), mode="reflect")
+  return apply_fn(padded)[:, c:-c, c:-c]
+
+
 def frame_mask(height: int, width: int, frame: int) -> jnp.ndarray:
   """[H, W, 1]: 0 within `frame` px of the edge, 1 inside."""
   m = np.zeros((height, width, 1), np.float32)

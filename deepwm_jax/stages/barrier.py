@@ -7,11 +7,13 @@ the stage (resumable, with a divergence guard on PSNR) and watermarks images wit
 import dataclasses
 
 import jax
+import ml_collections
 import numpy as np
 
 from deepwm_jax import payload as payload_lib
+from deepwm_jax.data import pairs as pairs_lib
 from deepwm_jax.data import watermarks
-from deepwm_jax.stages import common
+from deepwm_jax.stages import common, task
 from deepwm_jax.train import loop, stage1
 
 
@@ -45,12 +47,29 @@ class Barrier:
     return common.predict(self.embed_fn, self.embedder, b)
 
 
-def train(r: common.Runner, a: np.ndarray, b: np.ndarray, wm: Watermark) -> Barrier:
-  """Stage 'stage1' on the protect split's inputs `a` and the owner's outputs `b` = M(a)."""
+def context_pairs(r: common.Runner, cfg, protect: pairs_lib.Pairs
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """With stage1.context = c: the protect split's crops cut c px larger on each side, and M
+  run on them (the task model is fully convolutional): (A, M(A), M(A) with context), the
+  first two the centres."""
+  c = cfg.stage1.context
+  big = ml_collections.ConfigDict(cfg.to_dict())
+  big.data.image_size = cfg.data.image_size + 2 * c
+  p = pairs_lib.make_pairs(big, "protect", cfg.data.n_protect, pairs_lib.PROTECT)
+  m_ctx = task.outputs(r, [p], train=protect)[0]  # M as trained on the protect split
+  centre = lambda x: np.ascontiguousarray(x[:, c:-c, c:-c])
+  return centre(p.a), centre(m_ctx), m_ctx
+
+
+def train(r: common.Runner, a: np.ndarray, b: np.ndarray, wm: Watermark,
+          b_ctx: np.ndarray | None = None) -> Barrier:
+  """Stage 'stage1' on the protect split's inputs `a` and the owner's outputs `b` = M(a);
+  with stage1.context, `b_ctx` holds each b with that many px of its surroundings."""
   cfg = r.cfg
   state = stage1.init_state(cfg, jax.random.fold_in(r.key, 1), wm.w)
   step = stage1.make_step(cfg, wm.w, wm.blank)
-  batches = common.sampler({"a": a, "b": b}, cfg.stage1.batch, (cfg.seed, 21), r.mesh)
+  arrays = {"a": a, "b": b} if b_ctx is None else {"a": a, "b": b, "b_ctx": b_ctx}
+  batches = common.sampler(arrays, cfg.stage1.batch, (cfg.seed, 21), r.mesh)
   state = r.train("stage1", step, state, batches, cfg.stage1.steps,
                   guard=loop.Guard(metric="psnr", drop=10.0, warmup=cfg.stage1.steps // 10))
   return Barrier(state["embedder"], {"params": state["extractor"]["params"]},

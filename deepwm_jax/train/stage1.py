@@ -66,9 +66,16 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None):
   if band_weight:
     ssim_band_dB = tuple(float(losses.ssim_dB(x)) for x in band.ssim)
 
-  def generator_loss(params, state, a, b, w):
-    b_wm, emb_vars = common.apply(H, common.with_params(state["embedder"], params["embedder"]),
-                                  b, w, train=True)
+  ctx = cfg.stage1.get("context", 0)
+
+  def generator_loss(params, state, a, b, w, b_ctx=None):
+    if ctx:  # H on the crop with its real surroundings; the crop kept (config stage1.context)
+      b_wm, emb_vars = common.apply(
+          H, common.with_params(state["embedder"], params["embedder"]), b_ctx, w, train=True)
+      b_wm = b_wm[:, ctx:-ctx, ctx:-ctx]
+    else:
+      b_wm, emb_vars = common.apply(H, common.with_params(state["embedder"], params["embedder"]),
+                                    b, w, train=True)
     n = b.shape[0]
     # One extractor call on B', A and B together: R dominates the step cost.
     r_all = R.apply({"params": params["extractor"]}, jnp.concatenate([b_wm, a, b]))
@@ -105,7 +112,7 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None):
     else:  # the one watermark, fixed: the step is deterministic given the batch
       w_step = w
     grads, (scalars, emb_vars, b_wm) = jax.grad(generator_loss, has_aux=True)(
-        _gen_params(state), state, a, b, w_step)
+        _gen_params(state), state, a, b, w_step, batch.get("b_ctx"))
     params, opt_g_state = common.update(opt_g, grads, state["opt_g"], _gen_params(state),
                                         state["lr_scale"], value=scalars["loss"])
 
@@ -134,7 +141,9 @@ def make_embed_fn(cfg, w_HxWxC):
   """Jitted B -> B' with H in inference mode."""
   H = models.embedder(cfg)
   w = jnp.asarray(w_HxWxC)
-  return jax.jit(lambda variables, b: H.apply(variables, b, w, train=False))
+  ctx = cfg.stage1.get("context", 0)
+  return jax.jit(lambda variables, b: models.with_context(
+      lambda x: H.apply(variables, x, w, train=False), b, ctx))
 
 
 def make_extract_fn(cfg):
