@@ -7,10 +7,13 @@ window on each axis flush with the image's edge, so every pixel is covered:
   embed   B' = B + sum_k t_k (H(b_k) - b_k) / sum_k t_k   over the windows k covering a pixel,
           where t is a separable taper: 1 in the window's middle and a raised-cosine ramp over
           its outer `overlap` pixels. Each window's residual fades out where the next one fades
-          in, so no seam or grid is left, and the output has the input's size. Every B + r_k is
-          in [0, 1] and the blend is a convex combination of them, so B' is too.
-  read    R (or the statistic) on the same windows the embedding wrote: a window at a grid
-          position holds mostly its own residual, faded at its edges by its neighbours'.
+          in, so no seam is left, and the output has the input's size. Every B + r_k is in
+          [0, 1] and the blend is a convex combination of them, so B' is too. `frame` and
+          `context` adapt it to embedders trained to leave a crop's frame alone or to see
+          content around the crop (`taper`, `blend`).
+  read    R (or the statistic) on windows of the same grid, `every` other one along long axes
+          if the kit asks: a window at a grid position holds mostly its own residual, faded at
+          its edges by its neighbours'.
 
 Windows are cut and processed `batch` at a time, so memory is bounded by the batch and two
 image-sized accumulators (a 4096 x 4096 RGB image: about 0.4 GB), not by the image's area.
