@@ -101,6 +101,16 @@ def test_kit_warnings_name_a_kit_that_misses_its_own_surrogates():
   assert evaluate.kit_warnings(c, {**rep, "specific": spec}) == []
   spec["watermarked"] = {"detected": False, "success_rate": 0.0}
   assert "the M' outputs" in evaluate.kit_warnings(c, {**rep, "specific": spec})[0]
+  # A kit that claims innocent held-out images says so first, whatever else it detects.
+  rep["surrogates"][1] = sur("surrogate-stage2-cnn", 0.9)
+  rep["clean"] = {"detected": True, "success_rate": 0.44}
+  rep["null"] = [sur("null-independent", 0.42), sur("null-protector-unet", 0.62)]
+  warns = evaluate.kit_warnings(c, rep)
+  assert len(warns) == 1, warns
+  msg = warns[0]
+  assert "innocent" in msg and "clean images 44%" in msg and "null-protector-unet 62%" in msg
+  assert "null-independent" not in msg  # 42%: not detected as a set
+  del rep["clean"], rep["null"]
   rep["watermarked"] = {"detected": False, "success_rate": 0.2}
   (msg,) = evaluate.kit_warnings(c, rep)
   assert "the protected outputs" in msg and "threshold 0.990" in msg and "weak_copies=0.25" in msg

@@ -114,6 +114,24 @@ def kit_warnings(cfg, rep: dict) -> list[str]:
   cal = rep["calibration"]
   if cal["threshold"] > 1.0:
     return []
+  return _innocents_claimed(rep) + _misses(cfg, rep, cal)
+
+
+def _innocents_claimed(rep: dict) -> list[str]:
+  """The worst failure: held-out innocent images (clean, null models') detected as a set."""
+  groups = [("clean images", rep.get("clean"))] + [(n["name"], n) for n in rep.get("null", [])]
+  claimed = [f"{name} {100 * g['success_rate']:.0f}%" for name, g in groups
+             if g and g.get("detected")]
+  if not claimed:
+    return []
+  return ["this kit declares innocent held-out images watermarked (" + ", ".join(claimed)
+          + " over the threshold): R does not tell the watermark from clean content, so its "
+            "verdicts cannot be trusted; do not deploy it, and run again (new workdir) with "
+            "another config or seed"]
+
+
+def _misses(cfg, rep: dict, cal: dict) -> list[str]:
+  """The deployed outputs or the stage-2 surrogates not detected."""
   deployed = rep.get("specific", rep)  # M' is what the absorbed strategy deploys
   outputs = "M' outputs" if "specific" in rep else "protected outputs"
   by_source = rep.get("calibration_max_negative_by_source") or {}
