@@ -303,8 +303,9 @@ def full_size_section(report: dict) -> str:
            "protected, shifted 1 px": word(r["protected shifted 1 px"])}
           for r in fs["photos"]]
   return ("## Full size (one held-out photo per verdict)\n\n"
-          f"The kit embeds and reads images of any size in {fs['window']} px windows overlapping "
-          f"by {fs['overlap']} px. Each verdict below is on one image alone.\n\n"
+          f"The kit embeds and reads images of any size in {fs['window']} px windows ("
+          + (f"overlapping by {fs['overlap']} px, blended" if fs["overlap"] else "tiled")
+          + "). Each verdict below is on one image alone.\n\n"
           + markdown_table(rows, list(rows[0])))
 
 
