@@ -90,6 +90,13 @@ def base_config() -> ml_collections.ConfigDict:
       # each training crop and only the crop is kept, as H sees a large image at full size;
       # crops without context (stage 2, the report) are mirrored out by as much.
       context=0,
+      # The distortion layer (deepwm_jax/distortions.py): R reads B', A and B through
+      # distortions drawn per example, e.g. 'none, jpeg:50:95, blur:0.3:1, noise:0:0.03';
+      # '' = off. H then learns a watermark that survives them.
+      distortions="",
+      # The share of distorted examples: 0 until this fraction of the steps, then growing
+      # linearly to 1 at the second: H learns a watermark first, then to make it survive.
+      distortion_ramp=(0.25, 0.75),
       optimizer=optimizer(1e-3, "cosine", 1e-4, agc=0.01),
       discriminator_optimizer=optimizer(2e-4))
 
@@ -114,7 +121,10 @@ def base_config() -> ml_collections.ConfigDict:
       # outputs plus `alpha` times the watermark residual H(M(A)) - M(A), alpha ~ U[this, 1]
       # per image: an imitator that copies only part of the watermark, with a real imitator's
       # error around it (stages/harden.py).
-      weak_copies=0.0)
+      weak_copies=0.0,
+      # The distortion layer on everything R reads in stage 2 (the grammar of
+      # stage1.distortions): surrogates' outputs distorted as served images are.
+      distortions="")
 
   c.evaluate = dict(
       # Trained after stage 2, never seen by the extractor.
@@ -152,6 +162,8 @@ def base_config() -> ml_collections.ConfigDict:
           # fidelity: MSE(M'(A), H(M(A))); watermark: MSE(R(M'(A)), w) through the frozen R;
           # task: MSE(M'(A), B), small, since H(M(A)) already carries M's task quality.
           weights=dict(fidelity=1.0, watermark=1.0, task=0.01),
+          # R reads M'(A) through these distortions (the grammar of stage1.distortions).
+          distortions="",
           optimizer=optimizer(3e-4, "cosine", 3e-5, agc=0.01)),
       traditional=dict(
           key=1234,                # seeds the spread-spectrum pattern: keep it secret
@@ -363,6 +375,17 @@ def validate(cfg) -> None:
   need(0 <= cfg.stage2.get("weak_copies", 0.0) < 1,
        f"stage2.weak_copies={cfg.stage2.get('weak_copies')}; use 0 (off) or a smallest copy "
        "strength in (0, 1), e.g. 0.25")
+  from deepwm_jax import distortions  # here: it loads jax, which reading a config does not need
+  for name in ("stage1", "stage2", "protect.absorb"):
+    section = cfg.protect.absorb if name == "protect.absorb" else cfg[name]
+    try:
+      distortions.parse(section.get("distortions", ""))
+    except DeepwmError as e:
+      need(False, f"{name}.{e}")
+  ramp = tuple(cfg.stage1.get("distortion_ramp", (0.0, 0.0)))
+  need(len(ramp) == 2 and 0 <= ramp[0] <= ramp[1] <= 1,
+       f"stage1.distortion_ramp={ramp}; use (start, end), fractions of the steps with "
+       "0 <= start <= end <= 1 ((0, 0): every example distorted from the first step)")
   band = cfg.stage1.get("fidelity_band")
   if band is not None:
     need(band.weight >= 0, f"stage1.fidelity_band.weight={band.weight}; use 0 (off) or more")

@@ -30,6 +30,17 @@ def test_tiny_case_writes_json_record(tmp_path, capsys):
   assert not os.path.exists(str(out) + ".tmp")
 
 
+def test_distorted_stage1_case_runs_with_the_codec_callback(tmp_path):
+  """The real JPEG codec leaves the jitted step through a host callback; its case still
+  compiles, runs and is timed (its cost is the difference to stage1-quickstart)."""
+  out = tmp_path / "bench.json"
+  assert cli.main(["bench", "--only", "stage1-jpeg-codec", "--image-size", "16", "--ngf", "4",
+                   "--extractor-channels", "4", "--batch", "2", "--reps", "1",
+                   "--peak-size", "256", "--json", str(out)]) == 0
+  (rec,) = json.loads(out.read_text())
+  assert rec["name"] == "stage1-jpeg-codec" and rec["steps_per_s"] > 0
+
+
 def test_bad_selection_is_a_clear_error(capsys):
   assert cli.main(["bench", "--only", "nope"]) == 2
   assert "no bench case matches" in capsys.readouterr().err

@@ -55,10 +55,17 @@ class Case:
   members: int = 1
   slow: bool = False  # only with --all or --only
   compute_dtype: str = "float32"  # config.compute_dtype of stage1 / surrogate cases
+  distortions: str = ""  # stage1.distortions of a stage1 case (every example distorted)
 
 
+ROBUST = ("none, jpeg:50:95, rescale:0.5:0.9, blur:0.3:1.2, noise:0:0.04, "
+          "rescale:0.6:0.9+jpeg:60:90, shift:0:1")
 CASES = (
     Case("stage1-quickstart", "stage1", "quickstart"),
+    # The distortion layer's cost: every distortion simulated in the step, and the real JPEG
+    # codec through a host callback.
+    Case("stage1-distorted", "stage1", "quickstart", distortions=ROBUST),
+    Case("stage1-jpeg-codec", "stage1", "quickstart", distortions="jpeg_codec:50:95"),
     Case("surrogate-quickstart", "surrogate", "quickstart"),
     Case("zoo-quickstart", "zoo", "quickstart", members=4),
     Case("stage1-64", "stage1", "reference", 64, 1, 16, 32, 8),
@@ -148,6 +155,7 @@ def case_config(case, conv_impl):
   cfg.embedder.ngf = case.ngf
   cfg.extractor.channels = case.extractor_channels
   cfg.stage1.batch = case.batch
+  cfg.stage1.update(distortions=case.distortions, distortion_ramp=(0.0, 0.0))
   cfg.attack.surrogate.update(ngf=case.ngf, batch=case.batch)
   config_lib.validate(cfg)
   return cfg
@@ -158,7 +166,7 @@ def torch_case(case, cfg):
   common = {"image_size": case.image_size, "channels": case.channels, "batch": case.batch}
   if case.kind == "stage1":
     e, r = cfg.embedder, cfg.extractor
-    if e.norm != "batch":
+    if e.norm != "batch" or case.distortions:
       return None
     return {**common, "kind": "stage1",
             "embedder": {"ngf": e.ngf, "num_downs": e.num_downs, "output": e.output,

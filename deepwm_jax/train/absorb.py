@@ -15,7 +15,7 @@ The stage that drives this step and evaluates M' is deepwm_jax/stages/absorb.py.
 import jax
 import jax.numpy as jnp
 
-from deepwm_jax import losses, metrics, models
+from deepwm_jax import distortions, losses, metrics, models
 from deepwm_jax.train import common, imitation
 from deepwm_jax.train.optim import make_optimizer
 
@@ -36,11 +36,12 @@ def make_step(cfg, extractor_variables, w_HxWxC):
   opt = make_optimizer(a_cfg.optimizer, a_cfg.steps)
   wt, s = a_cfg.weights, a_cfg.loss_scale
   w = jnp.asarray(w_HxWxC)
+  distort = distortions.parse(a_cfg.get("distortions", ""))
 
-  def loss_fn(params, variables, ext_vars, batch):
+  def loss_fn(params, variables, ext_vars, batch, key):
     out, variables = common.apply(model, common.with_params(variables, params), batch["a"],
                                   train=True)
-    r = R.apply(ext_vars, out)
+    r = R.apply(ext_vars, distortions.apply(distort, out, key) if distort else out)
     fid = losses.mse(out, batch["target"])
     wm = losses.mse(r, w)
     task = losses.mse(out, batch["b"])
@@ -50,12 +51,11 @@ def make_step(cfg, extractor_variables, w_HxWxC):
 
   @common.jit_step
   def step(state, batch, key):
-    del key
     variables = state["model"]
     # R's variables travel with the batch rather than as baked-in constants of the program.
     ext_vars = jax.lax.stop_gradient(batch["extractor"])
     grads, (variables, m) = jax.grad(loss_fn, has_aux=True)(
-        variables["params"], variables, ext_vars, batch)
+        variables["params"], variables, ext_vars, batch, key)
     params, opt_state = common.update(opt, grads, state["opt"], variables["params"],
                                       state["lr_scale"])
     return {**state, "model": common.with_params(variables, params), "opt": opt_state,

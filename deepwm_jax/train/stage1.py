@@ -8,6 +8,9 @@ L_R = s * [watermark * MSE(R(B'), w) + clean * (MSE(R(A), blank) + MSE(R(B), bla
 H and R step together on L_H + L_R; D steps on s * d * LSGAN_D(D(B), D(B')). s = loss_scale
 (1e4 in the reference code).
 
+With stage1.distortions set, R reads B', A and B through the distortion layer
+(deepwm_jax/distortions.py), a distortion drawn per example.
+
 With `key_cell` set (protect.method='keyed'), w is not one fixed image: every example of every
 step draws a fresh random key and w is its cell pattern (data/watermarks.key_pattern), so R
 learns to read any key and never learns the owner's.
@@ -16,7 +19,7 @@ learns to read any key and never learns the owner's.
 import jax
 import jax.numpy as jnp
 
-from deepwm_jax import losses, metrics, models
+from deepwm_jax import distortions, losses, metrics, models
 from deepwm_jax.data import watermarks
 from deepwm_jax.train import common
 from deepwm_jax.train.optim import make_optimizer
@@ -67,8 +70,11 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None):
     ssim_band_dB = tuple(float(losses.ssim_dB(x)) for x in band.ssim)
 
   ctx = cfg.stage1.get("context", 0)
+  distort = distortions.parse(cfg.stage1.get("distortions", ""))
 
-  def generator_loss(params, state, a, b, w, b_ctx=None):
+  ramp = tuple(cfg.stage1.get("distortion_ramp", (0.0, 0.0)))
+
+  def generator_loss(params, state, a, b, w, b_ctx=None, dkey=None):
     if ctx:  # H on the crop with its real surroundings; the crop kept (config stage1.context)
       b_wm, emb_vars = common.apply(
           H, common.with_params(state["embedder"], params["embedder"]), b_ctx, w, train=True)
@@ -77,8 +83,14 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None):
       b_wm, emb_vars = common.apply(H, common.with_params(state["embedder"], params["embedder"]),
                                     b, w, train=True)
     n = b.shape[0]
-    # One extractor call on B', A and B together: R dominates the step cost.
-    r_all = R.apply({"params": params["extractor"]}, jnp.concatenate([b_wm, a, b]))
+    # One extractor call on B', A and B together: R dominates the step cost. With a
+    # distortion layer R reads all three distorted, so it learns to draw w from a distorted
+    # B' and the blank from distorted clean images alike.
+    r_in = jnp.concatenate([b_wm, a, b])
+    if distort:
+      r_in = distortions.apply(distort, r_in, dkey,
+                               distortions.ramp_share(state["step"], cfg.stage1.steps, ramp))
+    r_all = R.apply({"params": params["extractor"]}, r_in)
     r_wm, r_a, r_b = r_all[:n], r_all[n:2 * n], r_all[2 * n:]
     fid = losses.mse(b_wm, b)
     wm = losses.mse(r_wm, w)
@@ -112,7 +124,8 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None):
     else:  # the one watermark, fixed: the step is deterministic given the batch
       w_step = w
     grads, (scalars, emb_vars, b_wm) = jax.grad(generator_loss, has_aux=True)(
-        _gen_params(state), state, a, b, w_step, batch.get("b_ctx"))
+        _gen_params(state), state, a, b, w_step, batch.get("b_ctx"),
+        jax.random.fold_in(key, 1))
     params, opt_g_state = common.update(opt_g, grads, state["opt_g"], _gen_params(state),
                                         state["lr_scale"], value=scalars["loss"])
 

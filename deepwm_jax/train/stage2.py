@@ -7,7 +7,7 @@ for clean images and the outputs of a null surrogate that never saw the watermar
 import jax
 import jax.numpy as jnp
 
-from deepwm_jax import losses, models
+from deepwm_jax import distortions, losses, models
 from deepwm_jax.train import common
 from deepwm_jax.train.optim import make_optimizer
 
@@ -27,12 +27,16 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, patterns_KxHxWxC=None):
   wt, s = cfg.stage2.weights, cfg.stage2.loss_scale
   blank = jnp.asarray(blank_HxWxC)
   patterns = None if patterns_KxHxWxC is None else jnp.asarray(patterns_KxHxWxC)
+  distort = distortions.parse(cfg.stage2.get("distortions", ""))
 
-  def loss_fn(params, batch):
+  def loss_fn(params, batch, key):
     sur, wm, neg = batch["surrogate"], batch["watermarked"], batch["negative"]
     w = jnp.asarray(w_HxWxC) if patterns is None else patterns[batch["key_index"]]
     n1, n2 = sur.shape[0], wm.shape[0]
-    r = R.apply({"params": params}, jnp.concatenate([sur, wm, neg]))
+    r_in = jnp.concatenate([sur, wm, neg])
+    if distort:  # served images are distorted, a surrogate's as much as the owner's
+      r_in = distortions.apply(distort, r_in, key)
+    r = R.apply({"params": params}, r_in)
     r_sur, r_wm, r_neg = r[:n1], r[n1:n1 + n2], r[n1 + n2:]
     sur_mse, wm_mse, neg_mse = losses.mse(r_sur, w), losses.mse(r_wm, w), losses.mse(r_neg, blank)
     cons = losses.consistency(r_sur)
@@ -43,9 +47,8 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, patterns_KxHxWxC=None):
 
   @common.jit_step
   def step(state, batch, key):
-    del key
     params = state["extractor"]["params"]
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, batch, key)
     params, opt_state = common.update(opt, grads, state["opt"], params, state["lr_scale"],
                                       value=metrics["loss"])
     return {**state, "extractor": {"params": params}, "opt": opt_state,
