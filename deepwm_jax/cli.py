@@ -78,6 +78,10 @@ def _parser():
                            "size at least the crop are read in overlapping windows)")
   verify.add_argument("--alpha", type=float, metavar="RATE",
                       help="false-positive rate of the decision (default: the kit's, 1e-6)")
+  verify.add_argument("--search", default="none", choices=("none", "shift", "scale"),
+                      help="keyed kits: also read images shifted or cropped at any offset "
+                           "('shift') or rescaled ('scale'); the p-value counts every "
+                           "alignment tried, so it stays exact (default none)")
   verify.add_argument("--message-evidence", action="store_true",
                       help="payload kits: also detect on a decoded message equal to the kit's "
                            "(Bonferroni; see docs/verdicts.md for why it is off by default)")
@@ -189,6 +193,9 @@ def cmd_verify(args, overrides):
   images, _ = _read(kit, args)
   if getattr(kit, "method", None) == "keyed":
     return _verify_keyed(kit, images, args)
+  if args.search != "none":
+    raise DeepwmError("--search is for keyed kits (their key tiles with a known period); this "
+                      "kit reads images as they are: drop --search")
   v = kit.verify(images, alpha=args.alpha,
                  **({"message_evidence": True} if args.message_evidence else {}))
   result = {**v.to_dict(), "kit": os.path.abspath(args.kit), "input": os.path.abspath(args.input)}
@@ -218,11 +225,15 @@ def _verify_keyed(kit, images, args) -> int:
   if args.message_evidence:
     raise DeepwmError("--message-evidence is for payload kits; a keyed kit's verdict is the "
                       "exact test on its key")
-  v = kit.verify(images, alpha=args.alpha)
+  v = kit.verify(images, alpha=args.alpha, search=args.search)
   word = "DETECTED" if v.detected else "not detected"
   print(f"watermark {word}: {v.matches}/{v.n_bits} key bits match over {v.n_images} images, "
         f"exact p-value {v.p_value:.3g} (alpha {v.alpha:g}); images detected alone "
         f"{round(v.image_rate * v.n_images)}/{v.n_images}")
+  if v.alignment:
+    a = v.alignment
+    print(f"  best of {v.hypotheses} alignments (p-value multiplied by {v.hypotheses}): scale "
+          f"{a['scale']:.3g}, grid offset {a['offset'][0]},{a['offset'][1]} px")
   opts.write_json(args.json, {**v.to_dict(), "kit": os.path.abspath(args.kit),
                               "input": os.path.abspath(args.input)})
   return 0 if v.detected else 1

@@ -80,6 +80,8 @@ class KeyVerdict:
   p_value: float                  # exact p-value of the set (times `hypotheses`)
   hypotheses: int
   alpha: float
+  # With an alignment search (alignment.py): the scale and offset where the set read best.
+  alignment: dict | None = None
 
   @property
   def detected(self) -> bool:
@@ -106,7 +108,7 @@ class KeyVerdict:
     return {"test": "exact binomial on the secret key", "n_images": self.n_images,
             "n_bits": self.n_bits, "matches": int(self.matches),
             "p_value": float(self.p_value), "hypotheses": self.hypotheses,
-            "alpha": self.alpha, "detected": bool(self.detected),
+            "alpha": self.alpha, "detected": bool(self.detected), "alignment": self.alignment,
             "image_rate": self.image_rate,
             "mean_image_matches": float(np.mean(self.matches_per_image)) if self.n_images else 0.0}
 

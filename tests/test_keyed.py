@@ -154,6 +154,54 @@ def test_one_image_of_any_size_carries_a_verdict(keyed_run):
   assert kit.readings([photo]).shape == (1, 64)
 
 
+def test_alignment_search_reads_shifted_and_cropped_images(keyed_run, capsys, tmp_path):
+  """A protected image cropped at an offset that is not a multiple of the crop loses the
+  key's phase: the plain verdict misses it, the 'shift' search finds it and where, with its
+  p-value multiplied by every alignment tried; the clean original stays undetected."""
+  from test_windows import odd_photos
+  _, workdir, _ = keyed_run
+  kit = deepwm_jax.load_kit(os.path.join(workdir, "kit"))
+  photo = odd_photos()[1]  # 100 x 150
+  marked = kit.embed([photo])[0][7:, 13:]
+  assert not kit.verify([marked]).detected
+  v = kit.verify([marked], search="shift")
+  assert v.hypotheses == 4 * 4 * 64 and v.detected and v.p_value >= 1024 * 2.0 ** -64
+  assert v.alignment["scale"] == 1.0
+  assert [o % 4 for o in v.alignment["offset"]] == [7 % 4, 13 % 4]  # the cell phase found
+  assert not kit.verify([photo[7:, 13:]], search="shift").detected
+  with pytest.raises(DeepwmError, match="search 'rotate' is not one of none, shift, scale"):
+    kit.verify([marked], search="rotate")
+  folder = tmp_path / "suspect"
+  imageio.write_images(str(folder), [marked], ["a.png"])
+  assert cli.main(["verify", "--kit", os.path.join(workdir, "kit"), "--input", str(folder),
+                   "--search", "shift"]) == 0
+  assert "best of 1024 alignments" in capsys.readouterr().out
+
+
+def test_alignment_search_keeps_the_exact_bound():
+  """Readings that know nothing of the key, searched over every alignment: the corrected
+  p-value is a bound (at most alpha of keys give p <= alpha), and a reader that sees the key
+  rolled by whole cells is found at that roll."""
+  from deepwm_jax import alignment
+  rng = np.random.default_rng(0)
+  size, cell = 32, 4
+  img = np.zeros((64, 64, 3), np.float32)
+  views = alignment._views(img, size, cell, (1.0,))
+  assert len(views) == 16 and [v.shape[:2] for _, o, v in views if o in (0, 5)] == [
+      (64, 64), (32, 32)]  # whole windows only, every one on the grid
+  noise = lambda views: rng.normal(size=(len(views), 64))
+  p = [alignment.search(noise, [img], secret_key.new_key(64, seed=i), size, cell, 1e-6,
+                        "shift").p_value for i in range(300)]
+  assert np.mean(np.array(p) <= 0.5) <= 0.5 and min(p) > 1e-6
+  key = secret_key.new_key(64, seed=1)
+  rolled = alignment.key_rolls(key, size, cell)[2 * 8 + 5]  # 2 cells down, 5 across
+  exact = lambda views: np.stack([rolled if o == 3 else rng.normal(size=64) * 0.01
+                                  for o, _ in enumerate(views)])
+  v = alignment.search(exact, [img], key, size, cell, 1e-6, "shift")
+  assert v.matches == 64 and v.detected
+  assert v.alignment["offset"] == [(4 * 2 - 0) % 32, (4 * 5 - 3) % 32]
+
+
 @pytest.mark.slow
 def test_exact_bound_on_unseen_families(keyed_run):
   """Per family, the randomised p-values over fresh keys are uniform (KS), and at most ~1% of

@@ -9,7 +9,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from deepwm_jax import models, secret_key
+from deepwm_jax import alignment, models, secret_key, windows
 from deepwm_jax.data import watermarks
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.kit import files
@@ -65,11 +65,30 @@ class KeyedKit(NetworkKit):
     """Per image, the fraction of key bits read correctly (0.5 for an image without the key)."""
     return secret_key.matches(self.readings(images), self.key) / self.key.size
 
-  def verify(self, images, alpha: float | None = None) -> secret_key.KeyVerdict:
+  def verify(self, images, alpha: float | None = None,
+             search: str = "none") -> secret_key.KeyVerdict:
     """Exact verdict: the readings of every window of every image summed per bit, matching
-    bits counted, binomial tail. One image of any size can carry a verdict by itself."""
-    return secret_key.decide(self.readings(images), self.key,
-                             self.alpha if alpha is None else alpha)
+    bits counted, binomial tail. One image of any size can carry a verdict by itself.
+
+    `search` ('none', 'shift' or 'scale') reads images that were shifted, cropped at any
+    offset or rescaled (alignment.py): every alignment is tried and the best one's p-value is
+    multiplied by the number tried, so the bound holds with the search."""
+    alpha = self.alpha if alpha is None else alpha
+    if alignment.mode(search) == "none":
+      return secret_key.decide(self.readings(images), self.key, alpha)
+    items, _ = self._check(images, "images")
+    return alignment.search(self._aligned_readings, items, self.key, self.image_size,
+                            int(self.info["keyed"]["cell"]), alpha, search)
+
+  def _aligned_readings(self, images: list[np.ndarray]) -> np.ndarray:
+    """Readings [N, bits] of images whose sides are multiples of the crop, every window on
+    the grid (no flush last window)."""
+    r, owner = windows.apply(lambda x: common.predict(self._read, self.extractor_vars, x,
+                                                      batch=windows.BATCH),
+                             images, self.image_size, 0)
+    out = np.zeros((len(images), r.shape[1]), np.float64)
+    np.add.at(out, owner, r.astype(np.float64))
+    return out
 
   def describe(self) -> dict:
     return {"method": METHOD, "image_size": self.image_size, "channels": self.channels,

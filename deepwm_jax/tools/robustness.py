@@ -74,16 +74,18 @@ SWEEPS = {
 }
 
 
-def _verdict(kit, img) -> tuple[bool, float]:
+def _verdict(kit, img, search: str = "none") -> tuple[bool, float]:
   if min(img.shape[:2]) < kit.image_size:
     return False, 1.0
-  v = kit.verify([img])
+  v = kit.verify([img], **({"search": search} if search != "none" else {}))
   return bool(v.detected), float(v.p_value)
 
 
-def sweep(kit, images: list[np.ndarray], families=None, log=print) -> list[dict]:
+def sweep(kit, images: list[np.ndarray], families=None, log=print,
+          search: str = "none") -> list[dict]:
   """One record per (family, strength): detection rate and median p-value of the protected
-  images and of their clean originals, each image judged alone."""
+  images and of their clean originals, each image judged alone (a keyed kit with `search`:
+  over every alignment, alignment.py)."""
   marked = kit.embed(list(images))
   rows = []
   for fam in families or SWEEPS:
@@ -91,7 +93,7 @@ def sweep(kit, images: list[np.ndarray], families=None, log=print) -> list[dict]
     for s in strengths:
       row = {"family": fam, "strength": s, "what": what}
       for role, imgs in (("protected", marked), ("clean", images)):
-        out = [_verdict(kit, fn(np.asarray(i, np.float32), s)) for i in imgs]
+        out = [_verdict(kit, fn(np.asarray(i, np.float32), s), search) for i in imgs]
         row[f"{role}_detected"] = float(np.mean([d for d, _ in out]))
         row[f"{role}_median_p"] = float(np.median([p for _, p in out]))
       rows.append(row)
@@ -125,12 +127,14 @@ def figure(rows: list[dict], title: str):
 
 
 def run(kit_path: str, workdir: str, input_dir: str | None = None, size: int = 256,
-        families=None, log=print) -> dict:
+        families=None, log=print, search: str = "none") -> dict:
   """Loads the kit and the images, sweeps, writes workdir/robustness.{json,md,png}."""
   import deepwm_jax
   from deepwm_jax import report
   from deepwm_jax.stages import full_size
   kit = deepwm_jax.load_kit(kit_path)
+  if search != "none" and getattr(kit, "method", None) != "keyed":
+    raise DeepwmError("--search is for keyed kits; drop it for this kit")
   if size < kit.image_size:
     raise DeepwmError(f"--size {size} is smaller than the kit's crop ({kit.image_size})")
   bad = [f for f in families or () if f not in SWEEPS]
@@ -147,8 +151,9 @@ def run(kit_path: str, workdir: str, input_dir: str | None = None, size: int = 2
     raise DeepwmError(f"image {small[0]} is smaller than the kit's crop ({kit.image_size} px); "
                       f"remove it or use larger images")
   t0 = time.time()
-  rows = sweep(kit, images, families, log)
+  rows = sweep(kit, images, families, log, search)
   result = {"kit": os.path.abspath(kit_path), "n_images": len(images), "max_side": size,
+            "search": search,
             "sizes": [list(i.shape[:2]) for i in images], "rows": rows,
             "seconds": round(time.time() - t0, 1)}
   os.makedirs(workdir, exist_ok=True)
@@ -165,7 +170,9 @@ def run(kit_path: str, workdir: str, input_dir: str | None = None, size: int = 2
       ["distortion", "strength", "protected detected", "median p", "clean detected"])
   report.write_text_atomic(os.path.join(workdir, "robustness.md"),
                            f"# Robustness of {kit_path}\n\n{len(images)} images of at most "
-                           f"{size} px a side, each judged alone.\n\n{table}\n"
+                           f"{size} px a side, each judged alone"
+                           + (f", over every alignment ({search})" if search != "none" else "")
+                           + f".\n\n{table}\n"
                            f"![robustness](robustness.png)\n")
   return result
 
@@ -180,10 +187,12 @@ def add_arguments(p):
                  help="centre-crop images to at most this many px a side (default 256)")
   p.add_argument("--only", default=None, metavar="FAMILIES",
                  help=f"comma-separated subset of: {', '.join(SWEEPS)}")
+  p.add_argument("--search", default="none", choices=("none", "shift", "scale"),
+                 help="keyed kits: verify over every alignment, as `deepwm verify --search`")
   return p
 
 
 def main(args, log=print) -> int:
   fams = [f.strip() for f in args.only.split(",")] if args.only else None
-  run(args.kit, args.workdir, args.input, args.size, fams, log)
+  run(args.kit, args.workdir, args.input, args.size, fams, log, args.search)
   return 0
