@@ -6,8 +6,8 @@ served image may have been shifted or cropped at any offset (the grid's phase is
 rescaled and kept at its new size (the period is lost). `search` reads the image under every
 hypothesis and keeps the best:
 
-  scale f   the image is resized by 1/f first ('scale': 17 factors from 0.5 to 2, a ratio of
-            2^(1/8); 'shift': f = 1 only);
+  scale f   the image is resized by 1/f first ('scale': 65 factors from 0.5 to 2, a ratio of
+            2^(1/32), of which 17 are read, then the 6 around the best; 'shift': f = 1);
   offset    windows start at (ry, rx) in [0, c)^2 px (c^2 reads), and the key is compared
             with each of its g^2 cyclic rolls: a window that starts q cells into the period
             reads the key rolled by q (no extra read).
@@ -15,7 +15,7 @@ hypothesis and keeps the best:
 Each hypothesis's matching bits are Binomial(n, 1/2) for an image without the key (a roll of
 a uniform key is uniform), so the best p-value times the number of hypotheses (Bonferroni) is
 still a bound on the false-claim probability, whatever the suspect (secret_key.py). The price
-is power: 32 px kits with 64-bit keys try 1024 hypotheses for 'shift' and 17408 for 'scale',
+is power: 32 px kits with 64-bit keys count 1024 hypotheses for 'shift' and 66560 for 'scale',
 and need 56 or 58 of 64 bits (51 without a search) at alpha = 1e-6.
 
 A set of images is searched with one hypothesis for the whole set (their readings summed per
@@ -31,7 +31,11 @@ from deepwm_jax.data import imageio
 from deepwm_jax.errors import DeepwmError
 
 MODES = ("none", "shift", "scale")
-SCALES = tuple(float(f) for f in 2.0 ** (np.arange(-8, 9) / 8))  # 0.5 ... 2, 1 included
+# 'scale' counts 65 factors from 0.5 to 2 (a ratio of 2^(1/32): at most 1.1% from any scale)
+# and reads every fourth (17) first, then the three on each side of the best of those.
+FINE_SCALES = tuple(float(f) for f in 2.0 ** (np.arange(-32, 33) / 32))
+COARSE_EVERY = 4
+SCALES = FINE_SCALES[::COARSE_EVERY]  # 0.5 ... 2, 1 included
 
 
 def mode(search: str) -> str:
@@ -43,7 +47,8 @@ def mode(search: str) -> str:
 
 
 def scales(search: str) -> tuple[float, ...]:
-  return SCALES if mode(search) == "scale" else (1.0,)
+  """Every factor the search may try (the Bonferroni count), whether or not it reads it."""
+  return FINE_SCALES if mode(search) == "scale" else (1.0,)
 
 
 def n_hypotheses(search: str, size: int, cell: int) -> int:
@@ -75,40 +80,58 @@ def _views(img: np.ndarray, size: int, cell: int, factors) -> list[tuple[int, in
   return out
 
 
-def search(read: Callable[[list[np.ndarray]], np.ndarray], images: list[np.ndarray], key,
-           size: int, cell: int, alpha: float, search_mode: str) -> secret_key.KeyVerdict:
-  """The exact verdict over every alignment. `read(views)` -> readings [len(views), bits] of
-  views whose sides are multiples of `size` (every window on the grid)."""
-  key = secret_key.check_key(key)
-  factors = scales(search_mode)
-  n_h = n_hypotheses(search_mode, size, cell)
-  rolls = key_rolls(key, size, cell)                      # [R, bits]
-  v = np.zeros((len(images), len(factors), cell * cell, key.size))  # no view: all mismatches
+def _readings(read, images, size, cell, factors, bits) -> np.ndarray:
+  """[N, len(factors), cell^2, bits]: each image read at every factor and offset (zeros, all
+  mismatches, where a view has no whole window)."""
+  v = np.zeros((len(images), len(factors), cell * cell, bits))
   views, where = [], []
   for i, img in enumerate(images):
     for j, o, view in _views(img, size, cell, factors):
       views.append(view)
       where.append((i, j, o))
   if views:
-    r = read(views)
-    for (i, j, o), ri in zip(where, r):
+    for (i, j, o), ri in zip(where, read(views)):
       v[i, j, o] = ri
+  return v
+
+
+def search(read: Callable[[list[np.ndarray]], np.ndarray], images: list[np.ndarray], key,
+           size: int, cell: int, alpha: float, search_mode: str) -> secret_key.KeyVerdict:
+  """The exact verdict over every alignment. `read(views)` -> readings [len(views), bits] of
+  views whose sides are multiples of `size` (every window on the grid)."""
+  key = secret_key.check_key(key)
+  n_h = n_hypotheses(search_mode, size, cell)
+  rolls = key_rolls(key, size, cell)                      # [R, bits]
 
   def best(v_SxOxBits):
     m = (np.isfinite(v_SxOxBits[..., None, :])
          & (np.sign(v_SxOxBits)[..., None, :] == rolls)).sum(-1)  # [S, O, R]
     return int(m.max()), np.unravel_index(int(m.argmax()), m.shape)
 
+  if mode(search_mode) == "scale":
+    # Coarse to fine: the hypotheses counted are all 65 factors, of which these are a subset
+    # chosen from the data, so the corrected p-value is still a bound.
+    coarse = list(range(0, len(FINE_SCALES), COARSE_EVERY))
+    v = _readings(read, images, size, cell, [FINE_SCALES[i] for i in coarse], key.size)
+    top = coarse[best(v.sum(0))[1][0]]
+    fine = [i for i in range(top - COARSE_EVERY + 1, top + COARSE_EVERY)
+            if 0 <= i < len(FINE_SCALES) and i % COARSE_EVERY]
+    v = np.concatenate([v, _readings(read, images, size, cell, [FINE_SCALES[i] for i in fine],
+                                     key.size)], 1)
+    factors = [FINE_SCALES[i] for i in coarse + fine]
+  else:
+    factors = [1.0]
+    v = _readings(read, images, size, cell, factors, key.size)
+
   n = key.size
   per = np.array([best(vi)[0] for vi in v])
   pooled, (j, o, q) = best(v.sum(0))
   ry, rx = divmod(int(o), cell)
   qy, qx = divmod(int(q), size // cell)
-  verdict = secret_key.KeyVerdict(
+  return secret_key.KeyVerdict(
       len(images), n, per, np.minimum(1.0, n_h * secret_key.binomial_pvalue(per, n)), pooled,
       float(min(1.0, n_h * float(secret_key.binomial_pvalue(pooled, n)))), n_h, float(alpha),
       # Where the set's key grid was found: the scale undone, and the grid's offset in the
       # (rescaled) image, as the crop that would have moved it there.
       alignment={"search": mode(search_mode), "scale": factors[j],
                  "offset": [(cell * qy - ry) % size, (cell * qx - rx) % size]})
-  return verdict

@@ -189,6 +189,11 @@ def test_alignment_search_keeps_the_exact_bound():
   views = alignment._views(img, size, cell, (1.0,))
   assert len(views) == 16 and [v.shape[:2] for _, o, v in views if o in (0, 5)] == [
       (64, 64), (32, 32)]  # whole windows only, every one on the grid
+  # 'scale' reads the image resized by 1/f (17 coarse factors first): f = 0.5 doubles it.
+  assert alignment.n_hypotheses("scale", size, cell) == 65 * 16 * 64
+  scaled = alignment._views(img, size, cell, alignment.SCALES)
+  assert {v.shape[:2] for j, o, v in scaled if o == 0 and alignment.SCALES[j] == 0.5} == {
+      (128, 128)}
   noise = lambda views: rng.normal(size=(len(views), 64))
   p = [alignment.search(noise, [img], secret_key.new_key(64, seed=i), size, cell, 1e-6,
                         "shift").p_value for i in range(300)]
