@@ -71,7 +71,6 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None):
 
   ctx = cfg.stage1.get("context", 0)
   distort = distortions.parse(cfg.stage1.get("distortions", ""))
-
   ramp = tuple(cfg.stage1.get("distortion_ramp", (0.0, 0.0)))
 
   def generator_loss(params, state, a, b, w, b_ctx=None, dkey=None):
@@ -121,7 +120,7 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None):
     if key_cell:  # a new key per example, from the step's key (deterministic given the step)
       bits = watermarks.random_key_bits(key, b.shape[0], w.shape[0], key_cell)
       w_step = watermarks.key_pattern(bits, w.shape[0], key_cell, w.shape[-1])
-    else:  # the one watermark, fixed: the step is deterministic given the batch
+    else:  # the one watermark, fixed (the step's key then only draws distortions)
       w_step = w
     grads, (scalars, emb_vars, b_wm) = jax.grad(generator_loss, has_aux=True)(
         _gen_params(state), state, a, b, w_step, batch.get("b_ctx"),
