@@ -89,6 +89,9 @@ def test_embed_then_verify_exit_codes(kit_dir, images_dir, tmp_path, capsys):
   # The tiny kit keeps its null per source: each kind's p-value alone, in the JSON and printed.
   assert {"clean_A", "clean_B", "M_A", "flat"} <= set(result["p_by_kind"])
   assert "against each kind of innocent alone: clean_A" in capsys.readouterr().out
+  # The alignment search is a keyed kit's: a deep kit refuses it in one line.
+  assert deepwm("verify", "--kit", kit_dir, "--input", images_dir, "--search", "shift") == 2
+  assert "--search is for keyed kits" in capsys.readouterr().err
   detecting = _always_detecting_kit(kit_dir, str(tmp_path / "kit_all"))
   assert deepwm("verify", "--kit", detecting, "--input", out, "--json", report) == 0
   result = json.loads(report.read_text())

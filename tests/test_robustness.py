@@ -40,3 +40,5 @@ def test_tiny_sweep_writes_json_table_and_figure(tiny_run, tmp_path, capsys):
   assert "| shift |" in (out / "robustness.md").read_text()
   assert cli.main(["robustness", "--kit", kit, "--workdir", str(out), "--only", "nope"]) == 2
   assert "unknown distortion" in capsys.readouterr().err
+  assert cli.main(["robustness", "--kit", kit, "--workdir", str(out), "--search", "shift"]) == 2
+  assert "--search is for keyed kits" in capsys.readouterr().err
