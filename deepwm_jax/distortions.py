@@ -48,7 +48,7 @@ class Step:
   hi: float = 0.0
 
 
-# kind -> (description of a valid value, check, example, maximum for the kernel size)
+# kind -> None (takes no value) or (description of a valid value, its check, an example)
 KINDS = {
     "none": None,
     "jpeg": ("a quality in [1, 100]", lambda v: 1 <= v <= 100, "50:95"),
@@ -206,8 +206,8 @@ def jpeg_codec(x, quality):
 # --- geometry and filters ------------------------------------------------------------------------
 
 def _warp(img_HxWxC, scale, translation):
-  """One image resampled: output pixel (y, x) <- input (y - t) / scale, edge pixels repeated
-  (reflect-padded first, so no black frame enters)."""
+  """One image resampled: output pixel (y, x) <- input (y - t) / scale, edges mirrored (padded
+  by half the image's side first, so no black frame enters within that reach)."""
   h, w, c = img_HxWxC.shape
   pad = max(h, w) // 2
   big = jnp.pad(img_HxWxC, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
@@ -220,7 +220,6 @@ def _warp(img_HxWxC, scale, translation):
 def rescale(x, factor):
   """Down to `factor` [N] and back up to the size: the detail the small copy lost is gone."""
   def one(img, f):
-    h, w, c = img.shape
     small = jax.image.scale_and_translate(img, img.shape, (0, 1), jnp.array([f, f]),
                                           jnp.zeros(2), "cubic", antialias=True)
     # The small copy sits in the top-left f*h x f*w; scaling by 1/f reads only that part.
