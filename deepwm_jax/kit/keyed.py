@@ -9,7 +9,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from deepwm_jax import alignment, models, secret_key, windows
+from deepwm_jax import alignment, models, secret_key
 from deepwm_jax.data import watermarks
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.kit import files
@@ -77,18 +77,10 @@ class KeyedKit(NetworkKit):
     if alignment.mode(search) == "none":
       return secret_key.decide(self.readings(images), self.key, alpha)
     items, _ = self._check(images, "images")
-    return alignment.search(self._aligned_readings, items, self.key, self.image_size,
+    # The views alignment.search cuts have sides that are multiples of the crop, so the tiled
+    # grid `readings` reads puts every window on the key's period (no flush last window).
+    return alignment.search(self.readings, items, self.key, self.image_size,
                             int(self.info["keyed"]["cell"]), alpha, search)
-
-  def _aligned_readings(self, images: list[np.ndarray]) -> np.ndarray:
-    """Readings [N, bits] of images whose sides are multiples of the crop, every window on
-    the grid (no flush last window)."""
-    r, owner = windows.apply(lambda x: common.predict(self._read, self.extractor_vars, x,
-                                                      batch=windows.BATCH),
-                             images, self.image_size, 0)
-    out = np.zeros((len(images), r.shape[1]), np.float64)
-    np.add.at(out, owner, r.astype(np.float64))
-    return out
 
   def describe(self) -> dict:
     return {"method": METHOD, "image_size": self.image_size, "channels": self.channels,
