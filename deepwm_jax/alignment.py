@@ -22,9 +22,11 @@ A set of images is searched with one hypothesis for the whole set (their reading
 hypothesis), as one pipeline would crop or rescale all of them alike; each image's own p-value
 is searched on its own.
 """
+import sys
 from typing import Callable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from deepwm_jax import secret_key
 from deepwm_jax.data import imageio
@@ -80,18 +82,21 @@ def _views(img: np.ndarray, size: int, cell: int, factors) -> list[tuple[int, in
   return out
 
 
-def _readings(read, images, size, cell, factors, bits) -> np.ndarray:
+def _readings(read, images, size, cell, factors, bits, bar=None) -> np.ndarray:
   """[N, len(factors), cell^2, bits]: each image read at every factor and offset (zeros, all
-  mismatches, where a view has no whole window)."""
+  mismatches, where a view has no whole window). One read per factor, ticking `bar`."""
   v = np.zeros((len(images), len(factors), cell * cell, bits))
-  views, where = [], []
-  for i, img in enumerate(images):
-    for j, o, view in _views(img, size, cell, factors):
-      views.append(view)
-      where.append((i, j, o))
-  if views:
-    for (i, j, o), ri in zip(where, read(views)):
-      v[i, j, o] = ri
+  for j, f in enumerate(factors):
+    views, where = [], []
+    for i, img in enumerate(images):
+      for _, o, view in _views(img, size, cell, [f]):
+        views.append(view)
+        where.append((i, o))
+    if views:
+      for (i, o), ri in zip(where, read(views)):
+        v[i, j, o] = ri
+    if bar is not None:
+      bar.update(1)
   return v
 
 
@@ -112,12 +117,16 @@ def search(read: Callable[[list[np.ndarray]], np.ndarray], images: list[np.ndarr
     # Coarse to fine: the hypotheses counted are all 65 factors, of which these are a subset
     # chosen from the data, so the corrected p-value is still a bound.
     coarse = list(range(0, len(FINE_SCALES), COARSE_EVERY))
-    v = _readings(read, images, size, cell, [FINE_SCALES[i] for i in coarse], key.size)
+    # A progress bar on a terminal: each factor reads every image again (seconds to minutes).
+    bar = tqdm(total=len(coarse) + 2 * (COARSE_EVERY - 1), desc="scale search", unit="scale",
+               disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+    v = _readings(read, images, size, cell, [FINE_SCALES[i] for i in coarse], key.size, bar)
     top = coarse[best(v.sum(0))[1][0]]
     fine = [i for i in range(top - COARSE_EVERY + 1, top + COARSE_EVERY)
             if 0 <= i < len(FINE_SCALES) and i % COARSE_EVERY]
     v = np.concatenate([v, _readings(read, images, size, cell, [FINE_SCALES[i] for i in fine],
-                                     key.size)], 1)
+                                     key.size, bar)], 1)
+    bar.close()
     factors = [FINE_SCALES[i] for i in coarse + fine]
   else:
     factors = [1.0]

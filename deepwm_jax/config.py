@@ -132,6 +132,11 @@ def base_config() -> ml_collections.ConfigDict:
       null=surrogate("resnet", ngf=16, loss="l1", n_blocks=3, steps=400, seed=4),
       nc_threshold=0.95,         # the papers' success threshold on NC (reported beside ours)
       alpha=1e-6,                # false-positive rate of a verify decision
+      # Keyed kits: every group of the report judged again in sets of `set_size` after each of
+      # these post-processings (zoo/removal.py's grammar; () = none), stages/served.py.
+      served=("jpeg:90", "jpeg:75", "jpeg:50", "rescale:0.5", "crop:0.6", "blur:1.0",
+              "noise:0.03", "rescale:0.75+jpeg:75"),
+      set_size=16,
       min_success_rate=0.5,      # and at least this fraction of images must be hits
       margin=0.05,               # safety margin of the per-image threshold over negatives
       # Fraction of the stage-2 calibration negatives the per-image threshold may leave at or
@@ -173,6 +178,10 @@ def base_config() -> ml_collections.ConfigDict:
           margin=1.0),             # threshold margin over the largest null z-score
       keyed=dict(
           cell=4,                  # px per key cell: (image_size / cell)^2 key bits
+          # What stage 1 asks of R on B': 'drawing' (MSE to the key's 0/1 cell pattern) or
+          # 'hinge' (each cell's mean reading on the key's side of mid-grey by `margin`, and
+          # nothing more: the sign test needs no more amplitude, so H may embed more weakly).
+          reading_loss="drawing", margin=0.1,
           # -1: the owner's key comes from the operating system's entropy (keep the kit
           # private: it holds the key); >= 0 seeds it, for reproducible studies only.
           key_seed=-1,
@@ -382,6 +391,14 @@ def validate(cfg) -> None:
       distortions.parse(section.get("distortions", ""))
     except DeepwmError as e:
       need(False, f"{name}.{e}")
+  from deepwm_jax.zoo import removal
+  for spec in cfg.evaluate.get("served", ()):
+    try:
+      removal.parse(spec)
+    except DeepwmError as e:
+      need(False, f"evaluate.served: {e}")
+  need(cfg.evaluate.get("set_size", 16) >= 1,
+       f"evaluate.set_size={cfg.evaluate.get('set_size')}; use 1 or more images per set")
   ramp = tuple(cfg.stage1.get("distortion_ramp", (0.0, 0.0)))
   need(len(ramp) == 2 and 0 <= ramp[0] <= ramp[1] <= 1,
        f"stage1.distortion_ramp={ramp}; use (start, end), fractions of the steps with "
@@ -456,3 +473,7 @@ def _validate_protect(cfg, need) -> None:
     for what in ("surrogate_archs", "null_archs", "stage2_archs"):
       bad = [a for a in k[what] if a not in ("unet", "resnet", "cnn")]
       need(not bad, f"protect.keyed.{what} has {bad}; use unet, resnet or cnn")
+    need(k.get("reading_loss", "drawing") in ("drawing", "hinge"),
+         f"protect.keyed.reading_loss={k.get('reading_loss')!r}; use drawing or hinge")
+    need(0 < k.get("margin", 0.1) <= 0.5,
+         f"protect.keyed.margin={k.get('margin')}; use a value in (0, 0.5]")

@@ -309,6 +309,45 @@ def full_size_section(report: dict) -> str:
           + markdown_table(rows, list(rows[0])))
 
 
+def served_figure(served: dict, title: str) -> Figure:
+  """Groups x distortions of stages/served.py: the share of sets detected, in colour and as
+  'k/n'."""
+  specs, names = served["specs"], list(served["groups"])
+  rows = [[served["groups"][n]["rows"][s] for s in specs] for n in names]
+  fig = _new_figure(2.6 + 0.8 * len(specs), 1.0 + 0.4 * len(names))
+  ax = fig.subplots()
+  ax.imshow([[r["sets_detected"] / r["sets"] for r in row] for row in rows], vmin=0, vmax=1,
+            cmap="RdYlGn", aspect="auto")
+  ax.set_xticks(range(len(specs)), specs, rotation=35, ha="right", fontsize=8)
+  ax.set_yticks(range(len(names)), [f"{n} ({served['groups'][n]['role']})" for n in names],
+                fontsize=8)
+  for i, row in enumerate(rows):
+    for j, r in enumerate(row):
+      ax.text(j, i, f"{r['sets_detected']}/{r['sets']}", ha="center", va="center", fontsize=7)
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  return fig
+
+
+def served_section(report: dict, figure_path: str) -> str:
+  """report.md's table of the groups after serving (stages/served.py): sets detected per
+  distortion."""
+  sv = report.get("served")
+  if not isinstance(sv, dict) or not sv.get("groups"):
+    return ""
+  rows = [{"group": n, "role": g["role"],
+           **{s: f"{r['sets_detected']}/{r['sets']}" for s, r in g["rows"].items()}}
+          for n, g in sv["groups"].items()]
+  inn = sv["innocent"]
+  return (f"## After serving (sets of {sv['set_size']})\n\n"
+          "Every group's held-out images JPEG-compressed (the real codec), resized down and "
+          "back, centre-cropped and resized back, blurred or noised, then judged in sets of "
+          f"{sv['set_size']}: sets detected of sets, per distortion. Innocent sets detected "
+          f"under any distortion: {inn['sets_detected']} of {inn['sets']}.\n\n"
+          + markdown_table(rows, list(rows[0]))
+          + f"\n![after serving]({figure_path})\n")
+
+
 def _payload_section(report: dict) -> str:
   """Bits of a payload run: accuracy, p-value and decoded message per group."""
   pay = report.get("payload")
@@ -566,8 +605,12 @@ def write_keyed(workdir: str, rep: dict, grid: dict[str, np.ndarray],
       "**Innocent sets' p-values against uniform (on or above the diagonal: valid)**\n\n"
       f"![qq]({FIGURES_DIR}/innocent_qq.png)\n",
   ]
+  if rep.get("served"):
+    save_figure(served_figure(rep["served"], "sets detected after serving"),
+                os.path.join(workdir, FIGURES_DIR, "served.png"))
+    parts[-3:-3] = [served_section(rep, f"{FIGURES_DIR}/served.png")]
   if full_size:
     save_figure(full_size_figure(full_size), os.path.join(workdir, FIGURES_DIR, "full_size.png"))
-    parts[-4:-4] = [full_size_section(rep)]
+    parts[-3:-3] = [full_size_section(rep)]  # before "## Figures" and its two
     parts.append(f"**{FULL_SIZE_CAPTION}**\n\n![full size]({FIGURES_DIR}/full_size.png)\n")
   write_text_atomic(os.path.join(workdir, "report.md"), "\n".join(parts))

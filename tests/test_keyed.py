@@ -12,11 +12,11 @@ from scipy import stats
 
 import deepwm_jax
 from deepwm_jax import cli, config, pipeline, secret_key
-from deepwm_jax.data import imageio
+from deepwm_jax.data import imageio, watermarks
 from deepwm_jax.data import pairs as pairs_lib
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.stages import keyed
-from deepwm_jax.tools import recalibrate
+from deepwm_jax.tools import recalibrate, robustness
 from deepwm_jax.train import stage1
 from deepwm_jax.zoo import run as zoo_run
 from test_learning import learning_config
@@ -28,6 +28,7 @@ def keyed_config():
   c.protect.method = "keyed"
   c.protect.keyed.update(surrogate_archs=("unet",), null_archs=("cnn",), stage2_archs=("unet",))
   c.stage1.steps = 120
+  c.evaluate.update(served=("jpeg:90", "blur:1.0"), set_size=8)  # two sets of 8 per group
   return c
 
 
@@ -57,7 +58,14 @@ def test_report_kit_and_resume(keyed_run, tmp_path, capsys):
   assert rep["innocent"]["images_detected_alone"] == 0 and not rep["innocent"]["sets_detected"]
   assert rep["innocent"]["n_sets"] == 4 and rep["innocent"]["smallest_set_p_value"] > 1e-6
   assert 25.0 < rep["fidelity"]["psnr"] < 60.0
-  for f in ("report.md", "report.json", "figures/grid.png", "figures/innocent_qq.png"):
+  # After serving: every group in two sets of 8 under each distortion; no innocent set claimed.
+  sv = rep["served"]
+  assert sv["specs"] == ["jpeg:90", "blur:1.0"] and set(sv["groups"]) == set(rep["groups"])
+  assert all(r["sets"] == 2 for g in sv["groups"].values() for r in g["rows"].values())
+  assert sv["innocent"] == {"sets": 4 * 2 * 2, "sets_detected": 0}
+  assert "## After serving (sets of 8)" in open(os.path.join(workdir, "report.md")).read()
+  for f in ("report.md", "report.json", "figures/grid.png", "figures/innocent_qq.png",
+            "figures/served.png"):
     assert os.path.exists(os.path.join(workdir, f)), f
   kit = deepwm_jax.load_kit(os.path.join(workdir, "kit"))
   assert kit.method == "keyed" and kit.key.shape == (64,)
@@ -123,6 +131,18 @@ def test_invalid_keyed_config():
   with pytest.raises(DeepwmError, match="cell"):
     config.validate(c)
   c = keyed_config()
+  c.protect.keyed.reading_loss = "l2"
+  with pytest.raises(DeepwmError, match="reading_loss='l2'; use drawing or hinge"):
+    config.validate(c)
+  c = keyed_config()
+  c.protect.keyed.margin = 0.0
+  with pytest.raises(DeepwmError, match=r"margin=0.0; use a value in \(0, 0.5\]"):
+    config.validate(c)
+  c = keyed_config()
+  c.evaluate.served = ("jpeg:500",)
+  with pytest.raises(DeepwmError, match="evaluate.served: .*jpeg:500"):
+    config.validate(c)
+  c = keyed_config()
   c.protect.keyed.null_archs = ("vit",)
   with pytest.raises(DeepwmError, match="null_archs"):
     config.validate(c)
@@ -169,6 +189,12 @@ def test_alignment_search_reads_shifted_and_cropped_images(keyed_run, capsys, tm
   assert v.alignment["scale"] == 1.0
   assert [o % 4 for o in v.alignment["offset"]] == [7 % 4, 13 % 4]  # the cell phase found
   assert not kit.verify([photo[7:, 13:]], search="shift").detected
+  # `deepwm robustness` judges each image alone and the images as one set from one search:
+  # each image's p-value is the one it gets searched by itself.
+  j = robustness.judge(kit, [marked, photo[7:, 13:], photo[:20]], "shift")
+  assert j["alone"][0] == (True, kit.verify([marked], search="shift").p_value)
+  assert not j["alone"][1][0] and j["alone"][2] == (False, 1.0)  # 20 px: cannot be read
+  assert j["set_p"] == kit.verify([marked, photo[7:, 13:]], search="shift").p_value
   with pytest.raises(DeepwmError, match="search 'rotate' is not one of none, shift, scale"):
     kit.verify([marked], search="rotate")
   folder = tmp_path / "suspect"
@@ -228,7 +254,6 @@ def test_exact_bound_on_unseen_families(keyed_run):
 
 
 def test_key_patterns_read_back_exactly():
-  from deepwm_jax.data import watermarks
   cfg = keyed_config()
   key = secret_key.new_key(keyed.n_bits(cfg), seed=4)
   w = keyed.pattern(cfg, key)
@@ -239,3 +264,28 @@ def test_key_patterns_read_back_exactly():
   assert np.all(np.asarray(watermarks.key_readings(blank[None], 4)) == 0)
   bits = np.asarray(watermarks.random_key_bits(jax.random.PRNGKey(0), 3, 32, 4))
   assert bits.shape == (3, 64) and set(np.unique(bits)) == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("reading_loss", ["drawing", "hinge"])
+def test_stage1_reading_loss_is_what_the_config_says(reading_loss):
+  """protect.keyed.reading_loss: 'drawing' is the MSE of R(B') to the key's cells, 'hinge'
+  mean(relu(margin - sign(bit) * reading)) over the cells. At the first step H changes
+  nothing (its last layer starts at zero), so both are functions of R(B) and the step's keys."""
+  cfg = config.load("tiny")  # small networks: two compiles of the step
+  cfg.protect.method = "keyed"
+  cfg.protect.keyed.update(reading_loss=reading_loss, margin=0.2)
+  s, c, cell = cfg.data.image_size, cfg.data.channels, cfg.protect.keyed.cell
+  blank = watermarks.key_blank(s, c)
+  rng = np.random.default_rng(0)
+  batch = {k: jnp.asarray(rng.uniform(size=(4, s, s, c)), jnp.float32) for k in ("a", "b")}
+  state = stage1.init_state(cfg, jax.random.PRNGKey(0), blank)
+  step_key = jax.random.PRNGKey(1)
+  _, m = stage1.make_step(cfg, blank, blank, key_cell=cell)(state, batch, step_key)
+  w = watermarks.key_pattern(watermarks.random_key_bits(step_key, 4, s, cell), s, cell, c)
+  r_b = stage1.make_extract_fn(cfg)(state["extractor"], batch["b"])
+  if reading_loss == "hinge":
+    side = np.sign(np.asarray(watermarks.key_readings(w, cell)))
+    want = np.mean(np.maximum(0.0, 0.2 - side * np.asarray(watermarks.key_readings(r_b, cell))))
+  else:
+    want = np.mean((np.asarray(r_b) - np.asarray(w)) ** 2)
+  np.testing.assert_allclose(float(m["wm_mse"]), want, rtol=1e-4)

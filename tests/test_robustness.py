@@ -36,8 +36,11 @@ def test_tiny_sweep_writes_json_table_and_figure(tiny_run, tmp_path, capsys):
   assert len(rec["rows"]) == 7 and rec["n_images"] == 4
   for r in rec["rows"]:
     assert 0 <= r["protected_detected"] <= 1 and r["clean_detected"] == 0.0
+    assert 0 < r["clean_set_p"] <= 1 and not r["clean_set_detected"]
+    assert 0 < r["protected_set_p"] <= 1
   assert os.path.getsize(out / "robustness.png") > 1000
   assert "| shift |" in (out / "robustness.md").read_text()
+  assert "clean set p" in (out / "robustness.md").read_text()
   assert cli.main(["robustness", "--kit", kit, "--workdir", str(out), "--only", "nope"]) == 2
   assert "unknown distortion" in capsys.readouterr().err
   assert cli.main(["robustness", "--kit", kit, "--workdir", str(out), "--search", "shift"]) == 2

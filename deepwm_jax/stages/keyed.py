@@ -4,7 +4,8 @@
   keys] -> the owner's key, drawn once at random
   -> B' = H(B, pattern(owner's key)) -> evaluation imitators trained on (A, B') and innocent
   ones on clean (A, M(A)) -> every group read by R and judged by the exact test
-  (secret_key.py) -> kit + report
+  (secret_key.py), as it is and after the distortions of serving in sets (served.py)
+  -> kit + report
 
 Because H and R are trained over random keys and the owner's key is drawn after training, what
 R reads from an image that does not carry the owner's key is independent of that key, so the
@@ -21,7 +22,7 @@ import numpy as np
 
 from deepwm_jax import metrics, parallel, secret_key
 from deepwm_jax.data import watermarks
-from deepwm_jax.stages import attack, common, task
+from deepwm_jax.stages import attack, common, served, task
 from deepwm_jax.train import loop, stage1, stage2
 
 OWNER_KEY_FILE = "owner_key.npy"
@@ -160,6 +161,12 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
   for name, (role, x) in suspects.items():
     v = secret_key.decide(common.predict(reader, nets["extractor"], x), key, alpha)
     groups[name] = {"role": role, **v.to_dict()}
+  specs = tuple(cfg.evaluate.get("served", ()))
+  if specs:  # every group again after JPEG, resizes, crops, blur and noise, in sets
+    t = time.time()
+    served_rep = served.study(lambda x: common.predict(reader, nets["extractor"], x), suspects,
+                              key, alpha, specs, int(cfg.evaluate.get("set_size", 16)), cfg.seed)
+    r.timing["served"] = round(time.time() - t, 2)
   psnr = float(np.mean(metrics.psnr(wm_val, m_val)))
   ssim = float(np.mean(metrics.ssim(wm_val, m_val)))
   innocent = {n: g for n, g in groups.items() if g["role"] == "innocent"}
@@ -183,6 +190,8 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
       "channels": int(cfg.data.channels),
       "timing": dict(r.timing),
   }
+  if specs:
+    rep["served"] = served_rep
   n = min(6, len(m_val))
   extract = stage1.make_extract_fn(cfg)
   grid = {"A": splits.val.a[:n], "B": m_val[:n], "B'": wm_val[:n],

@@ -1,6 +1,6 @@
 """`deepwm robustness`: what survives after an image is served: JPEG, resizing, cropping, blur,
-noise and shifts, applied to protected images and to their clean originals, one verdict per
-image. Draws detection rate and median p-value against each distortion's strength.
+noise and shifts, applied to protected images and to their clean originals, each image judged
+alone and all of them as one set. Draws the detection rate against each distortion's strength.
 
   deepwm robustness --kit KIT --workdir DIR [--input DIR] [--size 256] [--only FAMILIES]
 
@@ -74,18 +74,31 @@ SWEEPS = {
 }
 
 
-def _verdict(kit, img, search: str = "none") -> tuple[bool, float]:
-  if min(img.shape[:2]) < kit.image_size:
-    return False, 1.0
-  v = kit.verify([img], **({"search": search} if search != "none" else {}))
-  return bool(v.detected), float(v.p_value)
+def judge(kit, images: list[np.ndarray], search: str = "none") -> dict:
+  """Each image judged alone, and all of them as one set: {'alone': [(detected, p)], 'set_p',
+  'set_detected'}. An image smaller than the kit's crop cannot be read: not detected, p 1."""
+  ok = [i for i, img in enumerate(images) if min(img.shape[:2]) >= kit.image_size]
+  alone = [(False, 1.0)] * len(images)
+  if not ok:
+    return {"alone": alone, "set_p": 1.0, "set_detected": False}
+  readable = [images[i] for i in ok]
+  kw = {"search": search} if search != "none" else {}
+  v = kit.verify(readable, **kw)
+  if hasattr(v, "p_per_image"):  # keyed: each image's exact p-value is in the set's verdict
+    for i, p in zip(ok, v.p_per_image):
+      alone[i] = (bool(p <= v.alpha), float(p))
+  else:
+    for i, img in zip(ok, readable):
+      vi = kit.verify([img], **kw)
+      alone[i] = (bool(vi.detected), float(vi.p_value))
+  return {"alone": alone, "set_p": float(v.p_value), "set_detected": bool(v.detected)}
 
 
 def sweep(kit, images: list[np.ndarray], families=None, log=print,
           search: str = "none") -> list[dict]:
-  """One record per (family, strength): detection rate and median p-value of the protected
-  images and of their clean originals, each image judged alone (a keyed kit with `search`:
-  over every alignment, alignment.py)."""
+  """One record per (family, strength): for the protected images and for their clean
+  originals, the share detected alone, their median p-value, and the p-value of all of them
+  judged as one set (a keyed kit with `search`: over every alignment, alignment.py)."""
   marked = kit.embed(list(images))
   rows = []
   for fam in families or SWEEPS:
@@ -93,17 +106,21 @@ def sweep(kit, images: list[np.ndarray], families=None, log=print,
     for s in strengths:
       row = {"family": fam, "strength": s, "what": what}
       for role, imgs in (("protected", marked), ("clean", images)):
-        out = [_verdict(kit, fn(np.asarray(i, np.float32), s), search) for i in imgs]
-        row[f"{role}_detected"] = float(np.mean([d for d, _ in out]))
-        row[f"{role}_median_p"] = float(np.median([p for _, p in out]))
+        j = judge(kit, [fn(np.asarray(i, np.float32), s) for i in imgs], search)
+        row[f"{role}_detected"] = float(np.mean([d for d, _ in j["alone"]]))
+        row[f"{role}_median_p"] = float(np.median([p for _, p in j["alone"]]))
+        row[f"{role}_set_p"] = j["set_p"]
+        row[f"{role}_set_detected"] = j["set_detected"]
       rows.append(row)
       log(f"{fam:<13} {s!s:>5}: protected {100 * row['protected_detected']:3.0f}% detected "
-          f"(median p {row['protected_median_p']:.2g}), clean {100 * row['clean_detected']:3.0f}%")
+          f"(median p {row['protected_median_p']:.2g}, set p {row['protected_set_p']:.2g}), "
+          f"clean {100 * row['clean_detected']:3.0f}% (set p {row['clean_set_p']:.2g})")
   return rows
 
 
 def figure(rows: list[dict], title: str):
-  """Detection rate against strength, one panel per family: protected (solid), clean (dashed)."""
+  """Detection rate against strength, one panel per family: protected images alone (solid)
+  and as one set (crosses: detected or not), clean images alone (dashed)."""
   from deepwm_jax import report
   fams = list(dict.fromkeys(r["family"] for r in rows))
   cols = 3
@@ -112,8 +129,10 @@ def figure(rows: list[dict], title: str):
   for ax, fam in zip(axes, fams):
     rs = [r for r in rows if r["family"] == fam]
     x = np.arange(len(rs))
-    ax.plot(x, [r["protected_detected"] for r in rs], "o-", label="protected")
-    ax.plot(x, [r["clean_detected"] for r in rs], "s--", label="clean")
+    ax.plot(x, [r["protected_detected"] for r in rs], "o-", label="protected, alone")
+    ax.plot(x, [float(r["protected_set_detected"]) for r in rs], "x:", ms=9,
+            label="protected, as one set")
+    ax.plot(x, [r["clean_detected"] for r in rs], "s--", label="clean, alone")
     ax.set_xticks(x, [str(r["strength"]) for r in rs])
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(f"{fam}: {rs[0]['what']}", fontsize=9)
@@ -166,11 +185,15 @@ def run(kit_path: str, workdir: str, input_dir: str | None = None, size: int = 2
       [{"distortion": r["family"], "strength": r["strength"],
         "protected detected": f"{100 * r['protected_detected']:.0f}%",
         "median p": f"{r['protected_median_p']:.2g}",
-        "clean detected": f"{100 * r['clean_detected']:.0f}%"} for r in rows],
-      ["distortion", "strength", "protected detected", "median p", "clean detected"])
+        "protected set p": f"{r['protected_set_p']:.2g}",
+        "clean detected": f"{100 * r['clean_detected']:.0f}%",
+        "clean set p": f"{r['clean_set_p']:.2g}"} for r in rows],
+      ["distortion", "strength", "protected detected", "median p", "protected set p",
+       "clean detected", "clean set p"])
   report.write_text_atomic(os.path.join(workdir, "robustness.md"),
                            f"# Robustness of {kit_path}\n\n{len(images)} images of at most "
-                           f"{size} px a side, each judged alone"
+                           f"{size} px a side, each judged alone and all {len(images)} as "
+                           f"one set"
                            + (f", over every alignment ({search})" if search != "none" else "")
                            + f".\n\n{table}\n"
                            f"![robustness](robustness.png)\n")

@@ -13,7 +13,9 @@ With stage1.distortions set, R reads B', A and B through the distortion layer
 
 With `key_cell` set (protect.method='keyed'), w is not one fixed image: every example of every
 step draws a fresh random key and w is its cell pattern (data/watermarks.key_pattern), so R
-learns to read any key and never learns the owner's.
+learns to read any key and never learns the owner's. protect.keyed.reading_loss='hinge'
+replaces MSE(R(B'), w) by mean(relu(margin - sign(bit) * reading)) over the key's cells: what
+the exact test decides on, and no more.
 """
 
 import jax
@@ -70,6 +72,9 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None):
     ssim_band_dB = tuple(float(losses.ssim_dB(x)) for x in band.ssim)
 
   ctx = cfg.stage1.get("context", 0)
+  keyed = cfg.protect.get("keyed", {})
+  hinge = bool(key_cell) and keyed.get("reading_loss", "drawing") == "hinge"
+  margin = float(keyed.get("margin", 0.1))
   distort = distortions.parse(cfg.stage1.get("distortions", ""))
   ramp = tuple(cfg.stage1.get("distortion_ramp", (0.0, 0.0)))
 
@@ -92,7 +97,11 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None):
     r_all = R.apply({"params": params["extractor"]}, r_in)
     r_wm, r_a, r_b = r_all[:n], r_all[n:2 * n], r_all[2 * n:]
     fid = losses.mse(b_wm, b)
-    wm = losses.mse(r_wm, w)
+    if hinge:  # each cell's reading on its bit's side of mid-grey by the margin
+      side = jnp.sign(watermarks.key_readings(w, key_cell))
+      wm = jnp.mean(jax.nn.relu(margin - side * watermarks.key_readings(r_wm, key_cell)))
+    else:
+      wm = losses.mse(r_wm, w)
     clean = losses.mse(r_a, blank) + losses.mse(r_b, blank)
     cons = losses.consistency(r_wm)
     gan = losses.lsgan_generator(D.apply(state["discriminator"], b_wm))

@@ -1,0 +1,50 @@
+"""The report's after-serving study (stages/served.py) with a reader whose answer is known: the
+key drawn as each cell's mean level, which JPEG, blur and resizes keep and which images without
+it do not have."""
+import numpy as np
+
+from deepwm_jax import report, secret_key
+from deepwm_jax.stages import served
+
+CELL, SIDE = 8, 64
+
+
+def cell_means(x):
+  """Each 8 px cell's mean level above mid-grey: [N, 64]."""
+  x = np.asarray(x, np.float64).mean(-1) - 0.5
+  n = x.shape[0]
+  return x.reshape(n, SIDE // CELL, CELL, SIDE // CELL, CELL).mean((2, 4)).reshape(n, -1)
+
+
+def test_set_slices():
+  assert served.set_slices(5, 16) == [slice(0, 5)]
+  assert served.set_slices(40, 16) == [slice(0, 16), slice(16, 32)]  # the remainder is left
+
+
+def test_marked_sets_survive_and_innocent_sets_are_never_claimed(tmp_path):
+  rng = np.random.default_rng(0)
+  key = secret_key.new_key(64, seed=1)
+  cells = np.kron((2.0 * key - 1).reshape(8, 8), np.ones((CELL, CELL)))[..., None]
+  smooth = lambda n: np.clip(0.5 + 0.2 * rng.standard_normal((n, 8, 8, 3)).repeat(
+      CELL, 1).repeat(CELL, 2), 0, 1)  # innocent: cell-wise levels of their own
+  clean = smooth(32)
+  groups = {"marked": ("carries the key", np.clip(clean + 0.03 * cells, 0, 1)),
+            "clean": ("innocent", clean), "noise": ("innocent", rng.uniform(size=(32, 64, 64, 3)))}
+  specs = ("none", "jpeg:75", "blur:1.0", "rescale:0.5", "noise:0.03")
+  out = served.study(cell_means, groups, key, 1e-6, specs, set_size=16)
+  assert out["set_size"] == 16 and out["specs"] == list(specs)
+  for spec in specs:
+    r = out["groups"]["marked"]["rows"][spec]
+    assert r["sets"] == 2 and r["sets_detected"] == 2 and r["smallest_set_p"] < 1e-6, spec
+    for name in ("clean", "noise"):
+      r = out["groups"][name]["rows"][spec]
+      assert r["sets_detected"] == 0 and r["smallest_set_p"] > 1e-6, (name, spec)
+  assert out["innocent"] == {"sets": 2 * 2 * len(specs), "sets_detected": 0}
+  # The distortion is applied to what is read: a centre crop resized back moves the cells.
+  moved = served.study(cell_means, groups, key, 1e-6, ("crop:0.5",), set_size=16)
+  assert moved["groups"]["marked"]["rows"]["crop:0.5"]["sets_detected"] == 0
+  # The report's section and figure draw from the same record.
+  section = report.served_section({"served": out}, "figures/served.png")
+  assert "sets of 16" in section and "| marked | carries the key | 2/2 |" in section
+  report.save_figure(report.served_figure(out, "t"), str(tmp_path / "served.png"))
+  assert (tmp_path / "served.png").stat().st_size > 0
