@@ -224,13 +224,13 @@ def check_workdir_config(cfg, workdir: str) -> None:
     if isinstance(saved.get("watermark"), dict) and saved["watermark"].get("spec") != "payload":
       # written before the payload keys existed: they change nothing for other watermarks
       saved["watermark"] = {**current.get("watermark", {}), "spec": saved["watermark"]["spec"]}
-    for section, k in (("data", "tfds_dir"), ("data", "tfds_max_images"),
-                       ("attack", "extra_surrogate_archs"), ("embedder", "arch"),
-                       ("embedder", "depth"), ("evaluate", "per_image_fpr"),
-                       ("stage2", "weak_copies"), ("stage1", "fidelity_band"),
-                       ("protect", "keyed")):
-      if k in current.get(section, {}):  # added later: older runs had the default
-        saved.setdefault(section, {}).setdefault(k, defaults[section][k])
+    for path in ("data.tfds_dir", "data.tfds_max_images", "attack.extra_surrogate_archs",
+                 "embedder.arch", "embedder.depth", "evaluate.per_image_fpr",
+                 "stage2.weak_copies", "stage1.fidelity_band", "protect.keyed",
+                 "stage1.distortions", "stage1.distortion_ramp", "stage2.distortions",
+                 "protect.absorb.distortions", "protect.keyed.reading_loss",
+                 "protect.keyed.margin", "evaluate.served", "evaluate.set_size"):
+      _default_if_missing(saved, current, defaults, path.split("."))
     for k in ("mesh", "distributed"):  # the topology may change between runs (resume anywhere)
       saved.pop(k, None)
       if k in current:
@@ -247,6 +247,18 @@ def check_workdir_config(cfg, workdir: str) -> None:
     return
   with open(path, "w") as f:
     json.dump(current, f, indent=1)
+
+
+def _default_if_missing(saved: dict, current: dict, defaults: dict, keys: list[str]) -> None:
+  """A key added after `saved` was written: older runs had its default. Only where `current`
+  has it and `saved` has the section that holds it."""
+  for k in keys[:-1]:
+    if not (isinstance(saved.get(k), dict) and isinstance(current.get(k), dict)
+            and isinstance(defaults.get(k), dict)):
+      return
+    saved, current, defaults = saved[k], current[k], defaults[k]
+  if keys[-1] in current and keys[-1] in defaults:
+    saved.setdefault(keys[-1], defaults[keys[-1]])
 
 
 def _diff_keys(a, b, prefix=""):

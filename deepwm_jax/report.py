@@ -316,14 +316,17 @@ def served_figure(served: dict, title: str) -> Figure:
   rows = [[served["groups"][n]["rows"][s] for s in specs] for n in names]
   fig = _new_figure(2.6 + 0.8 * len(specs), 1.0 + 0.4 * len(names))
   ax = fig.subplots()
+  # One neutral scale (white: none detected, blue: all): detection is the goal for a group
+  # that carries the key and a false claim for an innocent one, so no colour means "good".
   ax.imshow([[r["sets_detected"] / r["sets"] for r in row] for row in rows], vmin=0, vmax=1,
-            cmap="RdYlGn", aspect="auto")
+            cmap="Blues", aspect="auto")
   ax.set_xticks(range(len(specs)), specs, rotation=35, ha="right", fontsize=8)
   ax.set_yticks(range(len(names)), [f"{n} ({served['groups'][n]['role']})" for n in names],
                 fontsize=8)
   for i, row in enumerate(rows):
     for j, r in enumerate(row):
-      ax.text(j, i, f"{r['sets_detected']}/{r['sets']}", ha="center", va="center", fontsize=7)
+      ax.text(j, i, f"{r['sets_detected']}/{r['sets']}", ha="center", va="center", fontsize=7,
+              color="white" if r["sets_detected"] > 0.6 * r["sets"] else "black")
   ax.set_title(title, fontsize=9)
   fig.tight_layout()
   return fig

@@ -1,9 +1,13 @@
 """The report's after-serving study (stages/served.py) with a reader whose answer is known: the
 key drawn as each cell's mean level, which JPEG, blur and resizes keep and which images without
-it do not have."""
-import numpy as np
+it do not have; and resuming runs written before the study existed."""
+import json
 
-from deepwm_jax import report, secret_key
+import numpy as np
+import pytest
+
+from deepwm_jax import config, pipeline, report, secret_key
+from deepwm_jax.errors import DeepwmError
 from deepwm_jax.stages import served
 
 CELL, SIDE = 8, 64
@@ -48,3 +52,19 @@ def test_marked_sets_survive_and_innocent_sets_are_never_claimed(tmp_path):
   assert "sets of 16" in section and "| marked | carries the key | 2/2 |" in section
   report.save_figure(report.served_figure(out, "t"), str(tmp_path / "served.png"))
   assert (tmp_path / "served.png").stat().st_size > 0
+
+
+def test_a_workdir_from_before_the_served_study_resumes(tmp_path):
+  """A keyed run written before evaluate.served and the reading loss existed had their
+  defaults: it resumes (and gains the report's section); a changed value is still refused."""
+  cfg = config.load("keyed")
+  saved = json.loads(cfg.to_json_best_effort())
+  for section, key in (("evaluate", "served"), ("evaluate", "set_size")):
+    del saved[section][key]
+  for key in ("reading_loss", "margin"):
+    del saved["protect"]["keyed"][key]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  pipeline.check_workdir_config(cfg, str(tmp_path))  # no error
+  cfg.protect.keyed.reading_loss = "hinge"
+  with pytest.raises(DeepwmError, match="protect.keyed.reading_loss"):
+    pipeline.check_workdir_config(cfg, str(tmp_path))

@@ -136,7 +136,7 @@ def figure(rows: list[dict], title: str):
     ax.set_xticks(x, [str(r["strength"]) for r in rs])
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(f"{fam}: {rs[0]['what']}", fontsize=9)
-    ax.set_ylabel("detected alone")
+    ax.set_ylabel("share detected")
   for ax in axes[len(fams):]:
     ax.axis("off")
   axes[0].legend(fontsize=8)
@@ -179,7 +179,7 @@ def run(kit_path: str, workdir: str, input_dir: str | None = None, size: int = 2
   report.write_text_atomic(os.path.join(workdir, "robustness.json"),
                            json.dumps(result, indent=1) + "\n")
   report.save_figure(figure(rows, f"{os.path.basename(os.path.abspath(kit_path))}: "
-                                  f"{len(images)} images, each judged alone"),
+                                  f"{len(images)} images, each alone and as one set"),
                      os.path.join(workdir, "robustness.png"))
   table = report.markdown_table(
       [{"distortion": r["family"], "strength": r["strength"],
