@@ -82,6 +82,12 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                                 independent_null, cal.calibration, cal.max_negative_by_source),
          "timing": {**r.timing, "total": round(time.time() - t0, 2)},
          "n_val": int(d.n_val), "image_size": int(d.image_size), "channels": int(d.channels)}
+  t = time.time()
+  after = evaluate.after_serving(cfg, extractor, wm, cal.calibration, ev)
+  if after is not None:  # the same groups after JPEG, resizes, crops, blur and noise, in sets
+    rep["served"] = after
+    rep["timing"]["served"] = round(time.time() - t, 2)
+    rep["timing"]["total"] = round(time.time() - t0, 2)
   specific = _protect(cfg).strategy == "specific"
   warns = list(cal.warnings)
   for msg in [] if specific else evaluate.kit_warnings(cfg, rep):  # M' is checked once it exists
@@ -227,7 +233,8 @@ def check_workdir_config(cfg, workdir: str) -> None:
     for path in ("data.tfds_dir", "data.tfds_max_images", "attack.extra_surrogate_archs",
                  "embedder.arch", "embedder.depth", "evaluate.per_image_fpr",
                  "stage2.weak_copies", "stage1.fidelity_band", "protect.keyed",
-                 "stage1.distortions", "stage1.distortion_ramp", "stage2.distortions",
+                 "stage1.context", "stage1.distortions", "stage1.distortion_ramp",
+                 "stage2.distortions",
                  "protect.absorb.distortions", "protect.keyed.reading_loss",
                  "protect.keyed.margin", "evaluate.served", "evaluate.set_size"):
       _default_if_missing(saved, current, defaults, path.split("."))

@@ -443,6 +443,7 @@ def render_markdown(report: dict, figures: dict[str, str], threshold: float | No
     parts.append(_calibration_line(report, threshold))
   parts.append(_payload_section(report))
   parts.append(full_size_section(report))
+  parts.append(served_section(report, f"{FIGURES_DIR}/served.png"))
   timing = report.get("timing") if isinstance(report.get("timing"), dict) else {}
   if timing:
     parts.append("## Timing\n")
@@ -495,6 +496,9 @@ def write_report(workdir: str, report: dict, grid: dict[str, np.ndarray] | None 
          grid_figure(grid))
   if full_size:
     emit(FULL_SIZE_CAPTION, "full_size.png", full_size_figure(full_size))
+  if report.get("served"):  # drawn in its own section of report.md, not under Figures
+    save_figure(served_figure(report["served"], "sets detected after serving"),
+                os.path.join(workdir, FIGURES_DIR, "served.png"))
   if curves:
     emit("Learning curves", "curves.png", curves_figure(curves))
   stats = stats or {}

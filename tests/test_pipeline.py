@@ -118,6 +118,25 @@ def test_kit_warnings_name_a_kit_that_misses_its_own_surrogates():
   assert evaluate.kit_warnings(c, rep) == []
 
 
+def test_report_judges_every_group_after_serving(tiny_run, tiny_cfg):
+  """evaluate.served: each group of the evaluation again after each post-processing, judged
+  by the kit's own decision in sets (the tiny run's 8 held-out images: one set each)."""
+  workdir, rep, _ = tiny_run
+  sv = rep["served"]
+  assert sv["specs"] == list(tiny_cfg.evaluate.served) and sv["set_size"] == 16
+  assert sv["groups"]["watermarked"]["role"] == "carries the watermark"
+  assert sv["groups"]["clean M(A)"]["role"] == "innocent"
+  assert sv["groups"]["surrogate (unseen)"]["role"] == "imitates B'"
+  n_innocent = sum(g["role"] == "innocent" for g in sv["groups"].values())
+  assert sv["innocent"]["sets"] == n_innocent * len(sv["specs"])
+  for g in sv["groups"].values():
+    for r in g["rows"].values():
+      assert r["sets"] == 1 and r["sets_detected"] in (0, 1) and 0 < r["median_set_p"] <= 1
+  assert "served" in rep["timing"]
+  assert "## After serving (sets of 16)" in open(os.path.join(workdir, "report.md")).read()
+  assert os.path.getsize(os.path.join(workdir, "figures", "served.png")) > 1000
+
+
 def test_stage2_trains_against_every_listed_surrogate(tiny_run, tiny_cfg):
   # tiny.py adds a ResNet surrogate to the U-Net one: both are trained, with their own seeds,
   # and reported as seen in stage 2; so is the evaluation surrogate, whose family (ResNet) was.

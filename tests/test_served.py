@@ -35,7 +35,8 @@ def test_marked_sets_survive_and_innocent_sets_are_never_claimed(tmp_path):
   groups = {"marked": ("carries the key", np.clip(clean + 0.03 * cells, 0, 1)),
             "clean": ("innocent", clean), "noise": ("innocent", rng.uniform(size=(32, 64, 64, 3)))}
   specs = ("none", "jpeg:75", "blur:1.0", "rescale:0.5", "noise:0.03")
-  out = served.study(cell_means, groups, key, 1e-6, specs, set_size=16)
+  judge = served.keyed_judge(cell_means, key, 1e-6)
+  out = served.study(judge, groups, specs, set_size=16)
   assert out["set_size"] == 16 and out["specs"] == list(specs)
   for spec in specs:
     r = out["groups"]["marked"]["rows"][spec]
@@ -45,7 +46,7 @@ def test_marked_sets_survive_and_innocent_sets_are_never_claimed(tmp_path):
       assert r["sets_detected"] == 0 and r["smallest_set_p"] > 1e-6, (name, spec)
   assert out["innocent"] == {"sets": 2 * 2 * len(specs), "sets_detected": 0}
   # The distortion is applied to what is read: a centre crop resized back moves the cells.
-  moved = served.study(cell_means, groups, key, 1e-6, ("crop:0.5",), set_size=16)
+  moved = served.study(judge, groups, ("crop:0.5",), set_size=16)
   assert moved["groups"]["marked"]["rows"]["crop:0.5"]["sets_detected"] == 0
   # The report's section and figure draw from the same record.
   section = report.served_section({"served": out}, "figures/served.png")

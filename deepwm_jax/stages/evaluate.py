@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 from deepwm_jax import metrics, verdict
-from deepwm_jax.stages import attack, common
+from deepwm_jax.stages import attack, common, served
 from deepwm_jax.stages.task import Splits
 from deepwm_jax.train import stage1
 
@@ -55,6 +55,30 @@ def judge(r: common.Runner, extractor: dict, wm, calibration, splits: Splits,
   summary = {k: common.summarize(extractions[k], wm.w, wm.blank, calibration, cfg.evaluate)
              for k in groups}
   return Evaluation(groups, extractions, summary)
+
+
+def role(group: str) -> str:
+  """What a group of the evaluation is: 'carries the watermark', "imitates B'" or 'innocent'."""
+  if group == "watermarked":
+    return "carries the watermark"
+  return "imitates B'" if group.startswith("surrogate") else "innocent"
+
+
+def after_serving(cfg, extractor: dict, wm, calibration, ev_: Evaluation) -> dict | None:
+  """Every group again after each post-processing of evaluate.served, judged in sets of
+  evaluate.set_size by the kit's decision (stages/served.py); None when the list is empty."""
+  specs = tuple(cfg.evaluate.get("served", ()))
+  if not specs:
+    return None
+  extract = stage1.make_extract_fn(cfg)
+
+  def judge(x):
+    s = common.summarize(common.predict(extract, extractor, x), wm.w, wm.blank, calibration,
+                         cfg.evaluate)
+    return s["p_value"], s["detected"], s["success_rate"]
+
+  groups = {name: (role(name), x) for name, x in ev_.groups.items()}
+  return served.study(judge, groups, specs, int(cfg.evaluate.get("set_size", 16)), cfg.seed)
 
 
 def report_dict(cfg, ev_: Evaluation, splits: Splits, m_val, wm_val, surrogates: dict,
@@ -114,7 +138,21 @@ def kit_warnings(cfg, rep: dict) -> list[str]:
   cal = rep["calibration"]
   if cal["threshold"] > 1.0:
     return []
-  return _innocents_claimed(rep) + _misses(cfg, rep, cal)
+  return _innocents_claimed(rep) + _claimed_after_serving(rep) + _misses(cfg, rep, cal)
+
+
+def _claimed_after_serving(rep: dict) -> list[str]:
+  """Innocent sets detected after a post-processing (the calibration saw none of them)."""
+  sv = rep.get("served")
+  if not sv or not sv["innocent"]["sets_detected"]:
+    return []
+  where = sorted({f"{name} after {spec}" for name, g in sv["groups"].items()
+                  if g["role"] == "innocent"
+                  for spec, r in g["rows"].items() if r["sets_detected"]})
+  return [f"this kit declares innocent sets watermarked after post-processing "
+          f"({', '.join(where[:4])}{', ...' if len(where) > 4 else ''}): its calibration saw "
+          "no processed images, so do not trust its verdicts on images that may have been "
+          "re-encoded or resized; a keyed kit's verdict (configs/keyed.py) holds under them"]
 
 
 def _innocents_claimed(rep: dict) -> list[str]:

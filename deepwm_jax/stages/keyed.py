@@ -164,8 +164,10 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
   specs = tuple(cfg.evaluate.get("served", ()))
   if specs:  # every group again after JPEG, resizes, crops, blur and noise, in sets
     t = time.time()
-    served_rep = served.study(lambda x: common.predict(reader, nets["extractor"], x), suspects,
-                              key, alpha, specs, int(cfg.evaluate.get("set_size", 16)), cfg.seed)
+    judge = served.keyed_judge(lambda x: common.predict(reader, nets["extractor"], x), key,
+                               alpha)
+    served_rep = served.study(judge, suspects, specs, int(cfg.evaluate.get("set_size", 16)),
+                              cfg.seed)
     r.timing["served"] = round(time.time() - t, 2)
   psnr = float(np.mean(metrics.psnr(wm_val, m_val)))
   ssim = float(np.mean(metrics.ssim(wm_val, m_val)))
