@@ -1,6 +1,5 @@
-"""The quick zoo's rows about what happens around serving: a plain U-Net imitator and its
-outputs post-processed (JPEG, blur, noise, resizes, crops), imitators trained with flip,
-rotation, crop and rescale augmentation, and two null models.
+"""The quick zoo's rows about serving: a U-Net imitator, its outputs post-processed (JPEG, blur,
+noise, resizes, crops), imitators that augment (flip, rotation, crop, rescale), two nulls.
 
   deepwm attack --kit runs/keyed_robust_64/kit --config configs/zoo_served.py --workdir runs/zoo_served
 

@@ -1,6 +1,5 @@
 """Study: configs/studies/keyed_robust.py's distortion layer on 64 px crops with 8 px key cells,
-whose key survives JPEG, with R asked only for the sign of each cell's reading, and the
-fidelity held at 40 dB.
+whose key survives JPEG, R asked only for each cell's sign, the fidelity held at 40 dB.
 
   deepwm run --config configs/studies/keyed_robust_64.py --workdir runs/keyed_robust_64
 
