@@ -69,3 +69,21 @@ def test_a_workdir_from_before_the_served_study_resumes(tmp_path):
   cfg.protect.keyed.reading_loss = "hinge"
   with pytest.raises(DeepwmError, match="protect.keyed.reading_loss"):
     pipeline.check_workdir_config(cfg, str(tmp_path))
+
+
+def test_a_deep_kit_that_claims_innocent_sets_after_serving_is_warned_about():
+  from deepwm_jax.stages import evaluate
+  rows = lambda k: {"jpeg:50": {"sets": 4, "sets_detected": k}, "blur:1.0": {"sets": 4,
+                                                                              "sets_detected": 0}}
+  sv = {"groups": {"watermarked": {"role": "carries the watermark", "rows": rows(4)},
+                   "clean M(A)": {"role": "innocent", "rows": rows(0)}},
+        "innocent": {"sets": 8, "sets_detected": 0}}
+  assert evaluate._claimed_after_serving({"served": sv}) == []
+  assert evaluate._claimed_after_serving({}) == []
+  sv["groups"]["null (independent)"] = {"role": "innocent", "rows": rows(1)}
+  sv["innocent"] = {"sets": 16, "sets_detected": 1}
+  (warning,) = evaluate._claimed_after_serving({"served": sv})
+  assert "null (independent) after jpeg:50" in warning and "clean M(A)" not in warning
+  assert [evaluate.role(g) for g in ("watermarked", "surrogate (unseen)", "null (protector unet)",
+                                     "clean A")] == ["carries the watermark", "imitates B'",
+                                                     "innocent", "innocent"]
