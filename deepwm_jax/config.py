@@ -132,8 +132,8 @@ def base_config() -> ml_collections.ConfigDict:
       null=surrogate("resnet", ngf=16, loss="l1", n_blocks=3, steps=400, seed=4),
       nc_threshold=0.95,         # the papers' success threshold on NC (reported beside ours)
       alpha=1e-6,                # false-positive rate of a verify decision
-      # Keyed kits: every group of the report judged again in sets of `set_size` after each of
-      # these post-processings (zoo/removal.py's grammar; () = none), stages/served.py.
+      # Every group of the report judged again in sets of `set_size` after each of these
+      # post-processings (zoo/removal.py's grammar; () = none), stages/served.py.
       served=("jpeg:90", "jpeg:75", "jpeg:50", "rescale:0.5", "crop:0.6", "blur:1.0",
               "noise:0.03", "rescale:0.75+jpeg:75"),
       set_size=16,

@@ -332,6 +332,13 @@ def served_figure(served: dict, title: str) -> Figure:
   return fig
 
 
+def write_served_figure(workdir: str, report: dict) -> None:
+  """figures/served.png of a report with a "served" study (drawn in its own section)."""
+  if report.get("served"):
+    save_figure(served_figure(report["served"], "sets detected after serving"),
+                os.path.join(workdir, FIGURES_DIR, "served.png"))
+
+
 def served_section(report: dict, figure_path: str) -> str:
   """report.md's table of the groups after serving (stages/served.py): sets detected per
   distortion."""
@@ -343,9 +350,9 @@ def served_section(report: dict, figure_path: str) -> str:
           for n, g in sv["groups"].items()]
   inn = sv["innocent"]
   return (f"## After serving (sets of {sv['set_size']})\n\n"
-          "Every group's held-out images JPEG-compressed (the real codec), resized down and "
-          "back, centre-cropped and resized back, blurred or noised, then judged in sets of "
-          f"{sv['set_size']}: sets detected of sets, per distortion. Innocent sets detected "
+          "Every group's held-out images after each post-processing below (JPEG is the real "
+          "codec; `rescale` down and back up, `crop` a centre crop resized back), judged in "
+          f"sets of {sv['set_size']}: sets detected of sets. Innocent sets detected "
           f"under any distortion: {inn['sets_detected']} of {inn['sets']}.\n\n"
           + markdown_table(rows, list(rows[0]))
           + f"\n![after serving]({figure_path})\n")
@@ -496,9 +503,7 @@ def write_report(workdir: str, report: dict, grid: dict[str, np.ndarray] | None 
          grid_figure(grid))
   if full_size:
     emit(FULL_SIZE_CAPTION, "full_size.png", full_size_figure(full_size))
-  if report.get("served"):  # drawn in its own section of report.md, not under Figures
-    save_figure(served_figure(report["served"], "sets detected after serving"),
-                os.path.join(workdir, FIGURES_DIR, "served.png"))
+  write_served_figure(workdir, report)  # shown in its own section, not under Figures
   if curves:
     emit("Learning curves", "curves.png", curves_figure(curves))
   stats = stats or {}
@@ -613,8 +618,7 @@ def write_keyed(workdir: str, rep: dict, grid: dict[str, np.ndarray],
       f"![qq]({FIGURES_DIR}/innocent_qq.png)\n",
   ]
   if rep.get("served"):
-    save_figure(served_figure(rep["served"], "sets detected after serving"),
-                os.path.join(workdir, FIGURES_DIR, "served.png"))
+    write_served_figure(workdir, rep)
     parts[-3:-3] = [served_section(rep, f"{FIGURES_DIR}/served.png")]
   if full_size:
     save_figure(full_size_figure(full_size), os.path.join(workdir, FIGURES_DIR, "full_size.png"))
