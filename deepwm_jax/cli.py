@@ -261,7 +261,8 @@ def cmd_kit_info(args, overrides):
   if rec.get("keyed"):
     lines[-1] = f"decision  alpha {rec['alpha']}"
     lines.append(f"verdict   exact binomial test on a {rec['keyed']['bits']}-bit secret key "
-                 f"({rec['keyed']['cell']} px cells); no calibration")
+                 f"({rec['keyed']['cell']} px cells, symmetry "
+                 f"{rec['keyed'].get('symmetry', 'none')}); no calibration")
   elif not cal:
     lines.append("calib.    none (an older kit: verify refuses it)")
   else:

@@ -178,6 +178,10 @@ def base_config() -> ml_collections.ConfigDict:
           margin=1.0),             # threshold margin over the largest null z-score
       keyed=dict(
           cell=4,                  # px per key cell: (image_size / cell)^2 key bits
+          # 'none', 'flips' or 'dihedral': cells that mirror each other share a bit, so the
+          # pattern survives an imitator's flip or rotation augmentation, with fewer bits
+          # (data/watermarks.py); the alignment search needs 'none'.
+          symmetry="none",
           # What stage 1 asks of R on B': 'drawing' (MSE to the key's 0/1 cell pattern) or
           # 'hinge' (each cell's mean reading on the key's side of mid-grey by `margin`, and
           # nothing more: the sign test needs no more amplitude, so H may embed more weakly).
@@ -473,6 +477,15 @@ def _validate_protect(cfg, need) -> None:
     for what in ("surrogate_archs", "null_archs", "stage2_archs"):
       bad = [a for a in k[what] if a not in ("unet", "resnet", "cnn")]
       need(not bad, f"protect.keyed.{what} has {bad}; use unet, resnet or cnn")
+    need(k.get("symmetry", "none") in ("none", "flips", "dihedral"),
+         f"protect.keyed.symmetry={k.get('symmetry')!r}; use none, flips or dihedral")
+    sym = k.get("symmetry", "none")
+    if sym != "none" and k.cell >= 1 and cfg.data.image_size % k.cell == 0:
+      from deepwm_jax.data import watermarks  # only here: config imports no model code
+      nb = watermarks.key_bits(cfg.data.image_size, k.cell, sym)
+      need(nb >= 20, f"protect.keyed: {nb} key bits ({cfg.data.image_size} px crops, "
+           f"{k.cell} px cells, symmetry {sym!r}) cannot reach a p-value of 1e-6 (20 bits "
+           f"all read); use smaller cells or less symmetry")
     need(k.get("reading_loss", "drawing") in ("drawing", "hinge"),
          f"protect.keyed.reading_loss={k.get('reading_loss')!r}; use drawing or hinge")
     need(0 < k.get("margin", 0.1) <= 0.5,

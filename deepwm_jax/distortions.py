@@ -23,6 +23,11 @@ and its own values. Kinds (values; what a served image undergoes):
   blur:s[:s2]            Gaussian blur of sigma s px (edges mirrored, dm-pix)
   noise:s[:s2]           additive Gaussian noise of standard deviation s
   jitter:j[:j2]          brightness, contrast and saturation each changed by up to +-j
+  flip                   mirrored left-right, top-bottom, both or neither (1/4 each)
+  dihedral               one of the 8 flips and quarter turns of a square, uniformly: with
+                         a keyed kit whose key is symmetric (protect.keyed.symmetry), R
+                         learns to read a turned or mirrored copy as the same key, which is
+                         what an imitator trained on flipped or turned pairs serves
 
 Each function maps images [N, H, W, C] in [0, 1] and per-example values [N] to images of the
 same shape; `apply` draws entries and values from a PRNG key. Outputs are clipped to [0, 1] with
@@ -59,6 +64,8 @@ KINDS = {
     "blur": ("a sigma in px in [0, 4]", lambda v: 0 <= v <= 4, "0.3:1.0"),
     "noise": ("a standard deviation in [0, 0.5]", lambda v: 0 <= v <= 0.5, "0:0.03"),
     "jitter": ("an amount in [0, 0.5]", lambda v: 0 <= v <= 0.5, "0:0.1"),
+    "flip": None,
+    "dihedral": None,
 }
 
 
@@ -271,6 +278,22 @@ def jitter(x, amount, u):
   return jax.vmap(one)(x, d)
 
 
+def flip(x, u):
+  """Per example, mirrored left-right where u[:, 0] < 0.5 and top-bottom where u[:, 1] < 0.5."""
+  x = jnp.where((u[:, 0] < 0.5)[:, None, None, None], x[:, :, ::-1], x)
+  return jnp.where((u[:, 1] < 0.5)[:, None, None, None], x[:, ::-1], x)
+
+
+def dihedral(x, u):
+  """Per example, `flip` then a transpose where u[:, 2] < 0.5: the 8 symmetries of a square,
+  equally likely for u uniform."""
+  if x.shape[1] != x.shape[2]:
+    raise DeepwmError(f"the dihedral distortion turns square images only, got "
+                      f"{x.shape[1]}x{x.shape[2]}")
+  x = flip(x, u)
+  return jnp.where((u[:, 2] < 0.5)[:, None, None, None], jnp.swapaxes(x, 1, 2), x)
+
+
 def _run_step(step: Step, x, key):
   n = x.shape[0]
   kv, ku, kn = jax.random.split(key, 3)
@@ -293,6 +316,10 @@ def _run_step(step: Step, x, key):
     return noise(x, value, kn)
   if step.kind == "jitter":
     return jitter(x, value, jax.random.uniform(ku, (n, 3)))
+  if step.kind == "flip":
+    return flip(x, jax.random.uniform(ku, (n, 2)))
+  if step.kind == "dihedral":
+    return dihedral(x, jax.random.uniform(ku, (n, 3)))
   raise AssertionError(step.kind)  # parse() admits only KINDS
 
 

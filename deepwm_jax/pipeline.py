@@ -236,7 +236,8 @@ def check_workdir_config(cfg, workdir: str) -> None:
                  "stage1.context", "stage1.distortions", "stage1.distortion_ramp",
                  "stage2.distortions",
                  "protect.absorb.distortions", "protect.keyed.reading_loss",
-                 "protect.keyed.margin", "evaluate.served", "evaluate.set_size"):
+                 "protect.keyed.margin", "protect.keyed.symmetry", "evaluate.served",
+                 "evaluate.set_size"):
       _default_if_missing(saved, current, defaults, path.split("."))
     for k in ("mesh", "distributed"):  # the topology may change between runs (resume anywhere)
       saved.pop(k, None)

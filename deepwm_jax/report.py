@@ -573,6 +573,11 @@ def write_specific(workdir: str, rep: dict) -> None:
 
 # ----------------------------------------------------------------------------- the keyed method
 
+def _symmetry_words(symmetry: str) -> str:
+  return {"none": "", "flips": ", mirrored cells sharing a bit",
+          "dihedral": ", cells that mirror or turn into each other sharing a bit"}[symmetry]
+
+
 def write_keyed(workdir: str, rep: dict, grid: dict[str, np.ndarray],
                 innocent_p: np.ndarray, full_size: dict[str, np.ndarray] | None = None) -> None:
   """report.json, report.md and figures of a keyed run (stages/keyed.py): each group judged
@@ -595,7 +600,8 @@ def write_keyed(workdir: str, rep: dict, grid: dict[str, np.ndarray],
   parts = [
       "# deepwm_jax report: keyed kit\n",
       f"H and R were trained over random keys; the owner's key ({k['bits']} bits, "
-      f"{k['cell']} px cells) was drawn afterwards and R never saw it. Each verdict is the "
+      f"{k['cell']} px cells{_symmetry_words(k.get('symmetry', 'none'))}) was drawn "
+      f"afterwards and R never saw it. Each verdict is the "
       f"exact binomial test on the key (alpha {rep['alpha']:g}): an image set is detected "
       f"when enough of its summed per-bit readings match the key, which for one image takes "
       f"{k['bits_needed_per_image']} of {k['bits']} bits. The false-claim bound holds for "

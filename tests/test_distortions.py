@@ -116,6 +116,30 @@ def test_geometry_moves_content_where_it_says(photos):
   assert abs(y[0] - 4 / 63) < 0.02  # out px 8 <- in px 4
 
 
+def test_flips_and_turns_are_the_symmetries_of_a_square(photos):
+  """`dihedral` gives each of the 8 flips and quarter turns, and a key pattern with dihedral
+  symmetry reads the same through every one of them (what stage 1 relies on)."""
+  x = jnp.asarray(photos[:1])
+  seen = set()
+  for bits in range(8):
+    u = jnp.asarray([[bits & 1, (bits >> 1) & 1, (bits >> 2) & 1]], jnp.float32)
+    y = np.asarray(D.dihedral(x, u))[0]
+    seen.add(y.tobytes())
+    assert any(np.array_equal(y, np.rot90(t, k)) for t in (photos[0], photos[0][::-1])
+               for k in range(4))
+  assert len(seen) == 8
+  y = np.asarray(D.flip(x, jnp.asarray([[0.0, 1.0]])))[0]  # left-right only
+  np.testing.assert_array_equal(y, photos[0][:, ::-1])
+  key = np.random.default_rng(0).choice([-1.0, 1.0], watermarks.key_bits(32, 2, "dihedral"))
+  w = watermarks.key_pattern(key, 32, 2, 3, "dihedral")[None].repeat(16, 0)
+  turned = D.apply("dihedral", w, jax.random.PRNGKey(0))
+  assert not np.array_equal(np.asarray(D.apply("dihedral", jnp.asarray(photos),
+                                               jax.random.PRNGKey(0))), photos)
+  np.testing.assert_array_equal(np.asarray(turned), np.asarray(w))
+  with pytest.raises(DeepwmError, match="square images only"):
+    D.dihedral(x[:, :32], jnp.zeros((1, 3)))
+
+
 def test_the_ramp_distorts_a_growing_share(photos):
   x = jnp.asarray(np.concatenate([photos] * 8))
   share = lambda step: float(D.ramp_share(jnp.asarray(step), 100, (0.2, 0.6)))

@@ -172,6 +172,9 @@ def test_one_image_of_any_size_carries_a_verdict(keyed_run):
   assert kit.verify(marked).detected and kit.verify(marked).p_value < 1e-6
   assert not kit.verify([photo]).detected
   assert kit.readings([photo]).shape == (1, 64)
+  kit.info["keyed"]["symmetry"] = "flips"  # the search rolls cells, which tied cells forbid
+  with pytest.raises(DeepwmError, match="search is built for keys without symmetry"):
+    kit.verify(marked, search="shift")
 
 
 def test_alignment_search_reads_shifted_and_cropped_images(keyed_run, capsys, tmp_path):
@@ -264,6 +267,37 @@ def test_key_patterns_read_back_exactly():
   assert np.all(np.asarray(watermarks.key_readings(blank[None], 4)) == 0)
   bits = np.asarray(watermarks.random_key_bits(jax.random.PRNGKey(0), 3, 32, 4))
   assert bits.shape == (3, 64) and set(np.unique(bits)) == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("symmetry,bits", [("none", 256), ("flips", 64), ("dihedral", 36)])
+def test_symmetric_keys_survive_flips_and_read_back(symmetry, bits):
+  """protect.keyed.symmetry ties mirrored cells to one bit: the pattern is the same after the
+  flips (and quarter turns) an augmenting imitator applies, and still reads back exactly."""
+  key = secret_key.new_key(watermarks.key_bits(32, 2, symmetry), seed=5)
+  assert key.size == bits
+  w = np.asarray(watermarks.key_pattern(key, 32, 2, 3, symmetry))
+  same = lambda f: np.array_equal(f(w), w)
+  flips = [lambda x: x[::-1], lambda x: x[:, ::-1]]
+  turns = [lambda x: np.rot90(x, 1, (0, 1)), lambda x: np.transpose(x, (1, 0, 2))]
+  assert all(same(f) for f in flips) == (symmetry != "none")
+  assert all(same(f) for f in turns) == (symmetry == "dihedral")
+  v = np.asarray(watermarks.key_readings(w[None], 2, symmetry))
+  np.testing.assert_array_equal(np.sign(v[0]), key)
+  noisy = w + np.random.default_rng(0).normal(0, 0.05, w.shape).astype(np.float32)
+  np.testing.assert_allclose(np.asarray(watermarks.key_readings(noisy[None], 2, symmetry))[0],
+                             0.5 * key, atol=0.05)  # each bit: the mean of its cells
+
+
+def test_symmetric_key_config_errors():
+  c = config.load("keyed")
+  c.protect.keyed.symmetry = "rotations"
+  with pytest.raises(DeepwmError, match="symmetry='rotations'; use none, flips or dihedral"):
+    config.validate(c)
+  c.protect.keyed.symmetry = "dihedral"  # 4 px cells on 32 px crops: 10 bits
+  with pytest.raises(DeepwmError, match="10 key bits .* cannot reach a p-value of 1e-6"):
+    config.validate(c)
+  c.protect.keyed.cell = 2
+  config.validate(c)
 
 
 @pytest.mark.parametrize("reading_loss", ["drawing", "hinge"])

@@ -116,6 +116,18 @@ def watermark_image(spec: str, size: int, channels: int) -> np.ndarray:
 
 # ---- keyed watermarks (protect.method='keyed'): a key of +-1 signs drawn as a grid of cells
 
+# protect.keyed.symmetry: which cells of the grid carry the same bit.
+#   'none'      every cell its own bit;
+#   'flips'     a cell and its mirror images left-right and top-bottom share a bit, so the
+#               pattern is the same after either flip;
+#   'dihedral'  also its mirror images across the diagonals: the same after any flip or
+#               rotation by a multiple of 90 degrees.
+# An imitator trained on flipped or rotated pairs (an augmentation attack) sees one pattern
+# instead of several that would average out. The price is bits: a g x g grid (g even) holds
+# g^2, (g/2)^2 or (g/2)(g/2 + 1)/2 of them.
+SYMMETRIES = ("none", "flips", "dihedral")
+
+
 def key_grid(size: int, cell: int) -> int:
   """Cells per side of a `size` px key pattern with `cell` px cells."""
   if cell < 1 or size % cell:
@@ -124,25 +136,40 @@ def key_grid(size: int, cell: int) -> int:
   return size // cell
 
 
-def key_bits(size: int, cell: int) -> int:
-  """How many key bits a `size` px image holds: one per cell."""
-  return key_grid(size, cell) ** 2
+def key_orbits(grid: int, symmetry: str = "none") -> np.ndarray:
+  """[grid * grid] (row-major cells) -> the index of the key bit each cell carries."""
+  if symmetry not in SYMMETRIES:
+    raise DeepwmError(f"key symmetry {symmetry!r}; use one of {', '.join(SYMMETRIES)}")
+  i, j = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+  images = [(i, j)]
+  if symmetry != "none":
+    m = grid - 1
+    images += [(m - i, j), (i, m - j), (m - i, m - j)]
+  if symmetry == "dihedral":
+    images += [(b, a) for a, b in images]
+  first = np.min([a * grid + b for a, b in images], axis=0).ravel()  # smallest cell of the orbit
+  return np.unique(first, return_inverse=True)[1].astype(np.int32)
 
 
-def random_key_bits(rng_key, n: int, size: int, cell: int):
+def key_bits(size: int, cell: int, symmetry: str = "none") -> int:
+  """How many key bits a `size` px image holds: one per cell, or per orbit of cells."""
+  return int(key_orbits(key_grid(size, cell), symmetry).max()) + 1
+
+
+def random_key_bits(rng_key, n: int, size: int, cell: int, symmetry: str = "none"):
   """n random keys (jax PRNG key -> [n, bits] of +-1), one per training example."""
-  return jax.random.rademacher(rng_key, (n, key_bits(size, cell)), dtype=jnp.float32)
+  return jax.random.rademacher(rng_key, (n, key_bits(size, cell, symmetry)), dtype=jnp.float32)
 
 
-def key_pattern(bits, size: int, cell: int, channels: int):
+def key_pattern(bits, size: int, cell: int, channels: int, symmetry: str = "none"):
   """The image R must draw for a key: bit +1 -> a white cell, -1 -> a black one.
 
-  bits [..., size // cell * size // cell] -> [..., size, size, channels]; the blank R draws for
-  images without a key is mid-grey (`key_blank`), halfway between, so an unkeyed image reads as
-  no bit at all rather than as all +1.
+  bits [..., key_bits] -> [..., size, size, channels]; the blank R draws for images without a
+  key is mid-grey (`key_blank`), halfway between, so an unkeyed image reads as no bit at all
+  rather than as all +1.
   """
   g = key_grid(size, cell)
-  b = jnp.asarray(bits, jnp.float32)
+  b = jnp.asarray(bits, jnp.float32)[..., key_orbits(g, symmetry)]
   grid = b.reshape(b.shape[:-1] + (g, g))
   img = jnp.repeat(jnp.repeat(grid, cell, axis=-2), cell, axis=-1)
   return jnp.repeat((0.5 + 0.5 * img)[..., None], channels, axis=-1)
@@ -152,11 +179,19 @@ def key_blank(size: int, channels: int) -> np.ndarray:
   return np.full((size, size, channels), 0.5, np.float32)
 
 
-def key_readings(r_NxHxWxC, cell: int):
-  """R's drawing -> one number per key bit: the cell's mean level above mid-grey ([N, bits]).
+def key_readings(r_NxHxWxC, cell: int, symmetry: str = "none"):
+  """R's drawing -> one number per key bit: the mean level above mid-grey of the bit's cells
+  ([N, bits]).
 
   R's output is clipped to [0, 1] first, so no single pixel can outvote its cell."""
   r = jnp.clip(jnp.asarray(r_NxHxWxC, jnp.float32), 0.0, 1.0).mean(-1) - 0.5
   n, h, w = r.shape
   gh, gw = key_grid(h, cell), key_grid(w, cell)
-  return r.reshape(n, gh, cell, gw, cell).mean((2, 4)).reshape(n, gh * gw)
+  cells = r.reshape(n, gh, cell, gw, cell).mean((2, 4)).reshape(n, gh * gw)
+  if symmetry == "none":
+    return cells
+  if gh != gw:
+    raise DeepwmError(f"a symmetric key is read from square windows, got {h}x{w}")
+  orbit = key_orbits(gh, symmetry)
+  share = np.eye(orbit.max() + 1, dtype=np.float32)[orbit]  # [cells, bits]
+  return cells @ jnp.asarray(share / share.sum(0))  # each bit: the mean of its cells

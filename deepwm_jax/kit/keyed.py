@@ -44,6 +44,11 @@ class KeyedKit(NetworkKit):
     return 1
 
   @property
+  def symmetry(self) -> str:
+    """Which cells share a bit (data/watermarks.SYMMETRIES)."""
+    return self.info["keyed"].get("symmetry", "none")
+
+  @property
   def threshold(self) -> float:
     """The per-image fraction of matching bits at which one image alone is detected."""
     return secret_key.bits_needed(self.key.size, self.alpha) / self.key.size
@@ -74,6 +79,9 @@ class KeyedKit(NetworkKit):
     offset or rescaled (alignment.py): every alignment is tried and the best one's p-value is
     multiplied by the number tried, so the bound holds with the search."""
     alpha = self.alpha if alpha is None else alpha
+    if alignment.mode(search) != "none" and self.symmetry != "none":
+      raise DeepwmError(f"the alignment search is built for keys without symmetry; this kit's "
+                        f"is '{self.symmetry}': verify without --search")
     if alignment.mode(search) == "none":
       return secret_key.decide(self.readings(images), self.key, alpha)
     items, _ = self._check(images, "images")
@@ -85,6 +93,7 @@ class KeyedKit(NetworkKit):
   def describe(self) -> dict:
     return {"method": METHOD, "image_size": self.image_size, "channels": self.channels,
             "key_bits": int(self.key.size), "cell": int(self.info["keyed"]["cell"]),
+            "symmetry": self.symmetry,
             "bits_needed_per_set": secret_key.bits_needed(self.key.size, self.alpha),
             "alpha": self.alpha, "owner": self.info.get("owner"),
             "created": self.info.get("created"),
@@ -106,7 +115,8 @@ def write_kit(path: str, cfg, embedder_vars, extractor_vars, key, owner: str | N
     ckptr.save(os.path.join(tmp, "state"), jax.device_get(state))
     ckptr.wait_until_finished()
     return {**files.header(cfg, METHOD, owner, d.image_size, d.channels),
-            "keyed": {"cell": int(cfg.protect.keyed.cell), "bits": int(key.size),
+            "keyed": {"cell": int(cfg.protect.keyed.cell), "symmetry": keyed.symmetry(cfg),
+                      "bits": int(key.size),
                       "key": [int(b) for b in key]},
             "parameters": {"embedder": models.count_params(embedder_vars),
                            "extractor": models.count_params(extractor_vars)},
@@ -122,7 +132,7 @@ def load(path: str, info: dict) -> KeyedKit:
     key = secret_key.check_key(info["keyed"]["key"])
     float(info["alpha"])
     if key.size != keyed.n_bits(cfg):
-      raise ValueError(f"{key.size} key bits for {keyed.n_bits(cfg)} cells")
+      raise ValueError(f"{key.size} key bits where its cells hold {keyed.n_bits(cfg)}")
   except (KeyError, TypeError, ValueError, DeepwmError) as e:
     raise DeepwmError(f"kit '{path}': kit.json is invalid ({type(e).__name__}: {e}); "
                       f"restore the kit from its copy") from None

@@ -28,14 +28,20 @@ from deepwm_jax.train import loop, stage1, stage2
 OWNER_KEY_FILE = "owner_key.npy"
 
 
+def symmetry(cfg) -> str:
+  """Which cells share a bit (data/watermarks.SYMMETRIES; 'none' in kits from before it)."""
+  return cfg.protect.keyed.get("symmetry", "none")
+
+
 def n_bits(cfg) -> int:
-  return watermarks.key_bits(cfg.data.image_size, cfg.protect.keyed.cell)
+  return watermarks.key_bits(cfg.data.image_size, cfg.protect.keyed.cell, symmetry(cfg))
 
 
 def pattern(cfg, key) -> np.ndarray:
   """The owner's watermark image: the key's cells, [S, S, C]."""
   d = cfg.data
-  return np.asarray(watermarks.key_pattern(key, d.image_size, cfg.protect.keyed.cell, d.channels))
+  return np.asarray(watermarks.key_pattern(key, d.image_size, cfg.protect.keyed.cell, d.channels,
+                                           symmetry(cfg)))
 
 
 def train_barrier(r: common.Runner, a: np.ndarray, b: np.ndarray) -> dict:
@@ -44,7 +50,8 @@ def train_barrier(r: common.Runner, a: np.ndarray, b: np.ndarray) -> dict:
   d = cfg.data
   shape_w = watermarks.key_blank(d.image_size, d.channels)  # the shape H is built for
   state = stage1.init_state(cfg, jax.random.fold_in(r.key, 1), shape_w)
-  step = stage1.make_step(cfg, shape_w, shape_w, key_cell=cfg.protect.keyed.cell)
+  step = stage1.make_step(cfg, shape_w, shape_w, key_cell=cfg.protect.keyed.cell,
+                          key_symmetry=symmetry(cfg))
   batches = common.sampler({"a": a, "b": b}, cfg.stage1.batch, (cfg.seed, 21), r.mesh)
   state = r.train("stage1", step, state, batches, cfg.stage1.steps,
                   guard=loop.Guard(metric="psnr", drop=10.0, warmup=cfg.stage1.steps // 10))
@@ -109,8 +116,8 @@ def owner_key(r: common.Runner) -> np.ndarray:
 def make_reader(cfg):
   """Jitted (R's variables, images) -> readings [N, bits]."""
   extract = stage1.make_extract_fn(cfg)
-  cell = cfg.protect.keyed.cell
-  return jax.jit(lambda v, x: watermarks.key_readings(extract(v, x), cell))
+  cell, sym = cfg.protect.keyed.cell, symmetry(cfg)
+  return jax.jit(lambda v, x: watermarks.key_readings(extract(v, x), cell, sym))
 
 
 def imitator_spec(cfg, arch: str, seed: int) -> ml_collections.ConfigDict:
@@ -175,7 +182,7 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
   innocent_p = np.array([g["p_value"] for g in innocent.values()])
   rep = {
       "method": "keyed",
-      "key": {"bits": int(key.size), "cell": int(k.cell),
+      "key": {"bits": int(key.size), "cell": int(k.cell), "symmetry": symmetry(cfg),
               "bits_needed_per_image": secret_key.bits_needed(key.size, alpha)},
       "alpha": alpha,
       "fidelity": {"psnr": psnr, "ssim": ssim},

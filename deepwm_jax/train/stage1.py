@@ -59,9 +59,10 @@ def _gen_params(state):
   return {"embedder": state["embedder"]["params"], "extractor": state["extractor"]["params"]}
 
 
-def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None):
+def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None,
+              key_symmetry: str = "none"):
   """The stage-1 step; with `key_cell`, w is a random key's pattern per example (`w_HxWxC`
-  then only gives the shape)."""
+  then only gives the shape), its cells tied by `key_symmetry`."""
   H, R, D = networks(cfg)
   opt_g, opt_d = optimizers(cfg)
   wt, s = cfg.stage1.weights, cfg.stage1.loss_scale
@@ -98,8 +99,9 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None):
     r_wm, r_a, r_b = r_all[:n], r_all[n:2 * n], r_all[2 * n:]
     fid = losses.mse(b_wm, b)
     if hinge:  # each cell's reading on its bit's side of mid-grey by the margin
-      side = jnp.sign(watermarks.key_readings(w, key_cell))
-      wm = jnp.mean(jax.nn.relu(margin - side * watermarks.key_readings(r_wm, key_cell)))
+      side = jnp.sign(watermarks.key_readings(w, key_cell, key_symmetry))
+      wm = jnp.mean(jax.nn.relu(
+          margin - side * watermarks.key_readings(r_wm, key_cell, key_symmetry)))
     else:
       wm = losses.mse(r_wm, w)
     clean = losses.mse(r_a, blank) + losses.mse(r_b, blank)
@@ -127,8 +129,8 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None):
   def step(state, batch, key):
     a, b = batch["a"], batch["b"]
     if key_cell:  # a new key per example, from the step's key (deterministic given the step)
-      bits = watermarks.random_key_bits(key, b.shape[0], w.shape[0], key_cell)
-      w_step = watermarks.key_pattern(bits, w.shape[0], key_cell, w.shape[-1])
+      bits = watermarks.random_key_bits(key, b.shape[0], w.shape[0], key_cell, key_symmetry)
+      w_step = watermarks.key_pattern(bits, w.shape[0], key_cell, w.shape[-1], key_symmetry)
     else:  # the one watermark, fixed (the step's key then only draws distortions)
       w_step = w
     grads, (scalars, emb_vars, b_wm) = jax.grad(generator_loss, has_aux=True)(
