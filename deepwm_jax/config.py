@@ -85,7 +85,10 @@ def base_config() -> ml_collections.ConfigDict:
       # on PSNR(B', B) and on SSIM(B', B) as -10 log10(1 - SSIM). Fixed weights leave the
       # watermark's strength to the seed (40.9 vs 45.7 dB, docs/zoo.md); the band holds it
       # where every plain zoo imitator copied it on the CPU, and costs nothing inside it.
-      fidelity_band=dict(weight=0.0, psnr=(40.0, 42.0), ssim=(0.997, 0.9985)),
+      # ramp (start, end): the band's weight is 0 until the fraction `start` of the steps, then
+      # grows linearly to `weight` at `end`; (0, 0): full from the first step. H that must
+      # learn a hard watermark (fine key cells read through turns) first needs room to embed.
+      fidelity_band=dict(weight=0.0, psnr=(40.0, 42.0), ssim=(0.997, 0.9985), ramp=(0.0, 0.0)),
       # context > 0 (a plain-CNN embedder only): H sees this many px of real content around
       # each training crop and only the crop is kept, as H sees a large image at full size;
       # crops without context (stage 2, the report) are mirrored out by as much.
@@ -410,6 +413,9 @@ def validate(cfg) -> None:
   band = cfg.stage1.get("fidelity_band")
   if band is not None:
     need(band.weight >= 0, f"stage1.fidelity_band.weight={band.weight}; use 0 (off) or more")
+    lo, hi = band.get("ramp", (0.0, 0.0))
+    need(0 <= lo <= hi <= 1, f"stage1.fidelity_band.ramp={tuple(band.get('ramp'))}; use "
+         f"(start, end) with 0 <= start <= end <= 1, or (0, 0) for no ramp")
     need(len(band.psnr) == 2 and 0 < band.psnr[0] <= band.psnr[1],
          f"stage1.fidelity_band.psnr={tuple(band.psnr)}; use (lo, hi) in dB, 0 < lo <= hi")
     need(len(band.ssim) == 2 and 0 < band.ssim[0] <= band.ssim[1] < 1,

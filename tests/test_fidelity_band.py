@@ -52,12 +52,10 @@ def test_band_pushes_too_faint_residuals_up_and_too_strong_ones_down(which):
   assert float(jax.grad(cost)(strong)) > 0
 
 
-def test_stage1_with_the_band_logs_it_and_pays_it():
-  """Two stage-1 steps with the band on: H starts at the identity (far above the band), so
-  the step's loss carries band_dB > 0, and the metrics say so."""
+def _band_steps(ramp=(0.0, 0.0), n=2):
   from deepwm_jax.train import stage1
   cfg = config.load(TINY)
-  cfg.stage1.fidelity_band.weight = 1.0
+  cfg.stage1.fidelity_band.update(weight=1.0, ramp=ramp)
   s, c = cfg.data.image_size, cfg.data.channels
   w = np.random.default_rng(4).uniform(0, 1, (s, s, c)).astype(np.float32)
   state = stage1.init_state(cfg, jax.random.PRNGKey(0), w)
@@ -65,16 +63,31 @@ def test_stage1_with_the_band_logs_it_and_pays_it():
   rng = np.random.default_rng(5)
   batch = {k: jnp.asarray(rng.uniform(0, 1, (cfg.stage1.batch, s, s, c)), jnp.float32)
            for k in ("a", "b")}
-  for k in range(2):
+  for k in range(n):
     state, m = step(state, batch, jax.random.PRNGKey(k))
-  m = {k: float(v) for k, v in m.items()}
+  return {k: float(v) for k, v in m.items()}
+
+
+def test_stage1_with_the_band_logs_it_and_pays_it():
+  """Two stage-1 steps with the band on: H starts at the identity (far above the band), so
+  the step's loss carries band_dB > 0, and the metrics say so."""
+  m = _band_steps()
   assert all(np.isfinite(v) for v in m.values())
   assert m["psnr"] > 42.0 and m["band_dB"] > m["psnr"] - 42.0 > 0  # SSIM adds its own part
   assert 0.99 < m["ssim"] <= 1.0
 
 
+def test_a_ramped_band_costs_nothing_before_it_starts():
+  """stage1.fidelity_band.ramp = (0.5, 1): at the first step the band is measured (band_dB)
+  but weighs nothing, so the loss is the band-free loss; without the ramp it is added."""
+  ramped, full = _band_steps((0.5, 1.0), n=1), _band_steps(n=1)
+  assert ramped["band_dB"] == pytest.approx(full["band_dB"]) and full["band_dB"] > 0
+  assert full["loss"] - ramped["loss"] == pytest.approx(full["band_dB"], rel=1e-3)
+
+
 @pytest.mark.parametrize("field, bad", [("weight", -1.0), ("psnr", (42.0, 40.0)),
-                                        ("psnr", (40.0,)), ("ssim", (0.99, 1.0))])
+                                        ("psnr", (40.0,)), ("ssim", (0.99, 1.0)),
+                                        ("ramp", (0.8, 0.2))])
 def test_bad_band_values_are_refused(field, bad):
   cfg = config.load(TINY)
   cfg.stage1.fidelity_band[field] = bad

@@ -2,7 +2,7 @@
 
 L_H = s * fidelity * MSE(B', B) + gan * LSGAN_G(D(B'))
       [+ fidelity_l1 * L1(B', B) + fidelity_ssim * (1 - SSIM(B', B))]
-      [+ band * (dB outside the band of PSNR(B', B) and of SSIM(B', B), per image)]
+      [+ band * ramp * (dB outside the band of PSNR(B', B) and of SSIM(B', B), per image)]
 L_R = s * [watermark * MSE(R(B'), w) + clean * (MSE(R(A), blank) + MSE(R(B), blank))
            + consistency * MSE(R(B'_first half), R(B'_second half))]
 H and R step together on L_H + L_R; D steps on s * d * LSGAN_D(D(B), D(B')). s = loss_scale
@@ -69,6 +69,7 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None,
   w, blank = jnp.asarray(w_HxWxC), jnp.asarray(blank_HxWxC)
   band = cfg.stage1.get("fidelity_band")  # absent in kits written before it existed
   band_weight = band.weight if band is not None else 0.0
+  band_ramp = tuple(band.get("ramp", (0.0, 0.0))) if band is not None else (0.0, 0.0)
   if band_weight:
     ssim_band_dB = tuple(float(losses.ssim_dB(x)) for x in band.ssim)
 
@@ -121,7 +122,8 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None,
     if band_weight:
       outside = (losses.band(psnr_i, *band.psnr)
                  + losses.band(losses.ssim_dB(ssim_i), *ssim_band_dB))
-      loss = loss + band_weight * jnp.mean(outside)
+      share = distortions.ramp_share(state["step"], cfg.stage1.steps, band_ramp)
+      loss = loss + band_weight * share * jnp.mean(outside)
       scalars.update(loss=loss, ssim=jnp.mean(ssim_i), band_dB=jnp.mean(outside))
     return loss, (scalars, emb_vars, b_wm)
 
