@@ -111,7 +111,12 @@ def search(read: Callable[[list[np.ndarray]], np.ndarray], images: list[np.ndarr
   def best(v_SxOxBits):
     m = (np.isfinite(v_SxOxBits[..., None, :])
          & (np.sign(v_SxOxBits)[..., None, :] == rolls)).sum(-1)  # [S, O, R]
-    return int(m.max()), np.unravel_index(int(m.argmax()), m.shape)
+    # Ties go to the strongest agreement: a grid a pixel off a key cell's edge often reads
+    # every bit too, but with weaker readings than the grid on the cells. (The p-value only
+    # counts bits, so the choice changes where the key is reported, not the verdict.)
+    margin = (np.where(np.isfinite(v_SxOxBits), v_SxOxBits, 0.0)[..., None, :] * rolls).sum(-1)
+    return int(m.max()), np.unravel_index(int(np.where(m == m.max(), margin, -np.inf).argmax()),
+                                          m.shape)
 
   if mode(search_mode) == "scale":
     # Coarse to fine: the hypotheses counted are all 65 factors, of which these are a subset
