@@ -413,9 +413,9 @@ def validate(cfg) -> None:
   band = cfg.stage1.get("fidelity_band")
   if band is not None:
     need(band.weight >= 0, f"stage1.fidelity_band.weight={band.weight}; use 0 (off) or more")
-    lo, hi = band.get("ramp", (0.0, 0.0))
-    need(0 <= lo <= hi <= 1, f"stage1.fidelity_band.ramp={tuple(band.get('ramp'))}; use "
-         f"(start, end) with 0 <= start <= end <= 1, or (0, 0) for no ramp")
+    ramp = tuple(band.get("ramp", (0.0, 0.0)))
+    need(len(ramp) == 2 and 0 <= ramp[0] <= ramp[1] <= 1, f"stage1.fidelity_band.ramp={ramp}; "
+         f"use (start, end) with 0 <= start <= end <= 1, or (0, 0) for no ramp")
     need(len(band.psnr) == 2 and 0 < band.psnr[0] <= band.psnr[1],
          f"stage1.fidelity_band.psnr={tuple(band.psnr)}; use (lo, hi) in dB, 0 < lo <= hi")
     need(len(band.ssim) == 2 and 0 < band.ssim[0] <= band.ssim[1] < 1,

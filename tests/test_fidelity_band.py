@@ -87,7 +87,7 @@ def test_a_ramped_band_costs_nothing_before_it_starts():
 
 @pytest.mark.parametrize("field, bad", [("weight", -1.0), ("psnr", (42.0, 40.0)),
                                         ("psnr", (40.0,)), ("ssim", (0.99, 1.0)),
-                                        ("ramp", (0.8, 0.2))])
+                                        ("ramp", (0.8, 0.2)), ("ramp", (0.5,))])
 def test_bad_band_values_are_refused(field, bad):
   cfg = config.load(TINY)
   cfg.stage1.fidelity_band[field] = bad
