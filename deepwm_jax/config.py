@@ -483,11 +483,11 @@ def _validate_protect(cfg, need) -> None:
     for what in ("surrogate_archs", "null_archs", "stage2_archs"):
       bad = [a for a in k[what] if a not in ("unet", "resnet", "cnn")]
       need(not bad, f"protect.keyed.{what} has {bad}; use unet, resnet or cnn")
-    need(k.get("symmetry", "none") in ("none", "flips", "dihedral"),
-         f"protect.keyed.symmetry={k.get('symmetry')!r}; use none, flips or dihedral")
+    from deepwm_jax.data import watermarks  # only here: config imports no model code
     sym = k.get("symmetry", "none")
+    need(sym in watermarks.SYMMETRIES, f"protect.keyed.symmetry={sym!r}; use "
+         f"{', '.join(watermarks.SYMMETRIES[:-1])} or {watermarks.SYMMETRIES[-1]}")
     if sym != "none" and k.cell >= 1 and cfg.data.image_size % k.cell == 0:
-      from deepwm_jax.data import watermarks  # only here: config imports no model code
       nb = watermarks.key_bits(cfg.data.image_size, k.cell, sym)
       need(nb >= 20, f"protect.keyed: {nb} key bits ({cfg.data.image_size} px crops, "
            f"{k.cell} px cells, symmetry {sym!r}) cannot reach a p-value of 1e-6 (20 bits "

@@ -232,7 +232,8 @@ def check_workdir_config(cfg, workdir: str) -> None:
       saved["watermark"] = {**current.get("watermark", {}), "spec": saved["watermark"]["spec"]}
     for path in ("data.tfds_dir", "data.tfds_max_images", "attack.extra_surrogate_archs",
                  "embedder.arch", "embedder.depth", "evaluate.per_image_fpr",
-                 "stage2.weak_copies", "stage1.fidelity_band", "stage1.fidelity_band.ramp", "protect.keyed",
+                 "stage2.weak_copies", "stage1.fidelity_band", "stage1.fidelity_band.ramp",
+                 "protect.keyed",
                  "stage1.context", "stage1.distortions", "stage1.distortion_ramp",
                  "stage2.distortions",
                  "protect.absorb.distortions", "protect.keyed.reading_loss",

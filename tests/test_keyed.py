@@ -172,7 +172,7 @@ def test_one_image_of_any_size_carries_a_verdict(keyed_run):
   assert kit.verify(marked).detected and kit.verify(marked).p_value < 1e-6
   assert not kit.verify([photo]).detected
   assert kit.readings([photo]).shape == (1, 64)
-  kit.info["keyed"]["symmetry"] = "flips"  # the search rolls cells, which tied cells forbid
+  kit.config.protect.keyed.symmetry = "flips"  # the search rolls cells, which tied cells forbid
   with pytest.raises(DeepwmError, match="search is built for keys without symmetry"):
     kit.verify(marked, search="shift")
 

@@ -45,8 +45,8 @@ class KeyedKit(NetworkKit):
 
   @property
   def symmetry(self) -> str:
-    """Which cells share a bit (data/watermarks.SYMMETRIES)."""
-    return self.info["keyed"].get("symmetry", "none")
+    """Which cells share a bit (data/watermarks.SYMMETRIES), as the kit's config says."""
+    return keyed.symmetry(self.config)
 
   @property
   def threshold(self) -> float:
