@@ -45,3 +45,35 @@ def test_tiny_sweep_writes_json_table_and_figure(tiny_run, tmp_path, capsys):
   assert "unknown distortion" in capsys.readouterr().err
   assert cli.main(["robustness", "--kit", kit, "--workdir", str(out), "--search", "shift"]) == 2
   assert "--search is for keyed kits" in capsys.readouterr().err
+  # The sweep records the protected images' fidelity at their own size.
+  fid = rec["fidelity"]
+  assert len(fid["psnr"]) == len(fid["ssim"]) == 4
+  assert 15 < fid["psnr_mean"] < 100 and 0 < fid["ssim_mean"] <= 1
+  assert "Fidelity of the protected images" in (out / "robustness.md").read_text()
+
+
+def test_compare_draws_the_tradeoff_of_two_sweeps(tiny_run, tmp_path, capsys):
+  kit = os.path.join(tiny_run[0], "kit")
+  a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "cmp"
+  assert cli.main(["robustness", "--kit", kit, "--workdir", str(a), "--size", "48",
+                   "--only", "noise,blur"]) == 0
+  assert cli.main(["robustness", "--kit", kit, "--workdir", str(b), "--size", "48",
+                   "--only", "noise"]) == 0
+  assert cli.main(["robustness", "--compare", str(a), str(b), "--workdir", str(out)]) == 0
+  rec = json.loads((out / "tradeoff.json").read_text())
+  # Only the distortions both sweeps ran are compared, one value per kit.
+  assert [(r["family"], r["strength"]) for r in rec["rows"]] == [
+      ("noise", s) for s in robustness.SWEEPS["noise"][1]]
+  assert [k["label"] for k in rec["kits"]] in (["a", "b"], ["b", "a"])
+  for r in rec["rows"]:
+    assert len(r["detected"]) == 2 and all(0 <= d <= 1 for d in r["detected"])
+  assert os.path.getsize(out / "tradeoff.png") > 1000
+  assert "| a |" in (out / "tradeoff.md").read_text()
+  capsys.readouterr()
+  for argv, msg in ((["--compare", str(a)], "at least two"),
+                    (["--compare", str(a), str(tmp_path)], "holds no robustness.json"),
+                    (["--compare", str(a), str(b), "--kit", kit], "not both"),
+                    ([], "--kit KIT is required")):
+    assert cli.main(["robustness", "--workdir", str(out)] + argv) == 2
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1

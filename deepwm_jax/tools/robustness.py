@@ -3,6 +3,7 @@ noise and shifts, applied to protected images and to their clean originals, each
 alone and all of them as one set. Draws the detection rate against each distortion's strength.
 
   deepwm robustness --kit KIT --workdir DIR [--input DIR] [--size 256] [--only FAMILIES]
+  deepwm robustness --compare DIR DIR [...] --workdir OUT
 
 Images: the folder given (images of any size at least the kit's crop), or the builtin held-out
 photos at their own resolution; each is centre-cropped to at most `--size` px a side (time
@@ -10,6 +11,10 @@ grows with the area). Protected images are kit.embed(image). Same-size distortio
 zoo/removal.py's (the real JPEG codec, bicubic resizes, Gaussian blur and noise); the ones
 that change the size (a crop kept as it is, a kept rescale, a shift) are here. A kit reads
 whatever size results, down to its crop; a smaller result counts as not detected.
+
+The second form draws the trade-off between fidelity and robustness from earlier sweeps (one
+per kit, on the same images): for each distortion, the share of protected images detected
+against the kit's PSNR on those images at their own size.
 """
 import argparse
 import json
@@ -95,11 +100,12 @@ def judge(kit, images: list[np.ndarray], search: str = "none") -> dict:
 
 
 def sweep(kit, images: list[np.ndarray], families=None, log=print,
-          search: str = "none") -> list[dict]:
+          search: str = "none", marked=None) -> list[dict]:
   """One record per (family, strength): for the protected images and for their clean
   originals, the share detected alone, their median p-value, and the p-value of all of them
-  judged as one set (a keyed kit with `search`: over every alignment, alignment.py)."""
-  marked = kit.embed(list(images))
+  judged as one set (a keyed kit with `search`: over every alignment, alignment.py).
+  `marked`: kit.embed(images) if already computed."""
+  marked = kit.embed(list(images)) if marked is None else marked
   rows = []
   for fam in families or SWEEPS:
     what, strengths, fn = SWEEPS[fam]
@@ -145,6 +151,15 @@ def figure(rows: list[dict], title: str):
   return fig
 
 
+def fidelity(marked: list[np.ndarray], images: list[np.ndarray]) -> dict:
+  """PSNR and SSIM of each protected image against its original, at its own size."""
+  from deepwm_jax.stages import common
+  psnr = [common.mean_psnr(m[None], i[None]) for m, i in zip(marked, images)]
+  ssim = [common.mean_ssim(m[None], i[None]) for m, i in zip(marked, images)]
+  return {"psnr": psnr, "ssim": ssim, "psnr_mean": float(np.mean(psnr)),
+          "ssim_mean": float(np.mean(ssim))}
+
+
 def run(kit_path: str, workdir: str, input_dir: str | None = None, size: int = 256,
         families=None, log=print, search: str = "none") -> dict:
   """Loads the kit and the images, sweeps, writes workdir/robustness.{json,md,png}."""
@@ -170,9 +185,11 @@ def run(kit_path: str, workdir: str, input_dir: str | None = None, size: int = 2
     raise DeepwmError(f"image {small[0]} is smaller than the kit's crop ({kit.image_size} px); "
                       f"remove it or use larger images")
   t0 = time.time()
-  rows = sweep(kit, images, families, log, search)
+  marked = kit.embed(list(images))
+  fid = fidelity(marked, images)
+  rows = sweep(kit, images, families, log, search, marked)
   result = {"kit": os.path.abspath(kit_path), "n_images": len(images), "max_side": size,
-            "search": search,
+            "search": search, "fidelity": fid,
             "sizes": [list(i.shape[:2]) for i in images], "rows": rows,
             "seconds": round(time.time() - t0, 1)}
   os.makedirs(workdir, exist_ok=True)
@@ -195,15 +212,119 @@ def run(kit_path: str, workdir: str, input_dir: str | None = None, size: int = 2
                            f"{size} px a side, each judged alone and all {len(images)} as "
                            f"one set"
                            + (f", over every alignment ({search})" if search != "none" else "")
-                           + f".\n\n{table}\n"
+                           + f". Fidelity of the protected images at that size: PSNR "
+                           f"{fid['psnr_mean']:.1f} dB, SSIM {fid['ssim_mean']:.4f} (mean)."
+                           f"\n\n{table}\n"
                            f"![robustness](robustness.png)\n")
   return result
 
 
+def _load_sweep(workdir: str) -> dict:
+  path = os.path.join(workdir, "robustness.json")
+  if not os.path.isfile(path):
+    raise DeepwmError(f"'{workdir}' holds no robustness.json; run `deepwm robustness --kit KIT "
+                      f"--workdir {workdir}` first")
+  try:
+    with open(path) as f:
+      rec = json.load(f)
+    rec["rows"], rec["n_images"]
+  except (ValueError, KeyError, TypeError) as e:
+    raise DeepwmError(f"'{path}' is not a robustness sweep ({e}); run `deepwm robustness` "
+                      "again into that folder") from None
+  if "fidelity" not in rec:
+    raise DeepwmError(f"'{path}' was written without the images' fidelity; run `deepwm "
+                      "robustness` again for that kit")
+  return rec
+
+
+def tradeoff_figure(kits: list[dict], rows: list[dict]):
+  """For each distortion family, the share of protected images detected alone against each
+  kit's PSNR at full size: one line per strength, kits from the least to the most faithful."""
+  from deepwm_jax import report
+  fams = list(dict.fromkeys(r["family"] for r in rows))
+  cols = min(3, len(fams))
+  fig = report._new_figure(4.2 * cols, 3.0 * (-(-len(fams) // cols)))
+  axes = fig.subplots(-(-len(fams) // cols), cols, squeeze=False).ravel()
+  x = [k["psnr_mean"] for k in kits]
+  for ax, fam in zip(axes, fams):
+    rs = [r for r in rows if r["family"] == fam]
+    for r in rs:
+      ax.plot(x, r["detected"], "o-", label=str(r["strength"]))
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("PSNR at full size (dB)")
+    ax.set_ylabel("protected, detected alone")
+    ax.set_title(f"{fam}: {rs[0]['what']}", fontsize=9)
+    ax.legend(fontsize=7, title_fontsize=7, title="strength")
+    for k in kits:
+      ax.annotate(k["label"], (k["psnr_mean"], 1.0), fontsize=6, rotation=60,
+                  textcoords="offset points", xytext=(0, 4), annotation_clip=False)
+  for ax in axes[len(fams):]:
+    ax.axis("off")
+  fig.tight_layout()
+  return fig
+
+
+def compare(workdirs: list[str], out: str, families=None, log=print) -> dict:
+  """The trade-off between fidelity and robustness over several kits' sweeps (their
+  workdirs), on the same images: writes out/tradeoff.{json,md,png}. A kit is labelled with
+  its workdir's name."""
+  from deepwm_jax import report
+  if len(workdirs) < 2:
+    raise DeepwmError("--compare needs the workdirs of at least two sweeps")
+  recs = [_load_sweep(d) for d in workdirs]
+  first = recs[0]
+  for d, rec in zip(workdirs[1:], recs[1:]):
+    if rec["n_images"] != first["n_images"] or rec.get("sizes") != first.get("sizes"):
+      raise DeepwmError(f"'{d}' swept other images than '{workdirs[0]}' (sizes differ); "
+                        "compare sweeps run with the same --input and --size")
+  bad = [f for f in families or () if f not in SWEEPS]
+  if bad:
+    raise DeepwmError(f"unknown distortion {bad[0]!r}; use some of {', '.join(SWEEPS)}")
+  kits = sorted(({"label": os.path.basename(os.path.abspath(d)), "workdir": os.path.abspath(d),
+                  "kit": rec["kit"], "psnr_mean": rec["fidelity"]["psnr_mean"],
+                  "ssim_mean": rec["fidelity"]["ssim_mean"], "_rows": rec["rows"]}
+                 for d, rec in zip(workdirs, recs)), key=lambda k: k["psnr_mean"])
+  keys = [(r["family"], r["strength"]) for r in kits[0]["_rows"]
+          if families is None or r["family"] in families]
+  by_kit = [{(r["family"], r["strength"]): r for r in k.pop("_rows")} for k in kits]
+  keys = [key for key in keys if all(key in b for b in by_kit)]
+  if not keys:
+    raise DeepwmError("the sweeps share no distortion; run them with the same --only")
+  rows = [{"family": f, "strength": s, "what": by_kit[0][(f, s)]["what"],
+           "detected": [b[(f, s)]["protected_detected"] for b in by_kit],
+           "set_detected": [bool(b[(f, s)]["protected_set_detected"]) for b in by_kit],
+           "clean_detected": [b[(f, s)]["clean_detected"] for b in by_kit]}
+          for f, s in keys]
+  result = {"kits": kits, "n_images": first["n_images"], "sizes": first.get("sizes"),
+            "rows": rows}
+  os.makedirs(out, exist_ok=True)
+  report.write_text_atomic(os.path.join(out, "tradeoff.json"),
+                           json.dumps(result, indent=1) + "\n")
+  report.save_figure(tradeoff_figure(kits, rows), os.path.join(out, "tradeoff.png"))
+  cols = ["kit", "PSNR (dB)", "SSIM"] + [f"{f} {s}" for f, s in keys]
+  table = report.markdown_table(
+      [{"kit": k["label"], "PSNR (dB)": f"{k['psnr_mean']:.1f}",
+        "SSIM": f"{k['ssim_mean']:.4f}",
+        **{f"{r['family']} {r['strength']}":
+           f"{100 * r['detected'][i]:.0f}%" + (" (set)" if r["set_detected"][i] else "")
+           for r in rows}} for i, k in enumerate(kits)], cols)
+  clean = max(max(r["clean_detected"]) for r in rows)
+  report.write_text_atomic(os.path.join(out, "tradeoff.md"),
+                           f"# Fidelity against robustness\n\n{first['n_images']} images, "
+                           f"each judged alone; '(set)': all of them detected as one set. "
+                           f"Clean originals detected: at most {100 * clean:.0f}% in any "
+                           f"cell.\n\n{table}\n![trade-off](tradeoff.png)\n")
+  log(f"wrote {os.path.join(out, 'tradeoff.md')} ({len(kits)} kits, {len(rows)} distortions)")
+  return result
+
+
 def add_arguments(p):
-  p.add_argument("--kit", required=True, metavar="KIT", help="the kit whose images to test")
+  p.add_argument("--kit", default=None, metavar="KIT", help="the kit whose images to test")
+  p.add_argument("--compare", nargs="+", default=None, metavar="DIR",
+                 help="instead of --kit: the workdirs of earlier sweeps of several kits on the "
+                      "same images; draws detection against fidelity (tradeoff.png)")
   p.add_argument("--workdir", required=True, metavar="DIR",
-                 help="where robustness.json, .md and .png go")
+                 help="where robustness.json, .md and .png go (tradeoff.* with --compare)")
   p.add_argument("--input", default=None, metavar="DIR",
                  help="images to protect and distort (default: the builtin held-out photos)")
   p.add_argument("--size", type=int, default=256,
@@ -217,5 +338,12 @@ def add_arguments(p):
 
 def main(args, log=print) -> int:
   fams = [f.strip() for f in args.only.split(",")] if args.only else None
-  run(args.kit, args.workdir, args.input, args.size, fams, log, args.search)
+  if args.compare and args.kit:
+    raise DeepwmError("give --kit (run a sweep) or --compare (compare sweeps), not both")
+  if args.compare:
+    compare(args.compare, args.workdir, fams, log)
+  elif not args.kit:
+    raise DeepwmError("--kit KIT is required (or --compare DIR DIR ... to compare sweeps)")
+  else:
+    run(args.kit, args.workdir, args.input, args.size, fams, log, args.search)
   return 0
