@@ -248,19 +248,22 @@ def tradeoff_figure(kits: list[dict], rows: list[dict]):
   x = [k["psnr_mean"] for k in kits]
   for ax, fam in zip(axes, fams):
     rs = [r for r in rows if r["family"] == fam]
-    for r in rs:
-      ax.plot(x, r["detected"], "o-", label=str(r["strength"]))
+    for i, r in enumerate(rs):  # markers shrink so that lines on top of each other show
+      ax.plot(x, r["detected"], "o-", ms=max(3, 9 - 2 * i), label=str(r["strength"]))
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("PSNR at full size (dB)")
     ax.set_ylabel("protected, detected alone")
-    ax.set_title(f"{fam}: {rs[0]['what']}", fontsize=9)
+    ax.set_title(f"{fam}: {rs[0]['what']}", fontsize=9, pad=16)
     ax.legend(fontsize=7, title_fontsize=7, title="strength")
-    for k in kits:
-      ax.annotate(k["label"], (k["psnr_mean"], 1.0), fontsize=6, rotation=60,
-                  textcoords="offset points", xytext=(0, 4), annotation_clip=False)
+    for i, k in enumerate(kits):  # numbered here, named below: names would collide
+      ax.annotate(str(i + 1), (k["psnr_mean"], 1.0), fontsize=8, ha="center",
+                  textcoords="offset points", xytext=(0, 8), annotation_clip=False)
   for ax in axes[len(fams):]:
     ax.axis("off")
-  fig.tight_layout()
+  names = "   ".join(f"{i + 1}: {k['label']} ({k['psnr_mean']:.1f} dB, SSIM "
+                     f"{k['ssim_mean']:.3f})" for i, k in enumerate(kits))
+  fig.text(0.5, 0.005, names, ha="center", va="bottom", fontsize=7, wrap=True)
+  fig.tight_layout(rect=(0, 0.06, 1, 1))
   return fig
 
 
