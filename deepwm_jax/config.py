@@ -71,8 +71,11 @@ def base_config() -> ml_collections.ConfigDict:
   # frame: H leaves the outer `frame` px of each crop unchanged, so the watermark cannot hide
   # in the crop's frame and reads the same in blended windows of a large image (windows.py);
   # at most half the windows' overlap (image_size / 8).
+  # texture_mask: > 0 scales H's residual by the local contrast of B (the std of its luminance
+  # in a 2 px Gaussian window) over this value, capped at 1 (models.texture_mask): smooth areas
+  # of large photos, where SSIM counts any change, are left nearly alone. 0: off.
   c.embedder = dict(arch="unet", ngf=16, num_downs=0, depth=8, norm="batch", output="residual",
-                    residual_scale=0.1, frame=0)
+                    residual_scale=0.1, frame=0, texture_mask=0.0)
   c.extractor = dict(channels=16, dilations=(2, 2, 4, 1), output="linear")
   c.discriminator = dict(widths=(16, 32, 64, 128))
 
@@ -352,6 +355,9 @@ def validate(cfg) -> None:
     need((d.image_size + 2 * context) % f == 0,
          f"stage1.context={context}: the task U-Net needs crops of a multiple of {f} px, and "
          f"{d.image_size} + 2 x {context} is not; use a context of a multiple of {f // 2}")
+  tm = cfg.embedder.get("texture_mask", 0.0)
+  need(isinstance(tm, (int, float)) and 0.0 <= tm <= 1.0,
+       f"embedder.texture_mask={tm}; use 0 (off) or a local contrast in (0, 1], e.g. 0.02")
   frame = cfg.embedder.get("frame", 0)
   need(0 <= frame <= d.image_size // 8,
        f"embedder.frame={frame}; use 0 to {d.image_size // 8} (half the windows' overlap, "

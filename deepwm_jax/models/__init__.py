@@ -29,6 +29,7 @@ class Generator(nn.Module):
   residual_scale: float = 0.1
   use_cond: bool = True   # False: cond is ignored (a translation-equivariant embedder)
   frame: int = 0          # > 0: y = x on the outer `frame` pixels of every image (see below)
+  texture_mask: float = 0.0  # > 0: the residual scaled down where x is smooth (texture_mask)
 
   @nn.compact
   def __call__(self, x_BxHxWxC, cond_HxWxC=None, train: bool = False):
@@ -44,6 +45,8 @@ class Generator(nn.Module):
       # an image read in blended windows, or shifted by a pixel, no longer has.
       mask = frame_mask(x_BxHxWxC.shape[1], x_BxHxWxC.shape[2], self.frame)
       y = x_BxHxWxC + mask * (y - x_BxHxWxC)
+    if self.texture_mask > 0:
+      y = x_BxHxWxC + texture_mask(x_BxHxWxC, self.texture_mask) * (y - x_BxHxWxC)
     return y
 
   def _output(self, x, h):
@@ -75,6 +78,38 @@ def frame_mask(height: int, width: int, frame: int) -> jnp.ndarray:
   return jnp.asarray(m)
 
 
+TEXTURE_SIGMA = 2.0  # px: the Gaussian window of the local contrast in texture_mask
+
+
+def _gaussian_blur(y_BxHxW: jnp.ndarray, sigma: float) -> jnp.ndarray:
+  """Separable Gaussian blur, mirrored at the edges (at most the image's size - 1 wide)."""
+  r = int(math.ceil(3 * sigma))
+  k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+  k = jnp.asarray(k / k.sum(), y_BxHxW.dtype)
+  for axis in (1, 2):
+    pad = [(0, 0)] * 3
+    pad[axis] = (min(r, y_BxHxW.shape[axis] - 1),) * 2
+    yp = jnp.pad(y_BxHxW, pad, mode="reflect")
+    n = y_BxHxW.shape[axis]
+    y_BxHxW = sum(k[r - pad[axis][0] + i] * jax.lax.slice_in_dim(yp, i, i + n, axis=axis)
+                  for i in range(2 * pad[axis][0] + 1))
+  return y_BxHxW
+
+
+def texture_mask(x_BxHxWxC: jnp.ndarray, sigma0: float) -> jnp.ndarray:
+  """[B, H, W, 1] in [0, 1]: the local contrast of x (the standard deviation of its luminance
+  in a Gaussian window of TEXTURE_SIGMA px) over `sigma0`, capped at 1. Multiplying H's
+  residual by it keeps the residual where the image has texture to hide it in and fades it
+  over smooth areas, where SSIM (and the eye) notice any change. It is a function of the
+  image alone, so an imitator can learn it like the rest of B'."""
+  y = jnp.mean(x_BxHxWxC.astype(jnp.float32), axis=-1)
+  # Centred first: E[y^2] - E[y]^2 in float32 around 0.5 leaves ~1e-4 of noise in the std.
+  y = y - jnp.mean(y, axis=(1, 2), keepdims=True)
+  mean = _gaussian_blur(y, TEXTURE_SIGMA)
+  var = jnp.maximum(_gaussian_blur(y * y, TEXTURE_SIGMA) - mean * mean, 0.0)
+  return jnp.clip(jnp.sqrt(var + 1e-12) / sigma0, 0.0, 1.0)[..., None]
+
+
 def auto_num_downs(num_downs: int, image_size: int) -> int:
   """0 means the reference's log2(size) - 1 levels (7 at 256 px)."""
   return num_downs or int(math.log2(image_size)) - 1
@@ -90,10 +125,12 @@ def embedder(cfg) -> Generator:
     body = PlainCNN(cfg.data.channels, e.ngf, e.get("depth", 8), cfg.conv_impl, _dtype(cfg),
                     residual=False)
     return Generator(body, e.output, e.residual_scale, use_cond=False,
-                     frame=int(e.get("frame", 0)))
+                     frame=int(e.get("frame", 0)),
+                     texture_mask=float(e.get("texture_mask", 0.0)))
   body = UNet(cfg.data.channels, auto_num_downs(e.num_downs, cfg.data.image_size), e.ngf,
               e.norm, cfg.conv_impl, dtype=_dtype(cfg))
-  return Generator(body, e.output, e.residual_scale, frame=int(e.get("frame", 0)))
+  return Generator(body, e.output, e.residual_scale, frame=int(e.get("frame", 0)),
+                   texture_mask=float(e.get("texture_mask", 0.0)))
 
 
 def embedder_last_layer(cfg) -> str:
