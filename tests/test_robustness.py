@@ -70,8 +70,12 @@ def test_compare_draws_the_tradeoff_of_two_sweeps(tiny_run, tmp_path, capsys):
   assert os.path.getsize(out / "tradeoff.png") > 1000
   assert "| a |" in (out / "tradeoff.md").read_text()
   capsys.readouterr()
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  (bad / "robustness.json").write_text("{not json")
   for argv, msg in ((["--compare", str(a)], "at least two"),
                     (["--compare", str(a), str(tmp_path)], "holds no robustness.json"),
+                    (["--compare", str(a), str(bad)], "cannot be read"),
                     (["--compare", str(a), str(b), "--kit", kit], "not both"),
                     ([], "--kit KIT is required")):
     assert cli.main(["robustness", "--workdir", str(out)] + argv) == 2

@@ -227,10 +227,12 @@ def _load_sweep(workdir: str) -> dict:
   try:
     with open(path) as f:
       rec = json.load(f)
-    rec["rows"], rec["n_images"]
-  except (ValueError, KeyError, TypeError) as e:
-    raise DeepwmError(f"'{path}' is not a robustness sweep ({e}); run `deepwm robustness` "
+  except (OSError, ValueError) as e:
+    raise DeepwmError(f"'{path}' cannot be read ({type(e).__name__}); run `deepwm robustness` "
                       "again into that folder") from None
+  if not isinstance(rec, dict) or not {"rows", "n_images"} <= rec.keys():
+    raise DeepwmError(f"'{path}' is not a robustness sweep; run `deepwm robustness` again "
+                      "into that folder")
   if "fidelity" not in rec:
     raise DeepwmError(f"'{path}' was written without the images' fidelity; run `deepwm "
                       "robustness` again for that kit")
@@ -270,7 +272,7 @@ def tradeoff_figure(kits: list[dict], rows: list[dict]):
 def compare(workdirs: list[str], out: str, families=None, log=print) -> dict:
   """The trade-off between fidelity and robustness over several kits' sweeps (their
   workdirs), on the same images: writes out/tradeoff.{json,md,png}. A kit is labelled with
-  its workdir's name."""
+  its workdir's name (its path where two names are the same)."""
   from deepwm_jax import report
   if len(workdirs) < 2:
     raise DeepwmError("--compare needs the workdirs of at least two sweeps")
@@ -283,10 +285,14 @@ def compare(workdirs: list[str], out: str, families=None, log=print) -> dict:
   bad = [f for f in families or () if f not in SWEEPS]
   if bad:
     raise DeepwmError(f"unknown distortion {bad[0]!r}; use some of {', '.join(SWEEPS)}")
-  kits = sorted(({"label": os.path.basename(os.path.abspath(d)), "workdir": os.path.abspath(d),
-                  "kit": rec["kit"], "psnr_mean": rec["fidelity"]["psnr_mean"],
+  labels = [os.path.basename(os.path.abspath(d)) for d in workdirs]
+  if len(set(labels)) < len(labels):  # folders of the same name: their paths tell them apart
+    labels = list(workdirs)
+  kits = sorted(({"label": label, "workdir": os.path.abspath(d), "kit": rec.get("kit"),
+                  "psnr_mean": rec["fidelity"]["psnr_mean"],
                   "ssim_mean": rec["fidelity"]["ssim_mean"], "_rows": rec["rows"]}
-                 for d, rec in zip(workdirs, recs)), key=lambda k: k["psnr_mean"])
+                 for label, d, rec in zip(labels, workdirs, recs)),
+                key=lambda k: k["psnr_mean"])
   keys = [(r["family"], r["strength"]) for r in kits[0]["_rows"]
           if families is None or r["family"] in families]
   by_kit = [{(r["family"], r["strength"]): r for r in k.pop("_rows")} for k in kits]
