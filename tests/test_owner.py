@@ -51,6 +51,25 @@ def test_callable_model_on_an_array_of_inputs_end_to_end(tmp_path):
     task.model_callable(src)
 
 
+def test_a_keyed_kit_with_a_texture_mask_protects_a_callable_model(tmp_path):
+  """The owner's path with the keyed method (configs/keyed.py's choices at tiny scale)."""
+  workdir = tmp_path / "w"
+  kit = deepwm_jax.protect(darken, photos(), str(workdir), config="tiny",
+                           overrides={"data.n_protect": 16, "data.n_attack": 16,
+                                      "protect.method": "keyed",
+                                      "embedder.texture_mask": 0.04},
+                           log=lambda *_: None)
+  assert kit.method == "keyed" and kit.config.embedder.texture_mask == 0.04
+  rep = __import__("json").loads((workdir / "report.json").read_text())
+  assert rep["method"] == "keyed" and rep["key"]["bits"] == kit.key.size
+  assert not any(g["detected"] for g in rep["groups"].values() if g["role"] == "innocent")
+  x = photos()[:2]
+  marked = kit.embed(x)
+  assert [m.shape for m in marked] == [(40, 48, 3), (48, 40, 3)]
+  v = kit.verify(marked)
+  assert 0 < v.p_value <= 1 and len(v.p_per_image) == 2
+
+
 def _pair_folders(tmp_path, n=6):
   x = photos(n)
   inputs, outputs = tmp_path / "in", tmp_path / "out"
