@@ -7,6 +7,7 @@ the output modes the method uses: 'sigmoid' (the reference embedder), 'residual'
 import math
 from typing import Any
 
+import dm_pix
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -81,33 +82,22 @@ def frame_mask(height: int, width: int, frame: int) -> jnp.ndarray:
 TEXTURE_SIGMA = 2.0  # px: the Gaussian window of the local contrast in texture_mask
 
 
-def _gaussian_blur(y_BxHxW: jnp.ndarray, sigma: float) -> jnp.ndarray:
-  """Separable Gaussian blur, mirrored at the edges (at most the image's size - 1 wide)."""
-  r = int(math.ceil(3 * sigma))
-  k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-  k = jnp.asarray(k / k.sum(), y_BxHxW.dtype)
-  for axis in (1, 2):
-    pad = [(0, 0)] * 3
-    pad[axis] = (min(r, y_BxHxW.shape[axis] - 1),) * 2
-    yp = jnp.pad(y_BxHxW, pad, mode="reflect")
-    n = y_BxHxW.shape[axis]
-    y_BxHxW = sum(k[r - pad[axis][0] + i] * jax.lax.slice_in_dim(yp, i, i + n, axis=axis)
-                  for i in range(2 * pad[axis][0] + 1))
-  return y_BxHxW
-
-
 def texture_mask(x_BxHxWxC: jnp.ndarray, sigma0: float) -> jnp.ndarray:
   """[B, H, W, 1] in [0, 1]: the local contrast of x (the standard deviation of its luminance
   in a Gaussian window of TEXTURE_SIGMA px) over `sigma0`, capped at 1. Multiplying H's
   residual by it keeps the residual where the image has texture to hide it in and fades it
   over smooth areas, where SSIM (and the eye) notice any change. It is a function of the
   image alone, so an imitator can learn it like the rest of B'."""
-  y = jnp.mean(x_BxHxWxC.astype(jnp.float32), axis=-1)
+  y = jnp.mean(x_BxHxWxC.astype(jnp.float32), axis=-1, keepdims=True)
   # Centred first: E[y^2] - E[y]^2 in float32 around 0.5 leaves ~1e-4 of noise in the std.
   y = y - jnp.mean(y, axis=(1, 2), keepdims=True)
-  mean = _gaussian_blur(y, TEXTURE_SIGMA)
-  var = jnp.maximum(_gaussian_blur(y * y, TEXTURE_SIGMA) - mean * mean, 0.0)
-  return jnp.clip(jnp.sqrt(var + 1e-12) / sigma0, 0.0, 1.0)[..., None]
+  r = int(math.ceil(3 * TEXTURE_SIGMA))
+  moments = jnp.pad(jnp.concatenate([y, y * y], -1), ((0, 0), (r, r), (r, r), (0, 0)),
+                    mode="reflect")  # mirrored edges, as the windows' context is
+  m = jax.vmap(lambda img: dm_pix.gaussian_blur(img, TEXTURE_SIGMA, 2 * r + 1,
+                                                padding="VALID"))(moments)
+  var = jnp.maximum(m[..., 1:] - m[..., :1] ** 2, 0.0)
+  return jnp.clip(jnp.sqrt(var + 1e-12) / sigma0, 0.0, 1.0)
 
 
 def auto_num_downs(num_downs: int, image_size: int) -> int:
