@@ -11,11 +11,12 @@ def load_kit(path):
   return kit.load_kit(path)
 
 
-def protect(model, inputs, workdir, config="quickstart", overrides=None, log=print):
+def protect(model, inputs, workdir, config=None, overrides=None, log=print):
   """Protects the owner's model (a callable, or a folder of its outputs) on the owner's inputs
-  (a folder or an array) and returns the kit; see `deepwm_jax.owner`."""
+  (a folder or an array) and returns the kit; see `deepwm_jax.owner`. `config` defaults to
+  'keyed' (owner.DEFAULT_CONFIG)."""
   from deepwm_jax import owner
-  return owner.protect(model, inputs, workdir, config, overrides, log)
+  return owner.protect(model, inputs, workdir, config or owner.DEFAULT_CONFIG, overrides, log)
 
 
 def __getattr__(name):

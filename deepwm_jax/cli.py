@@ -40,7 +40,7 @@ def _parser():
                   "(--model python:module:function) fed crops of the images in --inputs, or "
                   "the outputs it gave for them, collected in --outputs (same file names). "
                   "Re-running the same command resumes.", epilog=opts.OVERRIDES_HELP)
-  opts.add_config(protect, required=False, what="config to start from (default: quickstart)")
+  opts.add_config(protect, required=False, what="config to start from (default: keyed)")
   protect.add_argument("--inputs", required=True, metavar="DIR",
                        help="folder of the model's inputs (images of any sizes)")
   model = protect.add_mutually_exclusive_group(required=True)
@@ -139,7 +139,7 @@ def cmd_protect(args, overrides):
   from deepwm_jax import owner, pipeline
   if args.model is not None and not args.model.startswith("python:"):
     raise DeepwmError(f"--model {args.model!r}: give python:module:function (or --outputs DIR)")
-  cfg = owner.owner_config(args.model or args.outputs, args.inputs, args.config or "quickstart",
+  cfg = owner.owner_config(args.model or args.outputs, args.inputs, args.config or owner.DEFAULT_CONFIG,
                            overrides)
   _print_summary(pipeline.run(cfg, args.workdir, log=opts.log))
   return 0

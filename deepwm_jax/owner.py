@@ -24,9 +24,11 @@ from deepwm_jax.errors import DeepwmError
 from deepwm_jax.stages import task
 
 INPUTS_DIR = "inputs"  # where protect() writes inputs given as arrays, inside the workdir
+# The keyed kit: an exact verdict for suspects of any family, one photo per verdict at full size.
+DEFAULT_CONFIG = "keyed"
 
 
-def owner_config(model: Callable | str, inputs: str, config: str = "quickstart",
+def owner_config(model: Callable | str, inputs: str, config: str = DEFAULT_CONFIG,
                  overrides: Mapping[str, Any] | Sequence[str] | None = None
                  ) -> ml_collections.ConfigDict:
   """The config of a protect() call: `config` (a file or a shipped config's name) pointed at
@@ -74,7 +76,7 @@ def inputs_folder(inputs, workdir: str) -> str:
   return path
 
 
-def protect(model, inputs, workdir: str, config: str = "quickstart",
+def protect(model, inputs, workdir: str, config: str = DEFAULT_CONFIG,
             overrides: Mapping[str, Any] | Sequence[str] | None = None, log=print):
   """Runs the protection pipeline on the owner's model and inputs; returns the kit
   (module docstring). The report and kit are in `workdir` as after `deepwm run`."""

@@ -300,12 +300,17 @@ def full_size_section(report: dict) -> str:
            "residual in window frames": f"{100 * r['frame_share']:.0f}% "
                                         f"(area {100 * r['frame_area']:.0f}%)",
            "protected": word(r["protected"]), "clean": word(r["clean"]),
-           "protected, shifted 1 px": word(r["protected shifted 1 px"])}
+           "protected, shifted 1 px": word(r["protected shifted 1 px"]),
+           **({"shifted 1 px, searched": word(r["searched"]["protected shifted 1 px"]),
+               "clean, searched": word(r["searched"]["clean"])} if "searched" in r else {})}
           for r in fs["photos"]]
   return ("## Full size (one held-out photo per verdict)\n\n"
           f"The kit embeds and reads images of any size in {fs['window']} px windows ("
           + (f"overlapping by {fs['overlap']} px, blended" if fs["overlap"] else "tiled")
-          + "). Each verdict below is on one image alone.\n\n"
+          + "). Each verdict below is on one image alone"
+          + ("; 'searched' verdicts try every shift (`verify --search shift`), their p-values "
+             "multiplied by the number of alignments tried" if "searched" in fs["photos"][0] else "")
+          + ".\n\n"
           + markdown_table(rows, list(rows[0])))
 
 

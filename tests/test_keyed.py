@@ -64,6 +64,12 @@ def test_report_kit_and_resume(keyed_run, tmp_path, capsys):
   assert all(r["sets"] == 2 for g in sv["groups"].values() for r in g["rows"].values())
   assert sv["innocent"] == {"sets": 4 * 2 * 2, "sets_detected": 0}
   assert "## After serving (sets of 8)" in open(os.path.join(workdir, "report.md")).read()
+  # Full size: the keyed kit also judges the shifted photo and the clean one with its alignment
+  # search, whose bound (every shift counted) keeps the clean photo unclaimed.
+  for r in rep["full_size"]["photos"]:
+    assert set(r["searched"]) == {"protected shifted 1 px", "clean"}
+    assert not r["searched"]["clean"]["detected"] and r["searched"]["clean"]["p_value"] > 1e-6
+  assert "clean, searched" in open(os.path.join(workdir, "report.md")).read()
   for f in ("report.md", "report.json", "figures/grid.png", "figures/innocent_qq.png",
             "figures/served.png"):
     assert os.path.exists(os.path.join(workdir, f)), f

@@ -142,3 +142,10 @@ def test_an_importable_model_is_named_not_registered(tmp_path):
   assert cfg.task.source == "python:test_owner:darken" and cfg.data.task == "none"
   assert cfg.data.source == f"folder:{tmp_path / 'in'}" and cfg.data.scale == 1.0
   assert task.model_callable(cfg.task.source) is darken
+
+
+def test_protect_starts_from_the_keyed_config_by_default(tmp_path):
+  """An owner who names no config gets the kit whose verdict holds for suspects of any family."""
+  cfg = owner.owner_config(darken, str(tmp_path))
+  assert owner.DEFAULT_CONFIG == "keyed" and cfg.protect.method == "keyed"
+  assert cfg.data.source == f"folder:{tmp_path}"

@@ -49,6 +49,12 @@ class KeyedKit(NetworkKit):
     return keyed.symmetry(self.config)
 
   @property
+  def searchable(self) -> bool:
+    """Whether `verify(search=...)` applies: the search rolls the key, which a key whose cells
+    share bits by symmetry does not survive."""
+    return self.symmetry == "none"
+
+  @property
   def threshold(self) -> float:
     """The per-image fraction of matching bits at which one image alone is detected."""
     return secret_key.bits_needed(self.key.size, self.alpha) / self.key.size
@@ -79,7 +85,7 @@ class KeyedKit(NetworkKit):
     offset or rescaled (alignment.py): every alignment is tried and the best one's p-value is
     multiplied by the number tried, so the bound holds with the search."""
     alpha = self.alpha if alpha is None else alpha
-    if alignment.mode(search) != "none" and self.symmetry != "none":
+    if alignment.mode(search) != "none" and not self.searchable:
       raise DeepwmError(f"the alignment search is built for keys without symmetry; this kit's "
                         f"is '{self.symmetry}': verify without --search")
     if alignment.mode(search) == "none":

@@ -5,7 +5,9 @@ B' = kit.embed(B) against B at full size, where the residual lies (its share wit
 window's edge, against that frame's share of the pixels: a kit that hid its watermark in the
 frame of its crops would score far above it), and three verdicts on the single image: the
 protected photo, its clean original, and the protected photo translated by one pixel (cropped
-by one row and column, so its windows no longer fall where the embedding's did).
+by one row and column, so its windows no longer fall where the embedding's did). A kit that
+can search its alignment (a keyed kit) also judges the shifted photo, and the clean one, with
+`verify --search shift`, whose bound counts every alignment tried.
 """
 import numpy as np
 
@@ -26,8 +28,8 @@ def photos_for(images: list[np.ndarray], n: int = 2, max_side: int = MAX_SIDE) -
   return out
 
 
-def _verdict(kit, img) -> dict:
-  v = kit.verify([img])
+def _verdict(kit, img, **search) -> dict:
+  v = kit.verify([img], **search)
   return {"p_value": float(v.p_value), "detected": bool(v.detected)}
 
 
@@ -45,6 +47,9 @@ def study(kit, photos: list[np.ndarray]) -> tuple[dict, dict]:
         "frame_area": windows.frame_area(b.shape, kit.image_size, kit.overlap),
         "protected": _verdict(kit, bm), "clean": _verdict(kit, b),
         "protected shifted 1 px": _verdict(kit, bm[1:, 1:])})
+    if getattr(kit, "searchable", False):
+      rows[-1]["searched"] = {"protected shifted 1 px": _verdict(kit, bm[1:, 1:], search="shift"),
+                              "clean": _verdict(kit, b, search="shift")}
   b, bm = photos[0], marked[0]
   panels = {"B (held-out photo)": b, "B' (protected)": bm,
             f"|B'-B| x{AMPLIFY}": np.clip(AMPLIFY * np.abs(bm - b), 0, 1)}
