@@ -1,7 +1,7 @@
 """The quick zoo's target rows only: its plain members and its nulls, the zoo to run when
 comparing kits (zoo_quick.py without the augmentation members and the removal attacks).
 
-  deepwm attack --kit runs/qs/kit --config configs/zoo_plain.py --workdir runs/zoo_plain
+  deepwm attack --kit runs/keyed/kit --config configs/zoo_plain.py --workdir runs/zoo_plain
 
 Same member names, settings and seeds as zoo_quick.py, 14 trained instead of 18.
 """

@@ -1,7 +1,7 @@
 """The quick zoo: 18 surrogate attackers in 6 architecture settings, 4 losses, 4 augmentations,
 an overwrite, 2 nulls and 7 removal attacks, sized for a 2-core CPU against a quickstart kit.
 
-  deepwm attack --kit runs/qs/kit --config configs/zoo_quick.py --workdir runs/zoo
+  deepwm attack --kit runs/keyed/kit --config configs/zoo_quick.py --workdir runs/zoo
 
 The perceptual-loss member is skipped without a VGG16 weights file (docs/zoo.md).
 """
