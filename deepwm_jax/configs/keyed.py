@@ -1,9 +1,9 @@
-"""The quickstart with a keyed kit: H and R trained over random keys, the owner's key secret,
-and a verdict whose false-claim bound holds for any innocent model (docs/verdicts.md).
+"""The default: the quickstart with a keyed kit, H and R trained over random keys, the owner's key
+secret, and a verdict whose false-claim bound holds for any innocent model (docs/verdicts.md).
 
   deepwm run --config configs/keyed.py --workdir runs/keyed
 
-About 15 minutes on a 2-core CPU. Reads U-Net imitators; ResNet and plain-CNN imitators do not
+About 13 minutes on a 2-core CPU. Reads U-Net imitators; ResNet and plain-CNN imitators do not
 copy its cells (docs/verdicts.md).
 """
 from deepwm_jax.configs import quickstart

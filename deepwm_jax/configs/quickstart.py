@@ -1,5 +1,5 @@
-"""The quickstart: protect a small deraining U-Net on the builtin photos, on a 2-core CPU in
-about 20 minutes. Every quickstart_* and protect_* config and notebook.py build on it.
+"""The quickstart: the papers' method (a U-Net H drawing a logo, a calibrated verdict) on a small
+deraining U-Net and the builtin photos, about 16 minutes on a 2-core CPU. Most configs build on it.
 
   deepwm run --config configs/quickstart.py --workdir runs/qs
 
