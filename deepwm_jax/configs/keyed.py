@@ -13,10 +13,11 @@ def get_config():
   c = quickstart.get_config()
   c.protect.method = "keyed"
   c.protect.keyed.cell = 4       # 8 x 8 cells on a 32 px crop: a 64-bit key
-  # Each image's PSNR(B', B) held in [42, 44] dB and its SSIM in [0.995, 0.998] (a cost of 1 per
-  # dB outside), with the quickstart's fidelity weights at a quarter: without the band the
-  # keyed watermark sat at 36 dB / SSIM 0.93 and was read no better.
-  c.stage1.fidelity_band.update(weight=1.0, psnr=(42.0, 44.0), ssim=(0.995, 0.998))
+  # Each image's PSNR(B', B) held in [42, 44] dB and its SSIM in [0.995, 0.998] (a cost of 50
+  # per dB outside), with the quickstart's fidelity weights at a quarter: without the band the
+  # keyed watermark sat at 36 dB / SSIM 0.93 and was read no better. Weight 1 held it with the
+  # drawing loss; the hinge below pushes harder through the distortions and needs 50.
+  c.stage1.fidelity_band.update(weight=50.0, psnr=(42.0, 44.0), ssim=(0.995, 0.998))
   c.stage1.weights.update(fidelity=0.025, fidelity_ssim=2.0)
   # The report's imitators train 1500 steps each; 3 ResNet blocks instead of 6 halve their time.
   c.attack.surrogate.n_blocks = 3
@@ -24,4 +25,12 @@ def get_config():
   # at full size went from 42 dB / SSIM 0.946-0.995 to 42.6-54.8 dB / 0.995-0.997, crops from
   # 42.3 dB / 0.984 to 44.1 / 0.993, and the U-Net imitator was still read with every bit.
   c.embedder.texture_mask = 0.04
+  # R reads every training crop through a mild distortion layer (drawn per example, ramped in
+  # over the middle half of stage 1), and is asked only for each cell's sign, with a margin of
+  # 0.2 (a hinge), while the band holds the fidelity. Served sets of 16 then survive JPEG 90
+  # and 75, a resize to 0.5 and back, blur 1 and resize + JPEG 75 (without it: noise only),
+  # and a full-size photo shifted by 1 px is read without a search; crops read alone fell
+  # from 100% to 83% (sets still read with all 64 bits), at 43.5 dB / SSIM 0.993 on crops.
+  c.stage1.distortions = "none, jpeg:75:95, rescale:0.5:0.9, blur:0.3:1.2, noise:0:0.04, shift:0:1"
+  c.protect.keyed.update(reading_loss="hinge", margin=0.2)
   return c
