@@ -59,6 +59,8 @@ def test_a_workdir_from_before_the_served_study_resumes(tmp_path):
   """A keyed run written before evaluate.served and the reading loss existed had their
   defaults: it resumes (and gains the report's section); a changed value is still refused."""
   cfg = config.load("keyed")
+  base = config.base_config().protect.keyed
+  cfg.protect.keyed.update(reading_loss=base.reading_loss, margin=base.margin)
   saved = json.loads(cfg.to_json_best_effort())
   for section, key in (("evaluate", "served"), ("evaluate", "set_size")):
     del saved[section][key]
@@ -69,6 +71,9 @@ def test_a_workdir_from_before_the_served_study_resumes(tmp_path):
   cfg.protect.keyed.reading_loss = "hinge"
   with pytest.raises(DeepwmError, match="protect.keyed.reading_loss"):
     pipeline.check_workdir_config(cfg, str(tmp_path))
+  # The shipped keyed config reads with the hinge: such an old workdir is not its run.
+  with pytest.raises(DeepwmError, match="protect.keyed"):
+    pipeline.check_workdir_config(config.load("keyed"), str(tmp_path))
 
 
 def test_a_deep_kit_that_claims_innocent_sets_after_serving_is_warned_about():
