@@ -139,8 +139,8 @@ def cmd_protect(args, overrides):
   from deepwm_jax import owner, pipeline
   if args.model is not None and not args.model.startswith("python:"):
     raise DeepwmError(f"--model {args.model!r}: give python:module:function (or --outputs DIR)")
-  cfg = owner.owner_config(args.model or args.outputs, args.inputs, args.config or owner.DEFAULT_CONFIG,
-                           overrides)
+  cfg = owner.owner_config(args.model or args.outputs, args.inputs,
+                           args.config or owner.DEFAULT_CONFIG, overrides)
   _print_summary(pipeline.run(cfg, args.workdir, log=opts.log))
   return 0
 
