@@ -144,8 +144,13 @@ def test_an_importable_model_is_named_not_registered(tmp_path):
   assert task.model_callable(cfg.task.source) is darken
 
 
-def test_protect_starts_from_the_keyed_config_by_default(tmp_path):
+def test_protect_starts_from_the_keyed_config_by_default(tmp_path, capsys):
   """An owner who names no config gets the kit whose verdict holds for suspects of any family."""
   cfg = owner.owner_config(darken, str(tmp_path))
   assert owner.DEFAULT_CONFIG == "keyed" and cfg.protect.method == "keyed"
   assert cfg.data.source == f"folder:{tmp_path}"
+  # `deepwm protect --help` names the same default (the CLI does not import owner to build it).
+  from deepwm_jax import cli
+  with pytest.raises(SystemExit):
+    cli.main(["protect", "--help"])
+  assert f"(default: {owner.DEFAULT_CONFIG})" in " ".join(capsys.readouterr().out.split())
