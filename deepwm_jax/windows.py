@@ -12,8 +12,8 @@ window on each axis flush with the image's edge, so every pixel is covered:
           `context` adapt it to embedders trained to leave a crop's frame alone or to see
           content around the crop (`taper`, `blend`).
   read    R (or the statistic) on windows of the same grid, `every` other one along long axes
-          if the kit asks: a window at a grid position holds mostly its own residual, faded at
-          its edges by its neighbours'.
+          or half of them in a checkerboard if the kit asks: a window at a grid position holds
+          mostly its own residual, faded at its edges by its neighbours'.
 
 Windows are cut and processed `batch` at a time, so memory is bounded by the batch and two
 image-sized accumulators (a 4096 x 4096 RGB image: about 0.4 GB), not by the image's area.
@@ -52,17 +52,21 @@ def starts(length: int, size: int, stride: int) -> np.ndarray:
 THIN_ABOVE = 8
 
 
-def grid(height: int, width: int, size: int, overlap: int,
-         every: int = 1) -> list[tuple[int, int]]:
+def grid(height: int, width: int, size: int, overlap: int, every: int = 1,
+         checker: bool = False) -> list[tuple[int, int]]:
   """Top-left corners (y, x) of the windows covering a height x width image, in raster order.
-  `every` > 1 keeps every `every`-th window along an axis of more than THIN_ABOVE windows
-  (a sparser reading grid, still aligned with the embedding's, no longer covering)."""
+  `every` > 1 keeps every `every`-th window along an axis of more than THIN_ABOVE windows;
+  `checker` keeps, in a grid with more than THIN_ABOVE windows along either axis, the windows
+  whose row and column indices add up to an even number (half of them, spread over the whole
+  image). Either way a sparser reading grid, still aligned with the embedding's."""
   stride = size - overlap
   axes = []
   for length in (height, width):
     st = starts(length, size, stride)
     axes.append(st[::every] if every > 1 and len(st) > THIN_ABOVE else st)
-  return [(int(y), int(x)) for y in axes[0] for x in axes[1]]
+  thin = checker and max(len(a) for a in axes) > THIN_ABOVE
+  return [(int(y), int(x)) for i, y in enumerate(axes[0]) for j, x in enumerate(axes[1])
+          if not thin or (i + j) % 2 == 0]
 
 
 # The weight of a pixel in a window's masked frame: nearly none, so a neighbour's residual
@@ -123,18 +127,21 @@ def restack(items: list[np.ndarray], stacked: bool):
 
 
 def _stream(images: list[np.ndarray], size: int, overlap: int,
-            batch: int, every: int = 1) -> Iterator[tuple[np.ndarray, list[tuple[int, int, int]]]]:
+            batch: int, every: int = 1,
+            checker: bool = False) -> Iterator[tuple[np.ndarray, list[tuple[int, int, int]]]]:
   """(windows [<= batch, s, s, C], their (image, y, x)) over every image's grid, cut lazily."""
   refs = [(i, y, x) for i, img in enumerate(images)
-          for y, x in grid(img.shape[0], img.shape[1], size, overlap, every)]
+          for y, x in grid(img.shape[0], img.shape[1], size, overlap, every, checker)]
   for k in range(0, len(refs), batch):
     chunk = refs[k:k + batch]
     yield np.stack([images[i][y:y + size, x:x + size] for i, y, x in chunk]), chunk
 
 
-def count(images: list[np.ndarray], size: int, overlap: int, every: int = 1) -> list[int]:
-  """How many windows each image has (in the grid thinned by `every`)."""
-  return [len(grid(img.shape[0], img.shape[1], size, overlap, every)) for img in images]
+def count(images: list[np.ndarray], size: int, overlap: int, every: int = 1,
+          checker: bool = False) -> list[int]:
+  """How many windows each image has (in the grid thinned by `every` or `checker`)."""
+  return [len(grid(img.shape[0], img.shape[1], size, overlap, every, checker))
+          for img in images]
 
 
 def blend(fn: Callable[[np.ndarray], np.ndarray], images: list[np.ndarray], size: int,
@@ -174,12 +181,13 @@ def blend(fn: Callable[[np.ndarray], np.ndarray], images: list[np.ndarray], size
 
 
 def apply(fn: Callable[[np.ndarray], np.ndarray], images: list[np.ndarray], size: int,
-          overlap: int, batch: int = BATCH, every: int = 1) -> tuple[np.ndarray, np.ndarray]:
-  """fn on every window of every image (of the grid thinned by `every`): (fn's outputs
+          overlap: int, batch: int = BATCH, every: int = 1,
+          checker: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """fn on every window of every image (of the grid thinned by `every` or `checker`): (fn's outputs
   stacked over windows [K, ...], the image each window came from [K]). An s x s image is one
   window."""
   outs, owners = [], []
-  for x, refs in _stream(images, size, overlap, batch, every):
+  for x, refs in _stream(images, size, overlap, batch, every, checker):
     outs.append(np.asarray(fn(x)))
     owners.extend(i for i, _, _ in refs)
   return np.concatenate(outs), np.asarray(owners, np.int64)

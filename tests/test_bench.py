@@ -90,7 +90,7 @@ def test_compute_dtype_reaches_every_case(capsys):
 
 def test_kit_cases_report_megapixels_per_second(tmp_path, capsys):
   """The embed/verify cases time a kit on one image of the case's size (here 64 px: four
-  windows of the untrained quickstart networks)."""
+  windows of the default config's untrained networks)."""
   out = tmp_path / "kit.json"
   assert cli.main(["bench", "--only", "-512", "--image-size", "64", "--reps", "1",
                    "--peak-size", "256", "--json", str(out)]) == 0
@@ -99,7 +99,9 @@ def test_kit_cases_report_megapixels_per_second(tmp_path, capsys):
   for r in recs:
     assert r["image_size"] == 64 and r["window"] == 32 and r["megapixels_per_s"] > 0
     assert r["megapixels_per_s"] == pytest.approx(64 * 64 / 1e6 / r["s_per_image"])
-  assert recs[0]["windows"] == 9 and recs[1]["windows"] == 9  # stride 24 at 64 px: 3 x 3
+  # Without --kit: the default config's kit, keyed, whose windows tile (2 x 2 at 64 px).
+  assert all(r["kit"] == "(untrained keyed)" for r in recs)
+  assert recs[0]["windows"] == 4 and recs[1]["windows"] == 4
   assert "MP/s" in capsys.readouterr().out
   assert cli.main(["bench", "--only", "embed-512", "--image-size", "16", "--reps", "1",
                    "--peak-size", "256"]) == 2

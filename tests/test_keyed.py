@@ -183,6 +183,21 @@ def test_one_image_of_any_size_carries_a_verdict(keyed_run):
     kit.verify(marked, search="shift")
 
 
+def test_a_wide_image_is_read_from_half_its_tiles(keyed_run):
+  """Past 8 tiles along an axis a keyed kit reads a checkerboard of tiles: half the work, and
+  the image is still detected, its original not."""
+  from test_windows import odd_photos
+  _, workdir, _ = keyed_run
+  kit = deepwm_jax.load_kit(os.path.join(workdir, "kit"))
+  s = kit.image_size
+  p = odd_photos()[1]  # 100 x 150, mirrored side by side to 10 tiles wide
+  photo = np.ascontiguousarray(np.concatenate([p, p[:, ::-1], p], axis=1)[:3 * s, :10 * s])
+  assert kit.window_counts([photo]) == [15]  # 30 tiles, half of them read
+  marked = kit.embed([photo])
+  assert kit.verify(marked).p_value < 1e-6
+  assert not kit.verify([photo]).detected
+
+
 def test_alignment_search_reads_shifted_and_cropped_images(keyed_run, capsys, tmp_path):
   """A protected image cropped at an offset that is not a multiple of the crop loses the
   key's phase: the plain verdict misses it, the 'shift' search finds it and where, with its

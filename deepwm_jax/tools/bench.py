@@ -112,8 +112,9 @@ def add_arguments(p):
                  help="also time the stage-1 cases data-parallel on these device counts, e.g. "
                       "1,2,4 (tools/parallel_bench.py; forced CPU devices on a CPU)")
   p.add_argument("--kit", default=None, metavar="PATH",
-                 help="the kit the embed/verify cases time (default: the quickstart config's "
-                      "networks at their initial weights; speed does not depend on training)")
+                 help="the kit the embed/verify cases time (default: a kit of the default "
+                      "config's networks at their initial weights; speed does not depend on "
+                      "training)")
   p.add_argument("--peak-size", type=int, default=2048,
                  help="side of the square matmul that measures the peak (tests use a small one)")
   return p
