@@ -4,7 +4,8 @@ image, through its windows (deepwm_jax/windows.py), as a protected API would ser
 The kit is `--kit PATH`, or else the networks of the config `protect` builds by default
 (owner.DEFAULT_CONFIG) at their initial weights: speed depends on the networks' shapes and the
 kit's kind (how its windows are laid out and read), not on what they learned, so no training
-is needed to time them. The first call (compilation) is left out; the median of `reps` calls is reported.
+is needed to time them. The first call (compilation) is left out; the median of `reps` calls
+is reported.
 """
 import os
 import platform
