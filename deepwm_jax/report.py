@@ -611,6 +611,8 @@ def write_keyed(workdir: str, rep: dict, grid: dict[str, np.ndarray],
       f"when enough of its summed per-bit readings match the key, which for one image takes "
       f"{k['bits_needed_per_image']} of {k['bits']} bits. The false-claim bound holds for "
       "images from any model that did not learn from the key's outputs.\n",
+      *(["## Warnings\n", "".join(f"- **{w}**\n" for w in rep["warnings"])]
+        if rep.get("warnings") else []),
       "## Fidelity (B' vs B, held-out images)\n",
       markdown_table([{"PSNR (dB)": rep["fidelity"]["psnr"], "SSIM": rep["fidelity"]["ssim"]}],
                      ["PSNR (dB)", "SSIM"]),

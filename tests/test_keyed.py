@@ -1,6 +1,7 @@
 """The keyed method end to end on a small config where H and R learn: its report, kit, CLI and
 resume, a kit that never claims another key, and the exact false-claim bound on innocent models
 of families the pipeline never trains."""
+import copy
 import json
 import os
 
@@ -58,6 +59,15 @@ def test_report_kit_and_resume(keyed_run, tmp_path, capsys):
   assert rep["innocent"]["images_detected_alone"] == 0 and not rep["innocent"]["sets_detected"]
   assert rep["innocent"]["n_sets"] == 4 and rep["innocent"]["smallest_set_p_value"] > 1e-6
   assert 25.0 < rep["fidelity"]["psnr"] < 60.0
+  # A kit that reads its outputs and claims nothing innocent has no warnings; one that does
+  # not read them, or claims an innocent set, is told so first thing in the report.
+  assert rep["warnings"] == []
+  assert "## Warnings" not in open(os.path.join(workdir, "report.md")).read()
+  bad = copy.deepcopy(rep)
+  bad["groups"]["watermarked"]["detected"] = False
+  bad["innocent"]["sets_detected"] = ["null cnn"]
+  warned = keyed.warnings(bad)
+  assert len(warned) == 2 and "did not learn to embed" in warned[0] and "null cnn" in warned[1]
   # After serving: every group in two sets of 8 under each distortion; no innocent set claimed.
   sv = rep["served"]
   assert sv["specs"] == ["jpeg:90", "blur:1.0"] and set(sv["groups"]) == set(rep["groups"])
@@ -344,3 +354,4 @@ def test_stage1_reading_loss_is_what_the_config_says(reading_loss):
   else:
     want = np.mean((np.asarray(r_b) - np.asarray(w)) ** 2)
   np.testing.assert_allclose(float(m["wm_mse"]), want, rtol=1e-4)
+

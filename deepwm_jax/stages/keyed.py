@@ -201,6 +201,9 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
   }
   if specs:
     rep["served"] = served_rep
+  rep["warnings"] = warnings(rep)
+  for msg in rep["warnings"]:
+    r.log(f"warning: {msg}")
   n = min(6, len(m_val))
   extract = stage1.make_extract_fn(cfg)
   grid = {"A": splits.val.a[:n], "B": m_val[:n], "B'": wm_val[:n],
@@ -209,3 +212,22 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
           "R(B')": np.clip(common.predict(extract, nets["extractor"], wm_val[:n]), 0, 1),
           "R(B)": np.clip(common.predict(extract, nets["extractor"], m_val[:n]), 0, 1)}
   return rep, grid, innocent_p
+
+
+def warnings(rep: dict) -> list[str]:
+  """What makes this keyed kit unfit to deploy, read off its own report (empty when nothing
+  does): protected outputs it cannot read, or an innocent set it claims."""
+  out = []
+  wm = rep["groups"]["watermarked"]
+  if not wm["detected"]:
+    out.append(
+        f"this kit does not read its own protected outputs ({wm['matches']} of {wm['n_bits']} "
+        "bits of their set): stage 1 did not learn to embed; do not deploy it, and run again "
+        "(new workdir) with more --config.stage1.steps or another --config.seed")
+  claimed = rep["innocent"]["sets_detected"]
+  if claimed:
+    out.append(
+        f"this kit claims innocent sets ({', '.join(claimed)}); the exact test allows this with "
+        f"probability at most alpha = {rep['alpha']:g} per set, so it is most likely a bug or "
+        "a group that saw the key's outputs: report it, and do not use this kit's verdicts")
+  return out
