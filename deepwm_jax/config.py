@@ -103,6 +103,9 @@ def base_config() -> ml_collections.ConfigDict:
       # The share of distorted examples: 0 until this fraction of the steps, then growing
       # linearly to 1 at the second: H learns a watermark first, then to make it survive.
       distortion_ramp=(0.25, 0.75),
+      # Keyed kits with the hinge: the mean reading loss of the layer's hardest entry in the
+      # batch, added with this weight, so that no distortion is given up for fidelity.
+      hardest_distortion=0.0,
       optimizer=optimizer(1e-3, "cosine", 1e-4, agc=0.01),
       discriminator_optimizer=optimizer(2e-4))
 
@@ -416,6 +419,12 @@ def validate(cfg) -> None:
   need(len(ramp) == 2 and 0 <= ramp[0] <= ramp[1] <= 1,
        f"stage1.distortion_ramp={ramp}; use (start, end), fractions of the steps with "
        "0 <= start <= end <= 1 ((0, 0): every example distorted from the first step)")
+  hardest = cfg.stage1.get("hardest_distortion", 0.0)
+  need(hardest >= 0, f"stage1.hardest_distortion={hardest}; use 0 (off) or a positive weight")
+  need(not hardest or (cfg.protect.get("method") == "keyed" and cfg.stage1.distortions
+                       and cfg.protect.keyed.get("reading_loss", "drawing") == "hinge"),
+       f"stage1.hardest_distortion={hardest} acts on keyed kits with "
+       "protect.keyed.reading_loss='hinge' and stage1.distortions set; set those or leave it 0")
   band = cfg.stage1.get("fidelity_band")
   if band is not None:
     need(band.weight >= 0, f"stage1.fidelity_band.weight={band.weight}; use 0 (off) or more")

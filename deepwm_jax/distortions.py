@@ -330,14 +330,15 @@ def apply_entry(entry: tuple[Step, ...], x, key):
   return x
 
 
-def apply(spec_or_entries, x, key, share=1.0):
+def apply(spec_or_entries, x, key, share=1.0, with_pick=False):
   """Every example of x [N, H, W, C] through one entry of the spec drawn at random (uniform),
   or, with probability 1 - `share` (a traced scalar is fine), left as it is. All entries run
   on the whole batch and each example keeps its own: at the crop sizes the barrier trains
-  on, the distortions cost little beside the networks."""
+  on, the distortions cost little beside the networks. With `with_pick`, also returns which
+  entry each example drew ([N] int, -1 for one left as it is)."""
   entries = parse(spec_or_entries) if isinstance(spec_or_entries, str) else spec_or_entries
   if not entries:
-    return x
+    return (x, jnp.full((x.shape[0],), -1, jnp.int32)) if with_pick else x
   n = x.shape[0]
   pick = jax.random.randint(jax.random.fold_in(key, 10_000), (n,), 0, len(entries))
   pick = jnp.where(jax.random.uniform(jax.random.fold_in(key, 10_001), (n,)) < share, pick, -1)
@@ -345,7 +346,17 @@ def apply(spec_or_entries, x, key, share=1.0):
   for i, entry in enumerate(entries):
     y = apply_entry(entry, x, jax.random.fold_in(key, i))
     out = jnp.where((pick == i)[:, None, None, None], y, out)
-  return out
+  return (out, pick) if with_pick else out
+
+
+def hardest_entry_mean(loss_N, pick_N, n_entries: int):
+  """The largest mean of `loss_N` over the examples that drew one entry (pick -1, left as
+  they are, counts as one more), among the entries drawn at all: a loss that the hardest
+  distortion cannot be traded away in."""
+  groups = pick_N[:, None] == jnp.arange(-1, n_entries)[None, :]        # [N, entries + 1]
+  counts = groups.sum(0)
+  means = (groups * loss_N[:, None]).sum(0) / jnp.maximum(counts, 1)
+  return jnp.max(jnp.where(counts > 0, means, -jnp.inf))
 
 
 def ramp_share(step, steps: int, ramp=(0.0, 0.0)):

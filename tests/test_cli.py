@@ -176,6 +176,8 @@ def test_nan_and_wrong_shape_through_the_api(kit_dir):
     ("--config.data.channels=2", "data.channels"),
     ("--config.stage1.batch=3", "even batch"),
     ("--config.data.image_size=big", "not a valid int"),
+    ("--config.stage1.hardest_distortion=-1", "stage1.hardest_distortion"),
+    ("--config.stage1.hardest_distortion=1", "acts on keyed kits"),
 ])
 def test_bad_config_exits_2_before_any_work(tmp_path, capsys, override, needle):
   workdir = tmp_path / "w"

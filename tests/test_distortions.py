@@ -218,3 +218,18 @@ def test_tiny_run_end_to_end_through_the_layer(tiny_cfg, tmp_path):
   with pytest.raises(DeepwmError, match="unknown distortion 'gamma'"):
     pipeline.run(cfg, str(tmp_path / "bad"), log=lines.append)
   assert not os.path.exists(tmp_path / "bad" / "kit")
+
+
+def test_the_hardest_entry_is_the_largest_mean_over_the_entries_drawn():
+  loss = jnp.asarray([1.0, 2.0, 3.0, 10.0])
+  assert float(D.hardest_entry_mean(loss, jnp.asarray([0, 0, 1, -1]), 2)) == 10.0  # -1: as is
+  assert float(D.hardest_entry_mean(loss, jnp.asarray([0, 0, 1, 1]), 2)) == 6.5
+  # An entry no example drew does not count, even when every mean drawn is below zero.
+  assert float(D.hardest_entry_mean(-loss[:2], jnp.asarray([2, 2]), 3)) == -1.5
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(16, 8, 8, 3)), jnp.float32)
+  y, pick = D.apply("none, noise:0.3", x, jax.random.PRNGKey(0), with_pick=True)
+  moved = np.abs(np.asarray(y - x)).mean((1, 2, 3)) > 0.05
+  np.testing.assert_array_equal(moved, np.asarray(pick) == 1)  # pick says what was done
+  assert set(np.asarray(pick).tolist()) == {0, 1}
+  _, pick = D.apply("noise:0.3", x, jax.random.PRNGKey(0), share=0.0, with_pick=True)
+  assert (np.asarray(pick) == -1).all()

@@ -355,3 +355,28 @@ def test_stage1_reading_loss_is_what_the_config_says(reading_loss):
     want = np.mean((np.asarray(r_b) - np.asarray(w)) ** 2)
   np.testing.assert_allclose(float(m["wm_mse"]), want, rtol=1e-4)
 
+
+def test_stage1_adds_the_hardest_distortions_reading_loss():
+  """stage1.hardest_distortion: the mean hinge of the layer's entry read worst in the batch,
+  added to the loss with that weight (nothing else changes)."""
+  cfg = config.load("tiny")
+  cfg.protect.method = "keyed"
+  cfg.protect.keyed.update(reading_loss="hinge", margin=0.2)
+  cfg.stage1.update(distortions="none, noise:0.5, blur:2", distortion_ramp=(0.0, 0.0))
+  s, c, cell = cfg.data.image_size, cfg.data.channels, cfg.protect.keyed.cell
+  blank = watermarks.key_blank(s, c)
+  rng = np.random.default_rng(0)
+  batch = {k: jnp.asarray(rng.uniform(size=(8, s, s, c)), jnp.float32) for k in ("a", "b")}
+  state = stage1.init_state(cfg, jax.random.PRNGKey(0), blank)
+  metrics = {}
+  for weight in (0.0, 2.0):
+    cfg.stage1.hardest_distortion = weight
+    _, metrics[weight] = stage1.make_step(cfg, blank, blank, key_cell=cell)(
+        state, batch, jax.random.PRNGKey(1))
+  assert "wm_hardest" not in metrics[0.0]
+  hardest = float(metrics[2.0]["wm_hardest"])
+  assert hardest >= float(metrics[2.0]["wm_mse"]) > 0
+  np.testing.assert_allclose(float(metrics[0.0]["wm_mse"]), float(metrics[2.0]["wm_mse"]))
+  added = cfg.stage1.loss_scale * cfg.stage1.weights.watermark * 2.0 * hardest
+  np.testing.assert_allclose(float(metrics[2.0]["loss"]) - float(metrics[0.0]["loss"]), added,
+                             rtol=1e-3)

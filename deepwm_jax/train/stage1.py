@@ -15,7 +15,8 @@ With `key_cell` set (protect.method='keyed'), w is not one fixed image: every ex
 step draws a fresh random key and w is its cell pattern (data/watermarks.key_pattern), so R
 learns to read any key and never learns the owner's. protect.keyed.reading_loss='hinge'
 replaces MSE(R(B'), w) by mean(relu(margin - sign(bit) * reading)) over the key's cells: what
-the exact test decides on, and no more.
+the exact test decides on, and no more. stage1.hardest_distortion adds, with that weight, the
+hinge's mean over the examples of the layer's entry read worst in the batch.
 """
 
 import jax
@@ -79,6 +80,7 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None,
   margin = float(keyed.get("margin", 0.1))
   distort = distortions.parse(cfg.stage1.get("distortions", ""))
   ramp = tuple(cfg.stage1.get("distortion_ramp", (0.0, 0.0)))
+  hardest = float(cfg.stage1.get("hardest_distortion", 0.0))
 
   def generator_loss(params, state, a, b, w, b_ctx=None, dkey=None):
     if ctx:  # H on the crop with its real surroundings; the crop kept (config stage1.context)
@@ -93,22 +95,32 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None,
     # distortion layer R reads all three distorted, so it learns to draw w from a distorted
     # B' and the blank from distorted clean images alike.
     r_in = jnp.concatenate([b_wm, a, b])
+    pick, wm_hardest = None, 0.0
     if distort:
-      r_in = distortions.apply(distort, r_in, dkey,
-                               distortions.ramp_share(state["step"], cfg.stage1.steps, ramp))
+      r_in, pick = distortions.apply(
+          distort, r_in, dkey, distortions.ramp_share(state["step"], cfg.stage1.steps, ramp),
+          with_pick=True)
     r_all = R.apply({"params": params["extractor"]}, r_in)
     r_wm, r_a, r_b = r_all[:n], r_all[n:2 * n], r_all[2 * n:]
     fid = losses.mse(b_wm, b)
     if hinge:  # each cell's reading on its bit's side of mid-grey by the margin
       side = jnp.sign(watermarks.key_readings(w, key_cell, key_symmetry))
-      wm = jnp.mean(jax.nn.relu(
-          margin - side * watermarks.key_readings(r_wm, key_cell, key_symmetry)))
+      wm_i = jnp.mean(jax.nn.relu(
+          margin - side * watermarks.key_readings(r_wm, key_cell, key_symmetry)),
+          axis=tuple(range(1, side.ndim)))
+      wm = jnp.mean(wm_i)
+      if hardest and distort:
+        # The mean alone lets H and R give up one distortion (a sixth of the examples) to
+        # hold the fidelity band: a training that learned to embed before the layer came in
+        # kept reading every other entry and none of its JPEG examples.
+        wm_hardest = distortions.hardest_entry_mean(wm_i, pick[:n], len(distort))
     else:
       wm = losses.mse(r_wm, w)
     clean = losses.mse(r_a, blank) + losses.mse(r_b, blank)
     cons = losses.consistency(r_wm)
     gan = losses.lsgan_generator(D.apply(state["discriminator"], b_wm))
-    loss = (s * (wt.fidelity * fid + wt.watermark * wm + wt.clean * clean
+    loss = (s * (wt.fidelity * fid + wt.watermark * (wm + hardest * wm_hardest)
+                 + wt.clean * clean
                  + wt.consistency * cons) + wt.gan * gan + wt.fidelity_l1 * losses.l1(b_wm, b))
     if wt.get("fidelity_ssim", 0.0) or band_weight:  # one SSIM for both terms
       ssim_i = losses.ssim_per_image(b_wm, b)
@@ -119,6 +131,8 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None,
     psnr_i = metrics.psnr(b_wm, b)
     scalars = {"loss": loss, "fid_mse": fid, "psnr": jnp.mean(psnr_i), "wm_mse": wm,
                "clean_mse": clean, "cons_mse": cons, "gan_g": gan}
+    if hardest and hinge and distort:
+      scalars["wm_hardest"] = wm_hardest
     if band_weight:
       outside = (losses.band(psnr_i, *band.psnr)
                  + losses.band(losses.ssim_dB(ssim_i), *ssim_band_dB))
