@@ -74,8 +74,11 @@ def base_config() -> ml_collections.ConfigDict:
   # texture_mask: > 0 scales H's residual by the local contrast of B (the std of its luminance
   # in a 2 px Gaussian window) over this value, capped at 1 (models.texture_mask): smooth areas
   # of large photos, where SSIM counts any change, are left nearly alone. 0: off.
+  # start (a U-Net H with a watermark to embed): > 0 adds the watermark itself, (2 w - 1) times
+  # a learnt gain that starts here (0.01: about 40 dB), to H's residual, so that R can read it
+  # from the first step and H shapes it from there. 0: H starts from B' = B.
   c.embedder = dict(arch="unet", ngf=16, num_downs=0, depth=8, norm="batch", output="residual",
-                    residual_scale=0.1, frame=0, texture_mask=0.0)
+                    residual_scale=0.1, frame=0, texture_mask=0.0, start=0.0)
   c.extractor = dict(channels=16, dilations=(2, 2, 4, 1), output="linear")
   c.discriminator = dict(widths=(16, 32, 64, 128))
 
@@ -361,6 +364,12 @@ def validate(cfg) -> None:
   tm = cfg.embedder.get("texture_mask", 0.0)
   need(isinstance(tm, (int, float)) and 0.0 <= tm <= 1.0,
        f"embedder.texture_mask={tm}; use 0 (off) or a local contrast in (0, 1], e.g. 0.02")
+  start = cfg.embedder.get("start", 0.0)
+  need(isinstance(start, (int, float)) and 0.0 <= start <= 0.1,
+       f"embedder.start={start}; use 0 (off) or a gain in (0, 0.1], e.g. 0.01")
+  need(not start or cfg.embedder.get("arch", "unet") == "unet",
+       f"embedder.start={start} needs a U-Net embedder, which sees the watermark; "
+       f"embedder.arch={cfg.embedder.get('arch')!r} does not: use start=0")
   frame = cfg.embedder.get("frame", 0)
   need(0 <= frame <= d.image_size // 8,
        f"embedder.frame={frame}; use 0 to {d.image_size // 8} (half the windows' overlap, "

@@ -127,3 +127,29 @@ def test_quickstart_band_specific_is_the_band_kit_absorbed_into_m_prime():
   spec.protect.strategy = band.protect.strategy
   spec.protect.absorb.steps = band.protect.absorb.steps
   assert spec.to_dict() == band.to_dict()
+
+
+def test_a_started_embedder_adds_the_watermark_at_its_gain_from_step_0():
+  """embedder.start: at init B' = B + start * (2 w - 1), wherever B leaves room (no clip);
+  the gain is a parameter that training can move, and start = 0 adds no parameter."""
+  cfg = _cfg("unet")
+  cfg.embedder.start = 0.01
+  w = (np.random.default_rng(0).uniform(0, 1, (16, 16, 3)) > 0.5).astype(np.float32)
+  state = stage1.init_state(cfg, jax.random.PRNGKey(0), w)
+  assert float(state["embedder"]["params"]["start_gain"]) == 1.0
+  x = jnp.asarray(np.random.default_rng(1).uniform(0.1, 0.9, (2, 16, 16, 3)), jnp.float32)
+  out = models.embedder(cfg).apply(state["embedder"], x, jnp.asarray(w))
+  np.testing.assert_allclose(np.asarray(out - x), 0.01 * (2 * w - 1)[None].repeat(2, 0),
+                             atol=1e-6)
+  cfg.embedder.start = 0.0
+  assert "start_gain" not in stage1.init_state(cfg, jax.random.PRNGKey(0), w)["embedder"]["params"]
+
+
+@pytest.mark.parametrize("arch, start, message", [
+    ("unet", -0.01, "embedder.start=-0.01; use 0"), ("unet", 0.5, "embedder.start=0.5; use 0"),
+    ("cnn", 0.01, "needs a U-Net embedder")])
+def test_an_invalid_start_is_refused(arch, start, message):
+  cfg = _cfg(arch)
+  cfg.embedder.start = start
+  with pytest.raises(DeepwmError, match=message):
+    config.validate(cfg)

@@ -31,6 +31,7 @@ class Generator(nn.Module):
   use_cond: bool = True   # False: cond is ignored (a translation-equivariant embedder)
   frame: int = 0          # > 0: y = x on the outer `frame` pixels of every image (see below)
   texture_mask: float = 0.0  # > 0: the residual scaled down where x is smooth (texture_mask)
+  start: float = 0.0      # > 0: the residual starts as start * (2 cond - 1) (see below)
 
   @nn.compact
   def __call__(self, x_BxHxWxC, cond_HxWxC=None, train: bool = False):
@@ -40,6 +41,15 @@ class Generator(nn.Module):
       inp = jnp.concatenate([x_BxHxWxC, cond.astype(x_BxHxWxC.dtype)], axis=-1)
     h = self.body(inp, train).astype(jnp.float32)
     y = self._output(x_BxHxWxC, h)
+    if self.start > 0 and cond_HxWxC is not None and self.use_cond:
+      # The watermark itself added at a learnt gain that starts at `start`: a keyed H whose
+      # last layer starts at zero adds nothing, and H and R begin to embed only when they
+      # find a pattern together, at a step the seed (and the machine's float rounding)
+      # decides, or never. Here R can read the key from the first step and H shapes it from
+      # there (and can fade the gain: a factor that starts at 1, so that adaptive gradient
+      # clipping, relative to the parameter's size, lets it move).
+      gain = self.param("start_gain", nn.initializers.ones, ())
+      y = jnp.clip(y + self.start * gain * (2.0 * cond.astype(y.dtype) - 1.0), 0.0, 1.0)
     if self.frame > 0:
       # No change within `frame` px of the edge: an embedder trained on crops otherwise hides
       # much of its watermark in their frame (where zero padding tells it where it is), which
@@ -116,11 +126,12 @@ def embedder(cfg) -> Generator:
                     residual=False)
     return Generator(body, e.output, e.residual_scale, use_cond=False,
                      frame=int(e.get("frame", 0)),
-                     texture_mask=float(e.get("texture_mask", 0.0)))
+                     texture_mask=float(e.get("texture_mask", 0.0)))  # no cond: no start
   body = UNet(cfg.data.channels, auto_num_downs(e.num_downs, cfg.data.image_size), e.ngf,
               e.norm, cfg.conv_impl, dtype=_dtype(cfg))
   return Generator(body, e.output, e.residual_scale, frame=int(e.get("frame", 0)),
-                   texture_mask=float(e.get("texture_mask", 0.0)))
+                   texture_mask=float(e.get("texture_mask", 0.0)),
+                   start=float(e.get("start", 0.0)))
 
 
 def embedder_last_layer(cfg) -> str:
@@ -176,7 +187,7 @@ def init_variables(model: nn.Module, key, *example_args, zero_last: str | None =
       value = rng.normal(0.0, 0.02, leaf.shape)
     elif name == "scale" and any("BatchNorm" in n for n in names):
       value = 1.0 + rng.normal(0.0, 0.02, leaf.shape)
-    elif name in ("scale", "var"):
+    elif name in ("scale", "var", "start_gain"):
       value = np.ones(leaf.shape)
     elif name in ("bias", "mean"):
       value = np.zeros(leaf.shape)
