@@ -387,7 +387,8 @@ def validate(cfg) -> None:
     spec = cfg
     for k in name.split("."):
       spec = spec[k]
-    need(spec.arch in ("unet", "resnet", "cnn"), f"{name}.arch={spec.arch!r}; use unet, resnet or cnn")
+    need(spec.arch in ("unet", "resnet", "cnn"),
+         f"{name}.arch={spec.arch!r}; use unet, resnet or cnn")
     need(spec.loss in ("l1", "l2", "ssim"), f"{name}.loss={spec.loss!r}; use l1, l2 or ssim")
     need(spec.steps >= 0 and spec.batch >= 1, f"{name}: steps and batch must be positive")
     need(spec.num_downs <= levels, f"{name}.num_downs={spec.num_downs} is too deep for "
