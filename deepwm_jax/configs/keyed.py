@@ -21,10 +21,11 @@ def get_config():
   c.stage1.weights.update(fidelity=0.025, fidelity_ssim=2.0)
   # The report's imitators train 1500 steps each; 3 ResNet blocks instead of 6 halve their time.
   c.attack.surrogate.n_blocks = 3
-  # H's residual faded over smooth areas (local contrast under 0.04): the four held-out photos
-  # at full size went from 42 dB / SSIM 0.946-0.995 to 42.6-54.8 dB / 0.995-0.997, crops from
-  # 42.3 dB / 0.984 to 44.1 / 0.993, and the U-Net imitator was still read with every bit.
-  c.embedder.texture_mask = 0.04
+  # H's residual faded over smooth areas (local contrast under 0.06). At 0.04 with a weaker
+  # reading the four held-out photos at full size went from 42 dB / SSIM 0.946-0.995 to
+  # 42.6-54.8 dB / 0.995-0.997; with the reading below, 0.04 left seed 2 at SSIM 0.986-0.989
+  # on the report's two photos and 0.06 at 0.997, with served JPEG 75 in 3 of 4 sets (4 at 0.04).
+  c.embedder.texture_mask = 0.06
   # R reads every training crop through a mild distortion layer (drawn per example), and is
   # asked only for each cell's sign, with a margin of 0.2 (a hinge). What decides JPEG is when
   # H and R start to embed, a step the seed decides: a training that starts before the layer
