@@ -106,3 +106,16 @@ def test_a_workdir_from_before_the_band_resumes(tmp_path):
   cfg.stage1.fidelity_band.weight = 1.0
   with pytest.raises(DeepwmError, match="stage1.fidelity_band.weight"):
     pipeline.check_workdir_config(cfg, str(tmp_path))
+
+
+def test_stage1_guard_waits_for_the_band_to_reach_full_weight():
+  """PSNR falls on purpose while a ramped band is not yet at full weight (H and R begin to
+  embed): the collapse check starts at the ramp's end, or at a tenth of the steps without one."""
+  from deepwm_jax.stages import common
+  c = config.load("keyed")
+  c.stage1.steps = 800
+  assert common.stage1_guard(c).warmup == 400  # the band ramped in over the first half
+  c.stage1.fidelity_band.ramp = (0.0, 0.0)
+  assert common.stage1_guard(c).warmup == 80
+  c.stage1.fidelity_band.update(weight=0.0, ramp=(0.0, 0.9))  # no band: the ramp means nothing
+  assert common.stage1_guard(c).warmup == 80

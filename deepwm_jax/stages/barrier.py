@@ -14,7 +14,7 @@ from deepwm_jax import payload as payload_lib
 from deepwm_jax.data import pairs as pairs_lib
 from deepwm_jax.data import watermarks
 from deepwm_jax.stages import common, task
-from deepwm_jax.train import loop, stage1
+from deepwm_jax.train import stage1
 
 
 @dataclasses.dataclass
@@ -71,6 +71,6 @@ def train(r: common.Runner, a: np.ndarray, b: np.ndarray, wm: Watermark,
   arrays = {"a": a, "b": b} if b_ctx is None else {"a": a, "b": b, "b_ctx": b_ctx}
   batches = common.sampler(arrays, cfg.stage1.batch, (cfg.seed, 21), r.mesh)
   state = r.train("stage1", step, state, batches, cfg.stage1.steps,
-                  guard=loop.Guard(metric="psnr", drop=10.0, warmup=cfg.stage1.steps // 10))
+                  guard=common.stage1_guard(cfg))
   return Barrier(state["embedder"], {"params": state["extractor"]["params"]},
                  stage1.make_embed_fn(cfg, wm.w))

@@ -11,6 +11,19 @@ from deepwm_jax import metrics, parallel, verdict
 from deepwm_jax.train import imitation, loop
 
 
+def stage1_guard(cfg) -> loop.Guard:
+  """Stage 1's divergence guard on PSNR(B', B). Its collapse check starts once the fidelity
+  band is at full weight: before that, fidelity falls on purpose when H and R begin to embed
+  (from ~40 to ~25 dB in a few steps under the default keyed config), and a rollback with a
+  lower learning rate there only moved the start later, or stopped it."""
+  steps = cfg.stage1.steps
+  warmup = steps // 10
+  band = cfg.stage1.get("fidelity_band", {})
+  if band.get("weight", 0.0):
+    warmup = max(warmup, int(round(band.get("ramp", (0.0, 0.0))[1] * steps)))
+  return loop.Guard(metric="psnr", drop=10.0, warmup=warmup)
+
+
 class Runner:
   """Trains the stages of one run in `workdir`: each stage checkpoints under its name, resumes
   where it stopped and is skipped once finished; `timing` collects seconds per stage."""

@@ -23,7 +23,7 @@ import numpy as np
 from deepwm_jax import metrics, parallel, secret_key
 from deepwm_jax.data import watermarks
 from deepwm_jax.stages import attack, common, served, task
-from deepwm_jax.train import loop, stage1, stage2
+from deepwm_jax.train import stage1, stage2
 
 OWNER_KEY_FILE = "owner_key.npy"
 
@@ -54,7 +54,7 @@ def train_barrier(r: common.Runner, a: np.ndarray, b: np.ndarray) -> dict:
                           key_symmetry=symmetry(cfg))
   batches = common.sampler({"a": a, "b": b}, cfg.stage1.batch, (cfg.seed, 21), r.mesh)
   state = r.train("stage1", step, state, batches, cfg.stage1.steps,
-                  guard=loop.Guard(metric="psnr", drop=10.0, warmup=cfg.stage1.steps // 10))
+                  guard=common.stage1_guard(cfg))
   return {"embedder": state["embedder"], "extractor": {"params": state["extractor"]["params"]}}
 
 
