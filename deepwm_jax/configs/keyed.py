@@ -33,9 +33,10 @@ def get_config():
   # JPEG 75 in 0, 0 and 3 of 4), and one that reads too weakly loses it too. So the layer is
   # there from the first step, the reading loss counts twice, and the band is ramped in over
   # the first half, which gives H and R room to start under the layer: seeds 0, 1 and 2
-  # started by steps 100, 325 and 125, and served sets kept JPEG 90 and 75 in 4 of 4, at
-  # 37.2-38.8 dB / SSIM 0.978-0.982 on crops and 42.3-49.0 dB / 0.986-0.996 on full-size
-  # photos. Ramped in over a quarter, seed 0 never started on one machine (docs/robustness.md).
+  # started by steps 100, 175 and 100, and served sets kept JPEG 90 in 4 of 4 and JPEG 75 in
+  # 3-4, at 38.3-40.5 dB / SSIM 0.986-0.990 on crops and 43.2-50.2 dB / 0.992-0.997 on
+  # full-size photos. Ramped in over a quarter, seed 0 never started on one machine
+  # (docs/robustness.md).
   c.stage1.distortions = "none, jpeg:75:95, rescale:0.5:0.9, blur:0.3:1.2, noise:0:0.04, shift:0:1"
   c.stage1.distortion_ramp = (0.0, 0.0)
   c.stage1.weights.watermark = 2.0
