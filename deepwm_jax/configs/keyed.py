@@ -16,7 +16,7 @@ def get_config():
   # Each image's PSNR(B', B) pulled into [42, 44] dB and its SSIM into [0.995, 0.998] (a cost
   # of 50 per dB outside), with the quickstart's fidelity weights at a quarter: without the band
   # the keyed watermark sat at 36 dB / SSIM 0.93 and was read no better. The reading loss below,
-  # through the distortions, holds the crops some 4 dB under the band.
+  # through the distortions, holds the crops 2-4 dB under the band.
   c.stage1.fidelity_band.update(weight=50.0, psnr=(42.0, 44.0), ssim=(0.995, 0.998))
   c.stage1.weights.update(fidelity=0.025, fidelity_ssim=2.0)
   # The report's imitators train 1500 steps each; 3 ResNet blocks instead of 6 halve their time.
