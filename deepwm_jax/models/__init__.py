@@ -35,13 +35,13 @@ class Generator(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxHxWxC, cond_HxWxC=None, train: bool = False):
-    inp = x_BxHxWxC
+    inp, cond = x_BxHxWxC, None
     if cond_HxWxC is not None and self.use_cond:
       cond = jnp.broadcast_to(cond_HxWxC, x_BxHxWxC.shape[:3] + cond_HxWxC.shape[-1:])
       inp = jnp.concatenate([x_BxHxWxC, cond.astype(x_BxHxWxC.dtype)], axis=-1)
     h = self.body(inp, train).astype(jnp.float32)
     y = self._output(x_BxHxWxC, h)
-    if self.start > 0 and cond_HxWxC is not None and self.use_cond:
+    if self.start > 0 and cond is not None:
       # The watermark itself added at a learnt gain that starts at `start`: a keyed H whose
       # last layer starts at zero adds nothing, and H and R begin to embed only when they
       # find a pattern together, at a step the seed (and the machine's float rounding)
