@@ -77,8 +77,10 @@ def base_config() -> ml_collections.ConfigDict:
   # start (a U-Net H with a watermark to embed): > 0 adds the watermark itself, (2 w - 1) times
   # a learnt gain that starts here (0.01: about 40 dB), to H's residual, so that R can read it
   # from the first step and H shapes it from there. 0: H starts from B' = B.
+  # psnr_floor: > 0 scales each image's (each window's) residual down to this PSNR in dB where
+  # it is stronger (models.floor_gain), a hard budget H trains within. 0: off.
   c.embedder = dict(arch="unet", ngf=16, num_downs=0, depth=8, norm="batch", output="residual",
-                    residual_scale=0.1, frame=0, texture_mask=0.0, start=0.0)
+                    residual_scale=0.1, frame=0, texture_mask=0.0, start=0.0, psnr_floor=0.0)
   c.extractor = dict(channels=16, dilations=(2, 2, 4, 1), output="linear")
   c.discriminator = dict(widths=(16, 32, 64, 128))
 
@@ -364,6 +366,9 @@ def validate(cfg) -> None:
   tm = cfg.embedder.get("texture_mask", 0.0)
   need(isinstance(tm, (int, float)) and 0.0 <= tm <= 1.0,
        f"embedder.texture_mask={tm}; use 0 (off) or a local contrast in (0, 1], e.g. 0.02")
+  floor = cfg.embedder.get("psnr_floor", 0.0)
+  need(isinstance(floor, (int, float)) and (floor == 0 or 20.0 <= floor <= 80.0),
+       f"embedder.psnr_floor={floor}; use 0 (off) or a PSNR in dB in [20, 80], e.g. 40")
   start = cfg.embedder.get("start", 0.0)
   need(isinstance(start, (int, float)) and 0.0 <= start <= 0.1,
        f"embedder.start={start}; use 0 (off) or a gain in (0, 0.1], e.g. 0.01")

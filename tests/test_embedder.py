@@ -153,3 +153,32 @@ def test_an_invalid_start_is_refused(arch, start, message):
   cfg.embedder.start = start
   with pytest.raises(DeepwmError, match=message):
     config.validate(cfg)
+
+
+def test_the_psnr_floor_holds_each_image_and_leaves_weaker_ones_alone():
+  """embedder.psnr_floor: an image whose residual is under the floor's PSNR is scaled to it
+  exactly, a weaker one is untouched, and the output stays in [0, 1]."""
+  cfg = _cfg("unet")
+  cfg.embedder.start = 0.05  # a residual of about 26 dB at init, which the floor must cut
+  w = (np.random.default_rng(0).uniform(0, 1, (16, 16, 3)) > 0.5).astype(np.float32)
+  x = jnp.asarray(np.random.default_rng(1).uniform(0.1, 0.9, (2, 16, 16, 3)), jnp.float32)
+  state = stage1.init_state(cfg, jax.random.PRNGKey(0), w)
+
+  def psnr(floor):
+    cfg.embedder.psnr_floor = floor
+    out = np.asarray(models.embedder(cfg).apply(state["embedder"], x, jnp.asarray(w)))
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    return -10 * np.log10(np.mean((out - np.asarray(x)) ** 2, axis=(1, 2, 3)))
+
+  free = psnr(0.0)
+  assert np.all(free < 30)
+  np.testing.assert_allclose(psnr(35.0), 35.0, atol=1e-3)
+  np.testing.assert_allclose(psnr(20.0), free, atol=1e-4)   # already above 20 dB: untouched
+
+
+@pytest.mark.parametrize("floor", [-1.0, 10.0, 100.0])
+def test_an_invalid_psnr_floor_is_refused(floor):
+  cfg = _cfg("unet")
+  cfg.embedder.psnr_floor = floor
+  with pytest.raises(DeepwmError, match="embedder.psnr_floor="):
+    config.validate(cfg)

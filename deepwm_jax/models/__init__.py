@@ -32,6 +32,7 @@ class Generator(nn.Module):
   frame: int = 0          # > 0: y = x on the outer `frame` pixels of every image (see below)
   texture_mask: float = 0.0  # > 0: the residual scaled down where x is smooth (texture_mask)
   start: float = 0.0      # > 0: the residual starts as start * (2 cond - 1) (see below)
+  psnr_floor: float = 0.0  # > 0: each image's residual scaled down to PSNR >= this (dB)
 
   @nn.compact
   def __call__(self, x_BxHxWxC, cond_HxWxC=None, train: bool = False):
@@ -58,6 +59,8 @@ class Generator(nn.Module):
       y = x_BxHxWxC + mask * (y - x_BxHxWxC)
     if self.texture_mask > 0:
       y = x_BxHxWxC + texture_mask(x_BxHxWxC, self.texture_mask) * (y - x_BxHxWxC)
+    if self.psnr_floor > 0:
+      y = x_BxHxWxC + floor_gain(y - x_BxHxWxC, self.psnr_floor) * (y - x_BxHxWxC)
     return y
 
   def _output(self, x, h):
@@ -110,6 +113,19 @@ def texture_mask(x_BxHxWxC: jnp.ndarray, sigma0: float) -> jnp.ndarray:
   return jnp.clip(jnp.sqrt(var + 1e-12) / sigma0, 0.0, 1.0)
 
 
+def floor_gain(residual_BxHxWxC: jnp.ndarray, psnr_floor: float) -> jnp.ndarray:
+  """[B, 1, 1, 1] in (0, 1]: the factor that brings each image's residual down to a PSNR of
+  `psnr_floor` dB (pixels in [0, 1]) where it is stronger, 1 elsewhere. A hard budget rather
+  than a loss: the fidelity band and the reading loss trade against each other, and on a
+  photo that is all texture (where the texture mask lets the residual through everywhere) the
+  reading won, down to 31-33 dB. Trained through, H learns to spend the budget where R reads
+  it best. Windows that tile an image without overlap (keyed kits) keep the floor for the
+  whole image: its MSE is the mean of theirs."""
+  mse = jnp.mean(jnp.square(residual_BxHxWxC.astype(jnp.float32)), axis=(1, 2, 3), keepdims=True)
+  budget = 10.0 ** (-psnr_floor / 10.0)
+  return jnp.minimum(1.0, jnp.sqrt(budget / (mse + 1e-20)))
+
+
 def auto_num_downs(num_downs: int, image_size: int) -> int:
   """0 means the reference's log2(size) - 1 levels (7 at 256 px)."""
   return num_downs or int(math.log2(image_size)) - 1
@@ -126,12 +142,13 @@ def embedder(cfg) -> Generator:
                     residual=False)
     return Generator(body, e.output, e.residual_scale, use_cond=False,
                      frame=int(e.get("frame", 0)),
-                     texture_mask=float(e.get("texture_mask", 0.0)))  # no cond: no start
+                     texture_mask=float(e.get("texture_mask", 0.0)),  # no cond: no start
+                     psnr_floor=float(e.get("psnr_floor", 0.0)))
   body = UNet(cfg.data.channels, auto_num_downs(e.num_downs, cfg.data.image_size), e.ngf,
               e.norm, cfg.conv_impl, dtype=_dtype(cfg))
   return Generator(body, e.output, e.residual_scale, frame=int(e.get("frame", 0)),
                    texture_mask=float(e.get("texture_mask", 0.0)),
-                   start=float(e.get("start", 0.0)))
+                   start=float(e.get("start", 0.0)), psnr_floor=float(e.get("psnr_floor", 0.0)))
 
 
 def embedder_last_layer(cfg) -> str:
