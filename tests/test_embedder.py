@@ -182,3 +182,10 @@ def test_an_invalid_psnr_floor_is_refused(floor):
   cfg.embedder.psnr_floor = floor
   with pytest.raises(DeepwmError, match="embedder.psnr_floor="):
     config.validate(cfg)
+
+
+def test_the_psnr_floor_passes_finite_gradients_at_a_zero_residual():
+  """H's last layer starts at zero: B' = B at step 0, where the floor must not make NaNs."""
+  g = jax.grad(lambda r: jnp.sum(models.floor_gain(r, 40.0) * r))(jnp.zeros((2, 8, 8, 3)))
+  assert np.all(np.isfinite(np.asarray(g)))
+  np.testing.assert_allclose(np.asarray(g), 1.0)

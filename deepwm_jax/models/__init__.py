@@ -123,7 +123,9 @@ def floor_gain(residual_BxHxWxC: jnp.ndarray, psnr_floor: float) -> jnp.ndarray:
   whole image: its MSE is the mean of theirs."""
   mse = jnp.mean(jnp.square(residual_BxHxWxC.astype(jnp.float32)), axis=(1, 2, 3), keepdims=True)
   budget = 10.0 ** (-psnr_floor / 10.0)
-  return jnp.minimum(1.0, jnp.sqrt(budget / (mse + 1e-20)))
+  # max rather than min(1, .): the other branch's gradient at a zero residual (H at step 0)
+  # is infinite, and 0 x inf is a NaN even where min picks 1.
+  return jnp.sqrt(budget / jnp.maximum(mse, budget))
 
 
 def auto_num_downs(num_downs: int, image_size: int) -> int:
