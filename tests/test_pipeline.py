@@ -184,10 +184,11 @@ def test_report_markdown_and_figures(tiny_run):
 
 
 def test_the_report_shows_the_kit_on_whole_held_out_photos(tiny_run):
-  """Two held-out photos at their own size (at most 512 px a side), each verdict on one image."""
+  """The four held-out photos at their own size (at most 512 px a side), each verdict on one
+  image."""
   workdir, rep, _ = tiny_run
   fs = rep["full_size"]
-  assert fs["window"] == 32 and len(fs["photos"]) == 2
+  assert fs["window"] == 32 and len(fs["photos"]) == 4
   for r in fs["photos"]:
     assert 32 < r["height"] <= 512 and 32 < r["width"] <= 512 and r["windows"] > 1
     assert 0 <= r["frame_share"] <= 1 and 0 < r["frame_area"] < 1

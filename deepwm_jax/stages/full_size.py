@@ -15,10 +15,11 @@ from deepwm_jax import windows
 from deepwm_jax.stages import common
 
 MAX_SIDE = 512
+N_PHOTOS = 4  # the builtin held-out photos are four, from smooth (moon) to all texture (gravel)
 AMPLIFY = 20  # |B' - B| is drawn this many times brighter in the figure
 
 
-def photos_for(images: list[np.ndarray], n: int = 2, max_side: int = MAX_SIDE) -> list:
+def photos_for(images: list[np.ndarray], n: int = N_PHOTOS, max_side: int = MAX_SIDE) -> list:
   """The first `n` photos, centre-cropped to at most max_side x max_side."""
   out = []
   for img in images[:n]:
