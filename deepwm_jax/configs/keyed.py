@@ -3,7 +3,7 @@ secret, and a verdict whose false-claim bound holds for any innocent model (docs
 
   deepwm run --config configs/keyed.py --workdir runs/keyed
 
-About 8-15 minutes on a 2-core CPU. Reads U-Net imitators; ResNet and plain-CNN imitators do
+About 10-15 minutes on a 2-core CPU. Reads U-Net imitators; ResNet and plain-CNN imitators do
 not copy its cells at this strength (docs/verdicts.md, docs/robustness.md).
 """
 from deepwm_jax.configs import quickstart
