@@ -18,7 +18,7 @@ from deepwm_jax.data import pairs as pairs_lib
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.stages import keyed
 from deepwm_jax.tools import recalibrate, robustness
-from deepwm_jax.train import stage1
+from deepwm_jax.train import stage1, stage2
 from deepwm_jax.zoo import run as zoo_run
 from test_learning import learning_config
 
@@ -380,3 +380,32 @@ def test_stage1_adds_the_hardest_distortions_reading_loss():
   added = cfg.stage1.loss_scale * cfg.stage1.weights.watermark * 2.0 * hardest
   np.testing.assert_allclose(float(metrics[2.0]["loss"]) - float(metrics[0.0]["loss"]), added,
                              rtol=1e-3)
+
+
+@pytest.mark.parametrize("reading_loss", ["drawing", "hinge"])
+def test_stage2_reads_surrogates_with_stage1s_reading_loss(reading_loss):
+  """A keyed stage 2 asks R for what stage 1 did: with the hinge, each cell's sign by the
+  margin on the surrogates' outputs and B' (against each one's training key), not the
+  drawing's MSE, which would pull a hinge-trained R back to full amplitude."""
+  cfg = config.load("tiny")
+  cfg.protect.method = "keyed"
+  cfg.protect.keyed.update(reading_loss=reading_loss, margin=0.2)
+  s, c, cell = cfg.data.image_size, cfg.data.channels, cfg.protect.keyed.cell
+  blank = watermarks.key_blank(s, c)
+  keys = [secret_key.new_key(watermarks.key_bits(s, cell), seed=i) for i in (1, 2)]
+  patterns = np.stack([np.asarray(watermarks.key_pattern(k, s, cell, c)) for k in keys])
+  rng = np.random.default_rng(0)
+  img = lambda n: jnp.asarray(rng.uniform(size=(n, s, s, c)), jnp.float32)
+  batch = {"surrogate": img(4), "watermarked": img(4), "negative": img(8),
+           "key_index": jnp.asarray([0, 1, 1, 0], jnp.int32)}
+  r_vars = stage1.init_state(cfg, jax.random.PRNGKey(0), blank)["extractor"]
+  step = stage2.make_step(cfg, blank, blank, patterns, key_cell=cell)
+  _, m = step(stage2.init_state(cfg, r_vars), batch, jax.random.PRNGKey(1))
+  w = patterns[np.asarray(batch["key_index"])]
+  r_sur = np.asarray(stage1.make_extract_fn(cfg)(r_vars, batch["surrogate"]))
+  if reading_loss == "hinge":
+    side = np.sign(np.asarray(watermarks.key_readings(w, cell)))
+    want = np.mean(np.maximum(0.0, 0.2 - side * np.asarray(watermarks.key_readings(r_sur, cell))))
+  else:
+    want = np.mean((r_sur - w) ** 2)
+  np.testing.assert_allclose(float(m["sur_mse"]), want, rtol=1e-4)

@@ -195,3 +195,12 @@ def key_readings(r_NxHxWxC, cell: int, symmetry: str = "none"):
   orbit = key_orbits(gh, symmetry)
   share = np.eye(orbit.max() + 1, dtype=np.float32)[orbit]  # [cells, bits]
   return cells @ jnp.asarray(share / share.sum(0))  # each bit: the mean of its cells
+
+
+def key_hinge(r_NxHxWxC, w_NxHxWxC, cell: int, symmetry: str = "none", margin: float = 0.1):
+  """The keyed reading loss per image ([N]): how far each cell's reading falls short of its
+  bit's side of mid-grey by `margin`, averaged over the bits. Only the sign counts in the
+  exact test, so R is not asked for the drawing's full amplitude."""
+  side = jnp.sign(key_readings(w_NxHxWxC, cell, symmetry))
+  short = jax.nn.relu(margin - side * key_readings(r_NxHxWxC, cell, symmetry))
+  return jnp.mean(short, axis=tuple(range(1, short.ndim)))

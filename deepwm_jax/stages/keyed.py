@@ -85,7 +85,8 @@ def harden(r: common.Runner, nets: dict, a: np.ndarray, m_a: np.ndarray) -> dict
   nulls = attack.protector_nulls(r, a, m_a)
   negatives = np.concatenate([m_a, a] + [nm(a) for nm in nulls.values()])
   blank = watermarks.key_blank(d.image_size, d.channels)
-  step = stage2.make_step(cfg, blank, blank, np.stack([pattern(cfg, k) for k in keys]))
+  step = stage2.make_step(cfg, blank, blank, np.stack([pattern(cfg, k) for k in keys]),
+                          key_cell=cfg.protect.keyed.cell, key_symmetry=symmetry(cfg))
   b2 = cfg.stage2.batch
   key_index = np.repeat(np.arange(len(keys), dtype=np.int32), len(a))
   batches = common.sampler({"surrogate": np.concatenate(sur), "watermarked": np.concatenate(wm),

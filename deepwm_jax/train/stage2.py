@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from deepwm_jax import distortions, losses, models
+from deepwm_jax.data import watermarks
 from deepwm_jax.train import common
 from deepwm_jax.train.optim import make_optimizer
 
@@ -18,16 +19,28 @@ def init_state(cfg, extractor_variables):
           "step": jnp.zeros((), jnp.int32), "lr_scale": jnp.ones((), jnp.float32)}
 
 
-def make_step(cfg, w_HxWxC, blank_HxWxC, patterns_KxHxWxC=None):
+def make_step(cfg, w_HxWxC, blank_HxWxC, patterns_KxHxWxC=None, key_cell: int = 0,
+              key_symmetry: str = "none"):
   """The stage-2 step. With `patterns_KxHxWxC` (the keyed method) each surrogate output and
   its paired watermarked image has its own target, patterns[batch['key_index']]: surrogates
-  of several training keys, none of them the owner's."""
+  of several training keys, none of them the owner's. With `key_cell` and a keyed kit read by
+  the hinge (protect.keyed.reading_loss), R is asked for each cell's sign, as in stage 1:
+  the drawing's MSE would pull a hinge-trained R back to full amplitude."""
   R = models.extractor(cfg)
   opt = make_optimizer(cfg.stage2.optimizer, cfg.stage2.steps)
   wt, s = cfg.stage2.weights, cfg.stage2.loss_scale
   blank = jnp.asarray(blank_HxWxC)
   patterns = None if patterns_KxHxWxC is None else jnp.asarray(patterns_KxHxWxC)
   distort = distortions.parse(cfg.stage2.get("distortions", ""))
+  keyed = cfg.protect.get("keyed", {})
+  hinge = bool(key_cell) and keyed.get("reading_loss", "drawing") == "hinge"
+  margin = float(keyed.get("margin", 0.1))
+
+  def reading(r, target):
+    if not hinge:
+      return losses.mse(r, target)
+    return jnp.mean(watermarks.key_hinge(r, jnp.broadcast_to(target, r.shape), key_cell,
+                                         key_symmetry, margin))
 
   def loss_fn(params, batch, key):
     sur, wm, neg = batch["surrogate"], batch["watermarked"], batch["negative"]
@@ -38,7 +51,7 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, patterns_KxHxWxC=None):
       r_in = distortions.apply(distort, r_in, key)
     r = R.apply({"params": params}, r_in)
     r_sur, r_wm, r_neg = r[:n1], r[n1:n1 + n2], r[n1 + n2:]
-    sur_mse, wm_mse, neg_mse = losses.mse(r_sur, w), losses.mse(r_wm, w), losses.mse(r_neg, blank)
+    sur_mse, wm_mse, neg_mse = reading(r_sur, w), reading(r_wm, w), losses.mse(r_neg, blank)
     cons = losses.consistency(r_sur)
     loss = s * (wt.surrogate * sur_mse + wt.watermark * wm_mse + wt.clean * neg_mse
                 + wt.consistency * cons)
