@@ -2,7 +2,8 @@
 
 R learns to read the watermark through the distortion that imitation adds: R(SM(A)) -> w for a
 surrogate SM trained on (A, B'), R(B') -> w so it does not forget, and R(negative) -> blank
-for clean images and the outputs of a null surrogate that never saw the watermark (docs/method.md: without those negatives stage 2 creates false positives).
+for clean images and the outputs of a null surrogate that never saw the watermark
+(docs/method.md: without those negatives stage 2 creates false positives).
 """
 import jax
 import jax.numpy as jnp
