@@ -200,7 +200,8 @@ def key_readings(r_NxHxWxC, cell: int, symmetry: str = "none"):
 def key_hinge(r_NxHxWxC, w_NxHxWxC, cell: int, symmetry: str = "none", margin: float = 0.1):
   """The keyed reading loss per image ([N]): how far each cell's reading falls short of its
   bit's side of mid-grey by `margin`, averaged over the bits. Only the sign counts in the
-  exact test, so R is not asked for the drawing's full amplitude."""
+  exact test, so R is not asked for the drawing's full amplitude. `w` is one key pattern per
+  image, or one for all ([1, H, W, C]); its channels need not be R's."""
   side = jnp.sign(key_readings(w_NxHxWxC, cell, symmetry))
   short = jax.nn.relu(margin - side * key_readings(r_NxHxWxC, cell, symmetry))
   return jnp.mean(short, axis=tuple(range(1, short.ndim)))

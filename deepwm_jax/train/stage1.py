@@ -104,8 +104,7 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None,
     r_wm, r_a, r_b = r_all[:n], r_all[n:2 * n], r_all[2 * n:]
     fid = losses.mse(b_wm, b)
     if hinge:  # each cell's reading on its bit's side of mid-grey by the margin
-      wm_i = watermarks.key_hinge(r_wm, jnp.broadcast_to(w, r_wm.shape), key_cell,
-                                  key_symmetry, margin)
+      wm_i = watermarks.key_hinge(r_wm, w, key_cell, key_symmetry, margin)
       wm = jnp.mean(wm_i)
       if hardest and distort:
         # The mean alone lets H and R give up one distortion (a sixth of the examples) to

@@ -40,8 +40,7 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, patterns_KxHxWxC=None, key_cell: int = 
   def reading(r, target):
     if not hinge:
       return losses.mse(r, target)
-    return jnp.mean(watermarks.key_hinge(r, jnp.broadcast_to(target, r.shape), key_cell,
-                                         key_symmetry, margin))
+    return jnp.mean(watermarks.key_hinge(r, target, key_cell, key_symmetry, margin))
 
   def loss_fn(params, batch, key):
     sur, wm, neg = batch["surrogate"], batch["watermarked"], batch["negative"]
