@@ -60,7 +60,8 @@ class Generator(nn.Module):
     if self.texture_mask > 0:
       y = x_BxHxWxC + texture_mask(x_BxHxWxC, self.texture_mask) * (y - x_BxHxWxC)
     if self.psnr_floor > 0:
-      y = x_BxHxWxC + floor_gain(y - x_BxHxWxC, self.psnr_floor) * (y - x_BxHxWxC)
+      r = y - x_BxHxWxC
+      y = x_BxHxWxC + floor_gain(r, self.psnr_floor) * r
     return y
 
   def _output(self, x, h):

@@ -33,3 +33,13 @@ def jit_step(step):
   """jax.jit for a training step, with the CPU compiler options that speed up convolution
   gradients (about 2x on kernel gradients, docs/performance.md; none off CPU)."""
   return jax.jit(step, compiler_options=layers.cpu_compiler_options())
+
+
+def hinge_margin(cfg, key_cell) -> float | None:
+  """The hinge's margin when a keyed R is read by each cell's sign
+  (protect.keyed.reading_loss='hinge'), None when R draws the key (or the kit is not keyed):
+  one reading of the config for stage 1 and stage 2."""
+  keyed = cfg.protect.get("keyed", {})
+  if not key_cell or keyed.get("reading_loss", "drawing") != "hinge":
+    return None
+  return float(keyed.get("margin", 0.1))

@@ -75,9 +75,8 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, key_cell: int | None = None,
     ssim_band_dB = tuple(float(losses.ssim_dB(x)) for x in band.ssim)
 
   ctx = cfg.stage1.get("context", 0)
-  keyed = cfg.protect.get("keyed", {})
-  hinge = bool(key_cell) and keyed.get("reading_loss", "drawing") == "hinge"
-  margin = float(keyed.get("margin", 0.1))
+  margin = common.hinge_margin(cfg, key_cell)
+  hinge = margin is not None
   distort = distortions.parse(cfg.stage1.get("distortions", ""))
   ramp = tuple(cfg.stage1.get("distortion_ramp", (0.0, 0.0)))
   hardest = float(cfg.stage1.get("hardest_distortion", 0.0))

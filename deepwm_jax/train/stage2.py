@@ -33,12 +33,10 @@ def make_step(cfg, w_HxWxC, blank_HxWxC, patterns_KxHxWxC=None, key_cell: int = 
   blank = jnp.asarray(blank_HxWxC)
   patterns = None if patterns_KxHxWxC is None else jnp.asarray(patterns_KxHxWxC)
   distort = distortions.parse(cfg.stage2.get("distortions", ""))
-  keyed = cfg.protect.get("keyed", {})
-  hinge = bool(key_cell) and keyed.get("reading_loss", "drawing") == "hinge"
-  margin = float(keyed.get("margin", 0.1))
+  margin = common.hinge_margin(cfg, key_cell)
 
   def reading(r, target):
-    if not hinge:
+    if margin is None:
       return losses.mse(r, target)
     return jnp.mean(watermarks.key_hinge(r, target, key_cell, key_symmetry, margin))
 
