@@ -66,6 +66,10 @@ def _parser():
                      help="squash whole images to the kit's crop size (by default images of any "
                           "size at least the crop are read in overlapping windows)")
   embed.add_argument("--overwrite", action="store_true", help="replace existing output files")
+  embed.add_argument("--psnr-floor", type=float, default=0.0, metavar="DB",
+                     help="scale each image's watermark down, where stronger, until its PSNR "
+                          "is DB (0, the default: as the kit embeds; e.g. 40; a weaker "
+                          "watermark survives less JPEG)")
 
   verify = sub.add_parser("verify", help="decide whether a suspect model's outputs carry the "
                                          "watermark (exit 0 detected, 1 not detected)")
@@ -177,13 +181,19 @@ def _read(kit, args):
 
 
 def cmd_embed(args, overrides):
+  import numpy as np
+  from deepwm_jax import budget
   from deepwm_jax.data import imageio
   _no_overrides(overrides, "embed")
+  budget.check_floor(args.psnr_floor)  # before the kit or any image is read
   kit = deepwm_jax.load_kit(args.kit)
   images, names = _read(kit, args)
   out = kit.embed(images)
-  imageio.write_images(args.output, out, names, overwrite=args.overwrite)
-  opts.log(f"watermarked {len(names)} images into {args.output}")
+  capped = budget.cap(list(images), list(out), args.psnr_floor)
+  n_capped = sum(not np.array_equal(c, o) for c, o in zip(capped, out))
+  imageio.write_images(args.output, capped, names, overwrite=args.overwrite)
+  opts.log(f"watermarked {len(names)} images into {args.output}"
+           + (f" ({n_capped} scaled down to {args.psnr_floor:g} dB)" if args.psnr_floor else ""))
   return 0
 
 

@@ -302,7 +302,10 @@ def full_size_section(report: dict) -> str:
            "protected": word(r["protected"]), "clean": word(r["clean"]),
            "protected, shifted 1 px": word(r["protected shifted 1 px"]),
            **({"shifted 1 px, searched": word(r["searched"]["protected shifted 1 px"]),
-               "clean, searched": word(r["searched"]["clean"])} if "searched" in r else {})}
+               "clean, searched": word(r["searched"]["clean"])} if "searched" in r else {}),
+           **({f"floor {r['floor']['psnr_floor']:g} dB: PSNR / SSIM":
+               f"{r['floor']['psnr']:.1f} / {r['floor']['ssim']:.3f}",
+               "floor: protected": word(r["floor"]["protected"])} if "floor" in r else {})}
           for r in fs["photos"]]
   return ("## Full size (one held-out photo per verdict)\n\n"
           f"The kit embeds and reads images of any size in {fs['window']} px windows ("
@@ -310,6 +313,9 @@ def full_size_section(report: dict) -> str:
           + "). Each verdict below is on one image alone"
           + ("; 'searched' verdicts try every shift (`verify --search shift`), their p-values "
              "multiplied by the number of alignments tried" if "searched" in fs["photos"][0] else "")
+          + ("; 'floor' columns: the photo protected with its watermark scaled down, where "
+             "stronger, to that PSNR (`deepwm embed --psnr-floor`)" if "floor" in fs["photos"][0]
+             else "")
           + ".\n\n"
           + markdown_table(rows, list(rows[0])))
 

@@ -193,7 +193,13 @@ def test_the_report_shows_the_kit_on_whole_held_out_photos(tiny_run):
     assert 32 < r["height"] <= 512 and 32 < r["width"] <= 512 and r["windows"] > 1
     assert 0 <= r["frame_share"] <= 1 and 0 < r["frame_area"] < 1
     assert not r["clean"]["detected"]
-  assert "## Full size" in open(os.path.join(workdir, "report.md")).read()
+    # Beside it, the photo under the embed-time floor of 40 dB: never below it, and never
+    # lower than the photo as the kit embeds it.
+    f = r["floor"]
+    assert f["psnr_floor"] == 40 and f["psnr"] >= min(40.0, r["psnr"]) - 0.01
+    assert f["psnr"] >= r["psnr"] - 0.01
+  md = open(os.path.join(workdir, "report.md")).read()
+  assert "## Full size" in md and "floor 40 dB: PSNR / SSIM" in md
 
 
 def test_clean_images_are_never_detected(tiny_run):

@@ -117,6 +117,65 @@ def test_traditional_kit_round_trips_odd_sizes(tmp_path, tiny_cfg):
   assert kit.verify(marked).detected and not kit.verify(photos).detected
 
 
+def _psnr(x, y):
+  return float(10 * np.log10(1.0 / np.mean((np.asarray(x, np.float64) - y) ** 2)))
+
+
+def test_an_embed_time_psnr_floor_scales_down_only_the_images_below_it():
+  from deepwm_jax import budget
+  rng = np.random.default_rng(0)
+  b = [rng.uniform(0.2, 0.8, (40, 50, 3)).astype(np.float32) for _ in range(3)]
+  # Residuals at 30, 36 and 45 dB (a Gaussian residual of standard deviation 10^(-dB/20)).
+  marked = [x + (10 ** (-db / 20) * rng.standard_normal(x.shape)).astype(np.float32)
+            for x, db in zip(b, (30, 36, 45))]
+  out = budget.cap(b, marked, 40)
+  assert [round(_psnr(o, x), 2) for o, x in zip(out[:2], b[:2])] == [40.0, 40.0]
+  np.testing.assert_array_equal(out[2], marked[2])  # above the floor: untouched
+  # The same residual at a lower gain, not another one.
+  r0, r1 = (marked[0] - b[0]).ravel(), (out[0] - b[0]).ravel()
+  assert np.corrcoef(r0, r1)[0, 1] > 0.999
+  assert all(o is m for o, m in zip(budget.cap(b, marked, 0), marked))
+  for bad in (10, 90, "forty", float("nan")):
+    with pytest.raises(DeepwmError, match=f"psnr_floor={bad}; use 0 .off. or a PSNR in dB"):
+      budget.check_floor(bad)
+
+
+def test_a_kit_embeds_under_a_psnr_floor(tmp_path, tiny_cfg):
+  from deepwm_jax.kit import traditional as trad_kit
+  from deepwm_jax.stages.traditional import SpreadSpectrum
+  from deepwm_jax import verdict
+  wm = SpreadSpectrum(7, 32, 3, psnr=36.0)
+  cal = verdict.calibrate(np.random.default_rng(0).normal(size=500))
+  kit = deepwm_jax.load_kit(trad_kit.write_kit(str(tmp_path / "kit"), tiny_cfg, wm, cal))
+  photos = odd_photos()
+  plain = kit.embed(photos)
+  assert max(_psnr(m, p) for m, p in zip(plain, photos)) < 39.0
+  floored = kit.embed(photos, psnr_floor=39.0)
+  assert [m.shape for m in floored] == [p.shape for p in photos]
+  assert all(abs(_psnr(m, p) - 39.0) < 0.01 for m, p in zip(floored, photos))
+  for m, p in zip(kit.embed(photos, psnr_floor=30.0), plain):
+    np.testing.assert_array_equal(m, p)
+  with pytest.raises(DeepwmError, match="psnr_floor=5"):
+    kit.embed(photos, psnr_floor=5)
+
+
+def test_cli_embeds_under_a_psnr_floor_and_refuses_a_bad_one(tiny_run, tmp_path, capsys):
+  kit = os.path.join(tiny_run[0], "kit")
+  photos = odd_photos()
+  src, out = tmp_path / "photos", tmp_path / "marked"
+  imageio.write_images(str(src), photos, [f"p{i}.png" for i in range(len(photos))])
+  assert cli.main(["embed", "--kit", kit, "--input", str(src), "--output", str(out),
+                   "--psnr-floor", "200"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert "psnr_floor=200.0; use 0 (off) or a PSNR in dB in [20, 80]" in err
+  assert len(err.splitlines()) == 1 and not out.exists()
+  assert cli.main(["embed", "--kit", kit, "--input", str(src), "--output", str(out),
+                   "--psnr-floor", "40"]) == 0
+  assert f"watermarked {len(photos)} images" in capsys.readouterr().err
+  back, _ = imageio.read_image_dir(str(out), stack=False)
+  assert [b.shape for b in back] == [p.shape for p in photos]
+
+
 def test_cli_embeds_and_verifies_a_folder_of_odd_sizes(tiny_run, tmp_path, capsys):
   kit = os.path.join(tiny_run[0], "kit")
   photos = odd_photos()

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 
 import deepwm_jax
-from deepwm_jax import metrics, models, verdict, windows
+from deepwm_jax import budget, metrics, models, verdict, windows
 from deepwm_jax import payload as payload_lib
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.kit import files
@@ -121,13 +121,17 @@ class NetworkKit:
   def _check(self, images, what):
     return windows.check(images, self.image_size, self.channels, what)
 
-  def embed(self, images):
+  def embed(self, images, psnr_floor: float = 0.0):
     """B -> B': watermark images (outputs of any model, a data set, an algorithm); each
-    output has its input's size, and comes back in the input's form (array or list)."""
+    output has its input's size, and comes back in the input's form (array or list).
+    `psnr_floor` (dB, 0 = off): each image's residual scaled down to that PSNR where stronger
+    (deepwm_jax/budget.py)."""
+    budget.check_floor(psnr_floor)
     items, stacked = self._check(images, "images")
     fn = lambda x: common.predict(self._embed, self.embedder_vars, x, batch=windows.BATCH)
-    return windows.restack(windows.blend(fn, items, self.image_size, self.overlap,
-                                         frame=self.frame, context=self.context), stacked)
+    marked = windows.blend(fn, items, self.image_size, self.overlap, frame=self.frame,
+                           context=self.context)
+    return windows.restack(budget.cap(items, marked, psnr_floor), stacked)
 
   def extract(self, images) -> np.ndarray:
     """R(x) on every window of every image, [windows, s, s, C] (one window per image of the

@@ -6,7 +6,7 @@ import json
 import ml_collections
 import numpy as np
 
-from deepwm_jax import verdict, windows
+from deepwm_jax import budget, verdict, windows
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.kit import files
 from deepwm_jax.stages.traditional import METHOD, SpreadSpectrum, capacity_bits
@@ -49,12 +49,14 @@ class TraditionalKit:
     items, _ = windows.check(images, self.image_size, self.channels, "images")
     return windows.apply(fn, items, self.image_size, self.overlap)
 
-  def embed(self, images):
+  def embed(self, images, psnr_floor: float = 0.0):
     """Images of any size at least the pattern's, through blended windows as a network kit's
-    (deepwm_jax/windows.py); the output has the input's size and form."""
+    (deepwm_jax/windows.py); the output has the input's size and form. `psnr_floor` as for
+    network kits (deepwm_jax/budget.py)."""
+    budget.check_floor(psnr_floor)
     items, stacked = windows.check(images, self.image_size, self.channels, "images")
-    return windows.restack(windows.blend(self.watermark.embed, items, self.image_size,
-                                         self.overlap), stacked)
+    marked = windows.blend(self.watermark.embed, items, self.image_size, self.overlap)
+    return windows.restack(budget.cap(items, marked, psnr_floor), stacked)
 
   def window_counts(self, images) -> list[int]:
     items, _ = windows.check(images, self.image_size, self.channels, "images")

@@ -7,16 +7,18 @@ frame of its crops would score far above it), and three verdicts on the single i
 protected photo, its clean original, and the protected photo translated by one pixel (cropped
 by one row and column, so its windows no longer fall where the embedding's did). A kit that
 can search its alignment (a keyed kit) also judges the shifted photo, and the clean one, with
-`verify --search shift`, whose bound counts every alignment tried.
+`verify --search shift`, whose bound counts every alignment tried. And the same photo
+protected under an embed-time PSNR floor of FLOOR_DB (budget.py): its fidelity and verdict.
 """
 import numpy as np
 
-from deepwm_jax import windows
+from deepwm_jax import budget, windows
 from deepwm_jax.stages import common
 
 MAX_SIDE = 512
 N_PHOTOS = 4  # the builtin held-out photos are four, from smooth (moon) to all texture (gravel)
 AMPLIFY = 20  # |B' - B| is drawn this many times brighter in the figure
+FLOOR_DB = 40.0  # the embed-time floor shown beside each photo (`deepwm embed --psnr-floor`)
 
 
 def photos_for(images: list[np.ndarray], n: int = N_PHOTOS, max_side: int = MAX_SIDE) -> list:
@@ -37,8 +39,9 @@ def _verdict(kit, img, **search) -> dict:
 def study(kit, photos: list[np.ndarray]) -> tuple[dict, dict]:
   """(report record, figure panels) for the photos (any sizes at least the kit's crop)."""
   marked = kit.embed(list(photos))
+  floored = budget.cap(list(photos), marked, FLOOR_DB)
   rows = []
-  for b, bm in zip(photos, marked):
+  for b, bm, bf in zip(photos, marked, floored):
     resid = bm - b
     rows.append({
         "height": int(b.shape[0]), "width": int(b.shape[1]),
@@ -47,7 +50,9 @@ def study(kit, photos: list[np.ndarray]) -> tuple[dict, dict]:
         "frame_share": windows.frame_share(resid, kit.image_size, kit.overlap),
         "frame_area": windows.frame_area(b.shape, kit.image_size, kit.overlap),
         "protected": _verdict(kit, bm), "clean": _verdict(kit, b),
-        "protected shifted 1 px": _verdict(kit, bm[1:, 1:])})
+        "protected shifted 1 px": _verdict(kit, bm[1:, 1:]),
+        "floor": {"psnr_floor": FLOOR_DB, "psnr": common.mean_psnr(bf[None], b[None]),
+                  "ssim": common.mean_ssim(bf[None], b[None]), "protected": _verdict(kit, bf)}})
     if getattr(kit, "searchable", False):
       rows[-1]["searched"] = {"protected shifted 1 px": _verdict(kit, bm[1:, 1:], search="shift"),
                               "clean": _verdict(kit, b, search="shift")}

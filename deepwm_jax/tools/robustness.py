@@ -3,14 +3,17 @@ noise and shifts, applied to protected images and to their clean originals, each
 alone and all of them as one set. Draws the detection rate against each distortion's strength.
 
   deepwm robustness --kit KIT --workdir DIR [--input DIR] [--size 256] [--only FAMILIES]
+                    [--search shift|scale] [--psnr-floor DB]
   deepwm robustness --compare DIR DIR [...] --workdir OUT
 
 Images: the folder given (images of any size at least the kit's crop), or the builtin held-out
 photos at their own resolution; each is centre-cropped to at most `--size` px a side (time
-grows with the area). Protected images are kit.embed(image). Same-size distortions are
-zoo/removal.py's (the real JPEG codec, bicubic resizes, Gaussian blur and noise); the ones
-that change the size (a crop kept as it is, a kept rescale, a shift) are here. A kit reads
-whatever size results, down to its crop; a smaller result counts as not detected.
+grows with the area). Protected images are kit.embed(image) (with `--psnr-floor`, each
+scaled down to that PSNR where stronger, as `deepwm embed --psnr-floor` does). Same-size
+distortions are zoo/removal.py's (the real JPEG codec, bicubic resizes, Gaussian blur and
+noise); the ones that change the size (a crop kept as it is, a kept rescale, a shift) are
+here. A kit reads whatever size results, down to its crop; a smaller result counts as not
+detected.
 
 The second form draws the trade-off between fidelity and robustness from earlier sweeps (one
 per kit, on the same images): for each distortion, the share of protected images detected
@@ -161,11 +164,13 @@ def fidelity(marked: list[np.ndarray], images: list[np.ndarray]) -> dict:
 
 
 def run(kit_path: str, workdir: str, input_dir: str | None = None, size: int = 256,
-        families=None, log=print, search: str = "none") -> dict:
+        families=None, log=print, search: str = "none", psnr_floor: float = 0.0) -> dict:
   """Loads the kit and the images, sweeps, writes workdir/robustness.{json,md,png}."""
   import deepwm_jax
   from deepwm_jax import report
   from deepwm_jax.stages import full_size
+  from deepwm_jax import budget
+  budget.check_floor(psnr_floor)
   kit = deepwm_jax.load_kit(kit_path)
   if search != "none" and getattr(kit, "method", None) != "keyed":
     raise DeepwmError("--search is for keyed kits; drop it for this kit")
@@ -185,11 +190,11 @@ def run(kit_path: str, workdir: str, input_dir: str | None = None, size: int = 2
     raise DeepwmError(f"image {small[0]} is smaller than the kit's crop ({kit.image_size} px); "
                       f"remove it or use larger images")
   t0 = time.time()
-  marked = kit.embed(list(images))
+  marked = kit.embed(list(images), psnr_floor=psnr_floor)
   fid = fidelity(marked, images)
   rows = sweep(kit, images, families, log, search, marked)
   result = {"kit": os.path.abspath(kit_path), "n_images": len(images), "max_side": size,
-            "search": search, "fidelity": fid,
+            "search": search, "psnr_floor": float(psnr_floor), "fidelity": fid,
             "sizes": [list(i.shape[:2]) for i in images], "rows": rows,
             "seconds": round(time.time() - t0, 1)}
   os.makedirs(workdir, exist_ok=True)
@@ -212,6 +217,8 @@ def run(kit_path: str, workdir: str, input_dir: str | None = None, size: int = 2
                            f"{size} px a side, each judged alone and all {len(images)} as "
                            f"one set"
                            + (f", over every alignment ({search})" if search != "none" else "")
+                           + (f", protected with a PSNR floor of {psnr_floor:g} dB"
+                              if psnr_floor else "")
                            + f". Fidelity of the protected images at that size: PSNR "
                            f"{fid['psnr_mean']:.1f} dB, SSIM {fid['ssim_mean']:.4f} (mean)."
                            f"\n\n{table}\n"
@@ -342,6 +349,9 @@ def add_arguments(p):
                  help=f"comma-separated subset of: {', '.join(SWEEPS)}")
   p.add_argument("--search", default="none", choices=("none", "shift", "scale"),
                  help="keyed kits: verify over every alignment, as `deepwm verify --search`")
+  p.add_argument("--psnr-floor", type=float, default=0.0, metavar="DB",
+                 help="protect with each image's watermark scaled down to this PSNR where "
+                      "stronger, as `deepwm embed --psnr-floor` (default 0: off)")
   return p
 
 
@@ -354,5 +364,5 @@ def main(args, log=print) -> int:
   elif not args.kit:
     raise DeepwmError("--kit KIT is required (or --compare DIR DIR ... to compare sweeps)")
   else:
-    run(args.kit, args.workdir, args.input, args.size, fams, log, args.search)
+    run(args.kit, args.workdir, args.input, args.size, fams, log, args.search, args.psnr_floor)
   return 0
