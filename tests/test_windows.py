@@ -104,13 +104,18 @@ def test_deep_kit_round_trips_odd_sizes(tiny_kit):
   np.testing.assert_array_equal(tiny_kit.embed([photos[0], crop])[1], alone)
 
 
-def test_traditional_kit_round_trips_odd_sizes(tmp_path, tiny_cfg):
+def traditional_kit(path: str, cfg, psnr: float):
+  """A spread-spectrum kit of a 32 px pattern at `psnr` dB (no training)."""
   from deepwm_jax.kit import traditional as trad_kit
   from deepwm_jax.stages.traditional import SpreadSpectrum
   from deepwm_jax import verdict
-  wm = SpreadSpectrum(7, 32, 3, psnr=38.0)
+  wm = SpreadSpectrum(7, 32, 3, psnr=psnr)
   cal = verdict.calibrate(np.random.default_rng(0).normal(size=500))
-  kit = deepwm_jax.load_kit(trad_kit.write_kit(str(tmp_path / "kit"), tiny_cfg, wm, cal))
+  return deepwm_jax.load_kit(trad_kit.write_kit(path, cfg, wm, cal))
+
+
+def test_traditional_kit_round_trips_odd_sizes(tmp_path, tiny_cfg):
+  kit = traditional_kit(str(tmp_path / "kit"), tiny_cfg, psnr=38.0)
   photos = odd_photos()
   marked = kit.embed(photos)
   assert [m.shape for m in marked] == [p.shape for p in photos]
@@ -141,12 +146,7 @@ def test_an_embed_time_psnr_floor_scales_down_only_the_images_below_it():
 
 
 def test_a_kit_embeds_under_a_psnr_floor(tmp_path, tiny_cfg):
-  from deepwm_jax.kit import traditional as trad_kit
-  from deepwm_jax.stages.traditional import SpreadSpectrum
-  from deepwm_jax import verdict
-  wm = SpreadSpectrum(7, 32, 3, psnr=36.0)
-  cal = verdict.calibrate(np.random.default_rng(0).normal(size=500))
-  kit = deepwm_jax.load_kit(trad_kit.write_kit(str(tmp_path / "kit"), tiny_cfg, wm, cal))
+  kit = traditional_kit(str(tmp_path / "kit"), tiny_cfg, psnr=36.0)
   photos = odd_photos()
   plain = kit.embed(photos)
   assert max(_psnr(m, p) for m, p in zip(plain, photos)) < 39.0
