@@ -268,6 +268,29 @@ def test_alignment_search_keeps_the_exact_bound():
 
 
 @pytest.mark.slow
+def test_key_study_trains_one_imitator_per_key_and_judges_it_against_that_key(
+    keyed_run, tmp_path, capsys):
+  from deepwm_jax.tools import key_study
+  cfg, workdir, rep = keyed_run
+  assert key_study.main(["--workdir", workdir, "--keys", "2", "--arch", "unet",
+                         "--steps", "7"]) == 0
+  out = json.load(open(os.path.join(workdir, "key_study_unet_7.json")))
+  assert out["steps"] == 7
+  assert out["n_keys"] == 2 and out["bits"] == rep["key"]["bits"] and len(out["keys"]) == 2
+  for row in out["keys"]:
+    assert 0 <= row["matches"] <= out["bits"] and 0 < row["p_value"] <= 1
+    assert row["detected"] == (row["p_value"] <= out["alpha"])
+  assert out["sets_detected"] == sum(row["detected"] for row in out["keys"])
+  assert "of 2 keys: the unet imitator (7 steps) detected as a set" in capsys.readouterr().out
+  for argv, needle in ((["--arch", "vit"], "--arch 'vit'; use unet, resnet or cnn"),
+                       (["--keys", "0"], "--keys 0 --steps 0; use 1 or more keys")):
+    assert key_study.main(["--workdir", workdir] + argv) == 2
+    assert needle in capsys.readouterr().err
+  assert key_study.main(["--workdir", str(tmp_path)]) == 2
+  assert "config.json' not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_exact_bound_on_unseen_families(keyed_run):
   """Per family, the randomised p-values over fresh keys are uniform (KS), and at most ~1% of
   keys give p <= 0.01: what the construction says for any model that never saw the key."""
