@@ -20,7 +20,6 @@ import sys
 import time
 
 import ml_collections
-import numpy as np
 
 from deepwm_jax import report, secret_key
 from deepwm_jax.errors import DeepwmError
@@ -86,7 +85,7 @@ def main(argv=None) -> int:
     t = time.time()
     out = study(cfg, args.workdir, args.keys, args.arch, args.steps)
   except DeepwmError as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"key_study: error: {e}", file=sys.stderr)
     return 2
   print(f"{out['sets_detected']} of {args.keys} keys: the {args.arch} imitator "
         f"({out['steps']} steps) detected as a set ({time.time() - t:.0f} s)")
