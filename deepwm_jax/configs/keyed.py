@@ -3,8 +3,8 @@ secret, and a verdict whose false-claim bound holds for any innocent model (docs
 
   deepwm run --config configs/keyed.py --workdir runs/keyed
 
-About 10-15 minutes on a 2-core CPU. Reads U-Net imitators; ResNet and plain-CNN imitators do
-not copy its cells at this strength (docs/verdicts.md, docs/robustness.md).
+About 10-15 minutes on a 2-core CPU. Reads U-Net imitators, and ResNet imitators trained to
+fit them (docs/zoo.md); plain-CNN and EDSR imitators do not copy its cells (docs/verdicts.md).
 """
 from deepwm_jax.configs import quickstart
 
