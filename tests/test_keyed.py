@@ -290,6 +290,14 @@ def test_key_study_trains_one_imitator_per_key_and_judges_it_against_that_key(
   assert "config.json' not found" in capsys.readouterr().err
 
 
+def test_key_study_refuses_a_run_that_is_not_keyed(tmp_path, capsys):
+  from deepwm_jax.tools import key_study
+  (tmp_path / "config.json").write_text(config.load("tiny").to_json_best_effort())
+  assert key_study.main(["--workdir", str(tmp_path)]) == 2
+  err = capsys.readouterr().err
+  assert "is not a keyed run (protect.method='deep')" in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_exact_bound_on_unseen_families(keyed_run):
   """Per family, the randomised p-values over fresh keys are uniform (KS), and at most ~1% of

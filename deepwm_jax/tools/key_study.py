@@ -32,9 +32,10 @@ KEY_SEED = 2_000_003  # keys of the study: secret_key.new_key(bits, KEY_SEED + i
 def study(cfg, workdir: str, n_keys: int, arch: str, steps: int = 0, log=print) -> dict:
   """The study's record (also written to workdir/key_study_<arch>_<steps>.json); steps 0: the
   report's imitator steps (attack.surrogate.steps)."""
-  if cfg.protect.get("method") != "keyed":
-    raise DeepwmError(f"run '{workdir}' is not a keyed run (protect.method="
-                      f"{cfg.protect.get('method')!r}); give the workdir of a keyed run")
+  method = cfg.get("protect", {}).get("method", "deep")
+  if method != "keyed":
+    raise DeepwmError(f"run '{workdir}' is not a keyed run (protect.method={method!r}); give "
+                      "the workdir of a keyed run")
   if arch not in ("unet", "resnet", "cnn"):
     raise DeepwmError(f"--arch {arch!r}; use unet, resnet or cnn")
   r = common.Runner(cfg, workdir, log)
