@@ -128,6 +128,13 @@ def imitator_spec(cfg, arch: str, seed: int) -> ml_collections.ConfigDict:
   return spec
 
 
+def surrogate_spec(cfg, arch: str) -> ml_collections.ConfigDict:
+  """The report's imitator of B' of architecture `arch`: seed 100 + its place in
+  protect.keyed.surrogate_archs (100 for an architecture not listed there)."""
+  archs = tuple(cfg.protect.keyed.surrogate_archs)
+  return imitator_spec(cfg, arch, 100 + (archs.index(arch) if arch in archs else 0))
+
+
 def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
   """The keyed method end to end; `write_kit(embedder, extractor, key)` writes the kit.
   Returns (report, example grid, the innocent groups' set p-values)."""
@@ -151,8 +158,8 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
 
   t = time.time()
   suspects = {"watermarked": ("carries the key", wm_val)}
-  for i, arch in enumerate(k.surrogate_archs):
-    sm = attack.imitator(r, f"keyed_surrogate_{arch}", imitator_spec(cfg, arch, 100 + i),
+  for arch in k.surrogate_archs:
+    sm = attack.imitator(r, f"keyed_surrogate_{arch}", surrogate_spec(cfg, arch),
                          splits.attack.a, wm_attack)
     suspects[f"surrogate {arch}"] = ("imitates B'", sm(splits.val.a))
   suspects["clean M(A)"] = ("innocent", m_val)

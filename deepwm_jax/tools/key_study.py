@@ -42,8 +42,7 @@ def study(cfg, workdir: str, n_keys: int, arch: str, steps: int = 0, log=print) 
   splits = task.load_splits(cfg)
   m_protect, m_attack = task.outputs(r, [splits.protect, splits.attack])
   nets = keyed.train_barrier(r, splits.protect.a, m_protect)  # restored: the run finished it
-  archs = tuple(cfg.protect.keyed.surrogate_archs)
-  spec = keyed.imitator_spec(cfg, arch, 100 + (archs.index(arch) if arch in archs else 0))
+  spec = keyed.surrogate_spec(cfg, arch)
   spec.steps = int(steps or spec.steps)
   reader = keyed.make_reader(cfg)
   rows = []
