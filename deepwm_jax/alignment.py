@@ -12,11 +12,12 @@ hypothesis and keeps the best:
             with each of its g^2 cyclic rolls: a window that starts q cells into the period
             reads the key rolled by q (no extra read).
 
-Each hypothesis's matching bits are Binomial(n, 1/2) for an image without the key (a roll of
-a uniform key is uniform), so the best p-value times the number of hypotheses (Bonferroni) is
-still a bound on the false-claim probability, whatever the suspect (secret_key.py). The price
-is power: 32 px kits with 64-bit keys count 1024 hypotheses for 'shift' and 66560 for 'scale',
-and need 56 or 58 of 64 bits (51 without a search) at alpha = 1e-6.
+Each hypothesis's signed-rank sum W has the exact null distribution of secret_key.py for an
+image without the key (a roll of a uniform key is uniform), so the best p-value times the
+number of hypotheses (Bonferroni) is still a bound on the false-claim probability, whatever the
+suspect. The price is power: 32 px kits with 64-bit keys count 1024 hypotheses for 'shift' and
+66560 for 'scale', and need W >= 1864 or 1930 of 2080 at alpha = 1e-6 (1718 without a search):
+at least 44 or 48 bits right, with the wrong ones the weakest, and 61 or 62 whatever they are.
 
 A set of images is searched with one hypothesis for the whole set (their readings summed per
 hypothesis), as one pipeline would crop or rescale all of them alike; each image's own p-value
@@ -109,14 +110,14 @@ def search(read: Callable[[list[np.ndarray]], np.ndarray], images: list[np.ndarr
   rolls = key_rolls(key, size, cell)                      # [R, bits]
 
   def best(v_SxOxBits):
-    m = (np.isfinite(v_SxOxBits[..., None, :])
-         & (np.sign(v_SxOxBits)[..., None, :] == rolls)).sum(-1)  # [S, O, R]
+    """(W, matching bits, (scale, offset, roll)) of the hypothesis with the largest rank sum."""
+    w = secret_key.rank_sum(v_SxOxBits, rolls)            # [S, O, R]
     # Ties go to the strongest agreement: a grid a pixel off a key cell's edge often reads
     # every bit too, but with weaker readings than the grid on the cells. (The p-value only
-    # counts bits, so the choice changes where the key is reported, not the verdict.)
+    # counts W, so the choice changes where the key is reported, not the verdict.)
     margin = (np.where(np.isfinite(v_SxOxBits), v_SxOxBits, 0.0)[..., None, :] * rolls).sum(-1)
-    return int(m.max()), np.unravel_index(int(np.where(m == m.max(), margin, -np.inf).argmax()),
-                                          m.shape)
+    j, o, q = np.unravel_index(int(np.where(w == w.max(), margin, -np.inf).argmax()), w.shape)
+    return float(w.max()), int(secret_key.matches(v_SxOxBits[j, o], rolls[q])), (j, o, q)
 
   if mode(search_mode) == "scale":
     # Coarse to fine: the hypotheses counted are all 65 factors, of which these are a subset
@@ -126,7 +127,7 @@ def search(read: Callable[[list[np.ndarray]], np.ndarray], images: list[np.ndarr
     bar = tqdm(total=len(coarse) + 2 * (COARSE_EVERY - 1), desc="scale search", unit="scale",
                disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
     v = _readings(read, images, size, cell, [FINE_SCALES[i] for i in coarse], key.size, bar)
-    top = coarse[best(v.sum(0))[1][0]]
+    top = coarse[best(v.sum(0))[2][0]]
     fine = [i for i in range(top - COARSE_EVERY + 1, top + COARSE_EVERY)
             if 0 <= i < len(FINE_SCALES) and i % COARSE_EVERY]
     v = np.concatenate([v, _readings(read, images, size, cell, [FINE_SCALES[i] for i in fine],
@@ -137,14 +138,19 @@ def search(read: Callable[[list[np.ndarray]], np.ndarray], images: list[np.ndarr
     factors = [1.0]
     v = _readings(read, images, size, cell, factors, key.size)
 
-  n = key.size
-  per = np.array([best(vi)[0] for vi in v])
-  pooled, (j, o, q) = best(v.sum(0))
+  n, most = key.size, secret_key.max_rank_sum(key.size)
+  per = [best(vi) for vi in v]
+  w_img = np.array([b[0] for b in per])
+  w_set, m_set, (j, o, q) = best(v.sum(0))
   ry, rx = divmod(int(o), cell)
   qy, qx = divmod(int(q), size // cell)
   return secret_key.KeyVerdict(
-      len(images), n, per, np.minimum(1.0, n_h * secret_key.binomial_pvalue(per, n)), pooled,
-      float(min(1.0, n_h * float(secret_key.binomial_pvalue(pooled, n)))), n_h, float(alpha),
+      n_images=len(images), n_bits=n, matches_per_image=np.array([b[1] for b in per]),
+      scores_per_image=w_img / most,
+      p_per_image=np.minimum(1.0, n_h * secret_key.rank_sum_pvalue(w_img, n)),
+      matches=m_set, score=w_set / most,
+      p_value=float(min(1.0, n_h * float(secret_key.rank_sum_pvalue(w_set, n)))),
+      hypotheses=n_h, alpha=float(alpha),
       # Where the set's key grid was found: the scale undone, and the grid's offset in the
       # (rescaled) image, as the crop that would have moved it there.
       alignment={"search": mode(search_mode), "scale": factors[j],

@@ -270,7 +270,7 @@ def cmd_kit_info(args, overrides):
   cal = rec["calibration"]
   if rec.get("keyed"):
     lines[-1] = f"decision  alpha {rec['alpha']}"
-    lines.append(f"verdict   exact binomial test on a {rec['keyed']['bits']}-bit secret key "
+    lines.append(f"verdict   exact signed-rank test on a {rec['keyed']['bits']}-bit secret key "
                  f"({rec['keyed']['cell']} px cells, symmetry "
                  f"{rec['keyed'].get('symmetry', 'none')}); no calibration")
   elif not cal:

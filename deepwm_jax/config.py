@@ -198,7 +198,7 @@ def base_config() -> ml_collections.ConfigDict:
           symmetry="none",
           # What stage 1 asks of R on B': 'drawing' (MSE to the key's 0/1 cell pattern) or
           # 'hinge' (each cell's mean reading on the key's side of mid-grey by `margin`, and
-          # nothing more: the sign test needs no more amplitude, so H may embed more weakly).
+          # nothing more: the test reads signs, ranked by strength, so H may embed more weakly).
           reading_loss="drawing", margin=0.1,
           # -1: the owner's key comes from the operating system's entropy (keep the kit
           # private: it holds the key); >= 0 seeds it, for reproducible studies only.

@@ -612,11 +612,13 @@ def write_keyed(workdir: str, rep: dict, grid: dict[str, np.ndarray],
       "# deepwm_jax report: keyed kit\n",
       f"H and R were trained over random keys; the owner's key ({k['bits']} bits, "
       f"{k['cell']} px cells{_symmetry_words(k.get('symmetry', 'none'))}) was drawn "
-      f"afterwards and R never saw it. Each verdict is the "
-      f"exact binomial test on the key (alpha {rep['alpha']:g}): an image set is detected "
-      f"when enough of its summed per-bit readings match the key, which for one image takes "
-      f"{k['bits_needed_per_image']} of {k['bits']} bits. The false-claim bound holds for "
-      "images from any model that did not learn from the key's outputs.\n",
+      f"afterwards and R never saw it. Each verdict is the exact signed-rank test on the key "
+      f"(alpha {rep['alpha']:g}): a set's per-bit readings are summed and ranked by strength, "
+      f"and the ranks of the bits whose sign matches the key are added up. An image or set is "
+      f"detected when that sum reaches {k['score_needed']:.3f} of its largest value, which "
+      f"takes at least {k['min_bits_needed']} of {k['bits']} bits, the wrong ones among the "
+      "weakest. The false-claim bound holds for images from any model that did not learn "
+      "from the key's outputs.\n",
       *(["## Warnings\n", "".join(f"- **{w}**\n" for w in rep["warnings"])]
         if rep.get("warnings") else []),
       "## Fidelity (B' vs B, held-out images)\n",

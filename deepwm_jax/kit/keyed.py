@@ -65,8 +65,9 @@ class KeyedKit(NetworkKit):
 
   @property
   def threshold(self) -> float:
-    """The per-image fraction of matching bits at which one image alone is detected."""
-    return secret_key.bits_needed(self.key.size, self.alpha) / self.key.size
+    """The per-image score (`statistic`) at which one image alone is detected."""
+    n = self.key.size
+    return secret_key.rank_sum_needed(n, self.alpha) / secret_key.max_rank_sum(n)
 
   def __post_init__(self):
     self._embed = stage1.make_embed_fn(self.config, keyed.pattern(self.config, self.key))
@@ -82,13 +83,16 @@ class KeyedKit(NetworkKit):
     return out.astype(np.float32)
 
   def statistic(self, images) -> np.ndarray:
-    """Per image, the fraction of key bits read correctly (0.5 for an image without the key)."""
-    return secret_key.matches(self.readings(images), self.key) / self.key.size
+    """Per image, the signed-rank score: the rank sum W of the key bits read right over its
+    largest value (1 when every bit matches, 0.5 on average for an image without the key)."""
+    return (secret_key.rank_sum(self.readings(images), self.key)
+            / secret_key.max_rank_sum(self.key.size))
 
   def verify(self, images, alpha: float | None = None,
              search: str = "none") -> secret_key.KeyVerdict:
-    """Exact verdict: the readings of every window of every image summed per bit, matching
-    bits counted, binomial tail. One image of any size can carry a verdict by itself.
+    """Exact verdict: the readings of every window of every image summed per bit, and the
+    signed-rank test on them against the key (secret_key.py). One image of any size can carry
+    a verdict by itself.
 
     `search` ('none', 'shift' or 'scale') reads images that were shifted, cropped at any
     offset or rescaled (alignment.py): every alignment is tried and the best one's p-value is
@@ -109,7 +113,10 @@ class KeyedKit(NetworkKit):
     return {"method": METHOD, "image_size": self.image_size, "channels": self.channels,
             "key_bits": int(self.key.size), "cell": int(self.info["keyed"]["cell"]),
             "symmetry": self.symmetry,
-            "bits_needed_per_set": secret_key.bits_needed(self.key.size, self.alpha),
+            # One image or set is detected at this signed-rank score, which takes at least
+            # this many bits read right (and then the wrong ones must be the weakest).
+            "score_needed": self.threshold,
+            "min_bits_needed": secret_key.bits_needed(self.key.size, self.alpha),
             "alpha": self.alpha, "owner": self.info.get("owner"),
             "created": self.info.get("created"),
             "package_version": self.info.get("package_version")}

@@ -191,7 +191,9 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
   rep = {
       "method": "keyed",
       "key": {"bits": int(key.size), "cell": int(k.cell), "symmetry": symmetry(cfg),
-              "bits_needed_per_image": secret_key.bits_needed(key.size, alpha)},
+              "score_needed": secret_key.rank_sum_needed(key.size, alpha)
+                              / secret_key.max_rank_sum(key.size),
+              "min_bits_needed": secret_key.bits_needed(key.size, alpha)},
       "alpha": alpha,
       "fidelity": {"psnr": psnr, "ssim": ssim},
       "groups": groups,

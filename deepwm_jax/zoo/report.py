@@ -249,8 +249,9 @@ def markdown(rep: dict, figures: dict) -> str:
            f"Kit: `{rep['kit']}`; {rep['n_members']} rows ({rep['n_trained']} trained "
            f"members), {rep['devices']} device(s). *success rate* is the fraction of held-out "
            f"outputs the kit's statistic counts as watermarked (threshold "
-           f"{rep['threshold']:.4g}" + (": the fraction of key bits read right that detects "
-           "one image alone by the exact test; the NC columns hold that fraction too)"
+           f"{rep['threshold']:.4g}" + (": the signed-rank score, the rank sum of the key bits "
+           "read right over its largest value, that detects one image alone by the exact "
+           "test; the NC columns hold the fraction of key bits read right)"
            if rep.get("method") == "keyed" else "); the paper's success rate (NC > 0.95) is "
            "beside it") + ".\n",
            "## Summary\n", rep["summary"] + "\n",

@@ -169,11 +169,12 @@ def _judge(kit, images):
     z, nc = kit.watermark.correlations(images)
     return np.asarray(z), np.asarray(nc), np.asarray(nc), kit.verify(images)
   if getattr(kit, "method", "deep") == "keyed":
-    # The statistic is the fraction of key bits read right (0.5 without the key); there is
-    # no NC, so its columns hold the same fraction, centred: 2 * fraction - 1.
+    # The statistic is the exact test's signed-rank score (0.5 on average without the key),
+    # which the threshold cuts; there is no NC, so its columns hold the fraction of key bits
+    # read right, as it is and centred: 2 * fraction - 1.
     v = kit.verify(images)
     frac = v.matches_per_image / v.n_bits
-    return frac, frac, 2 * frac - 1, v
+    return v.scores_per_image, frac, 2 * frac - 1, v
   extracted = kit.extract(images)
   r = jnp.asarray(extracted)
   w, blank = jnp.asarray(kit.watermark), jnp.asarray(kit.blank)
