@@ -237,9 +237,9 @@ def _verify_keyed(kit, images, args) -> int:
                       "exact test on its key")
   v = kit.verify(images, alpha=args.alpha, search=args.search)
   word = "DETECTED" if v.detected else "not detected"
-  print(f"watermark {word}: {v.matches}/{v.n_bits} key bits match over {v.n_images} images, "
-        f"exact p-value {v.p_value:.3g} (alpha {v.alpha:g}); images detected alone "
-        f"{round(v.image_rate * v.n_images)}/{v.n_images}")
+  print(f"watermark {word}: {v.matches}/{v.n_bits} key bits match over {v.n_images} images "
+        f"(signed-rank score {v.score:.3f}), exact p-value {v.p_value:.3g} (alpha {v.alpha:g}); "
+        f"images detected alone {round(v.image_rate * v.n_images)}/{v.n_images}")
   if v.alignment:
     a = v.alignment
     print(f"  best of {v.hypotheses} alignments (p-value multiplied by {v.hypotheses}): scale "
