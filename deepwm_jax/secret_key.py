@@ -186,23 +186,6 @@ class KeyVerdict:
             "mean_image_score": float(np.mean(self.scores_per_image)) if self.n_images else 0.0}
 
 
-def verdict(v_NxK, key, alpha: float, hypotheses: int, alignment: dict | None = None,
-            pooled_v=None) -> KeyVerdict:
-  """The verdict from readings already aligned with `key` [n]: per-image rows v [N, n] and the
-  set's `pooled_v` [n] (their sum when not given), p-values times `hypotheses`."""
-  n = key.size
-  v = np.asarray(v_NxK, np.float64)
-  pooled_v = np.where(np.isfinite(v), v, 0.0).sum(0) if pooled_v is None else pooled_v
-  w_img, w_set = rank_sum(v, key), float(rank_sum(pooled_v, key))
-  return KeyVerdict(
-      n_images=int(v.shape[0]), n_bits=n, matches_per_image=matches(v, key),
-      scores_per_image=w_img / max_rank_sum(n),
-      p_per_image=np.minimum(1.0, hypotheses * rank_sum_pvalue(w_img, n)),
-      matches=int(matches(pooled_v, key)), score=w_set / max_rank_sum(n),
-      p_value=float(min(1.0, hypotheses * float(rank_sum_pvalue(w_set, n)))),
-      hypotheses=int(hypotheses), alpha=float(alpha), alignment=alignment)
-
-
 def decide(v_NxK, key, alpha: float, hypotheses: int = 1) -> KeyVerdict:
   """Exact verdict from per-image readings v [N, n] (one number per key bit and image); the
   set is read from their sum, one vote per bit."""
@@ -214,4 +197,13 @@ def decide(v_NxK, key, alpha: float, hypotheses: int = 1) -> KeyVerdict:
     raise DeepwmError(f"read {v.shape[1]} key bits but the key has {k.size}")
   if not 0 < alpha < 1:
     raise DeepwmError(f"alpha must be in (0, 1), got {alpha}")
-  return verdict(v, k, alpha, hypotheses)
+  n = k.size
+  pooled = np.where(np.isfinite(v), v, 0.0).sum(0)  # one vote per bit
+  w_img, w_set = rank_sum(v, k), float(rank_sum(pooled, k))
+  return KeyVerdict(
+      n_images=int(v.shape[0]), n_bits=n, matches_per_image=matches(v, k),
+      scores_per_image=w_img / max_rank_sum(n),
+      p_per_image=np.minimum(1.0, hypotheses * rank_sum_pvalue(w_img, n)),
+      matches=int(matches(pooled, k)), score=w_set / max_rank_sum(n),
+      p_value=float(min(1.0, hypotheses * float(rank_sum_pvalue(w_set, n)))),
+      hypotheses=int(hypotheses), alpha=float(alpha))
