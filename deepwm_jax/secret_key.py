@@ -67,8 +67,8 @@ def matches(v, key) -> np.ndarray:
 
 
 def binomial_pvalue(m, n: int) -> np.ndarray:
-  """P(Binomial(n, 1/2) >= m): the sign test's p-value of m matching bits out of n (the test
-  before the signed-rank one; kept for comparisons)."""
+  """P(Binomial(n, 1/2) >= m): the sign test's p-value of m matching bits out of n, which
+  weighs every bit alike (kept to compare the two tests)."""
   return scipy_stats.binom.sf(np.asarray(m) - 1, n, 0.5)
 
 
