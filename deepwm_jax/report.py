@@ -303,6 +303,10 @@ def full_size_section(report: dict) -> str:
            "protected, shifted 1 px": word(r["protected shifted 1 px"]),
            **({"shifted 1 px, searched": word(r["searched"]["protected shifted 1 px"]),
                "clean, searched": word(r["searched"]["clean"])} if "searched" in r else {}),
+           **({f"cropped to {100 * r['searched']['crop']:.0f}%, searched":
+               word(r["searched"]["protected cropped"]),
+               "clean cropped, searched": word(r["searched"]["clean cropped"])}
+              if "crop" in r.get("searched", {}) else {}),
            **({f"floor {r['floor']['psnr_floor']:g} dB: PSNR / SSIM":
                f"{r['floor']['psnr']:.1f} / {r['floor']['ssim']:.3f}",
                "floor: protected": word(r["floor"]["protected"])} if "floor" in r else {})}
@@ -312,7 +316,8 @@ def full_size_section(report: dict) -> str:
           + (f"overlapping by {fs['overlap']} px, blended" if fs["overlap"] else "tiled")
           + "). Each verdict below is on one image alone"
           + ("; 'searched' verdicts try every shift (`verify --search shift`), their p-values "
-             "multiplied by the number of alignments tried" if "searched" in fs["photos"][0] else "")
+             "multiplied by the number of alignments tried; 'cropped' photos keep that share of "
+             "each side, cut at an offset drawn per photo" if "searched" in fs["photos"][0] else "")
           + ("; 'floor' columns: the photo protected with its watermark scaled down, where "
              "stronger, to that PSNR (`deepwm embed --psnr-floor`)" if "floor" in fs["photos"][0]
              else "")

@@ -75,11 +75,15 @@ def test_report_kit_and_resume(keyed_run, tmp_path, capsys):
   assert sv["innocent"] == {"sets": 4 * 2 * 2, "sets_detected": 0}
   assert "## After serving (sets of 8)" in open(os.path.join(workdir, "report.md")).read()
   # Full size: the keyed kit also judges the shifted photo and the clean one with its alignment
-  # search, whose bound (every shift counted) keeps the clean photo unclaimed.
+  # search, and both cut to 60% of each side at an offset of their own; the search's bound
+  # (every shift counted) keeps the clean photo unclaimed, whole or cut.
   for r in rep["full_size"]["photos"]:
-    assert set(r["searched"]) == {"protected shifted 1 px", "clean"}
-    assert not r["searched"]["clean"]["detected"] and r["searched"]["clean"]["p_value"] > 1e-6
-  assert "clean, searched" in open(os.path.join(workdir, "report.md")).read()
+    assert set(r["searched"]) == {"protected shifted 1 px", "clean", "crop", "protected cropped",
+                                  "clean cropped"}
+    for clean in (r["searched"]["clean"], r["searched"]["clean cropped"]):
+      assert not clean["detected"] and clean["p_value"] > 1e-6
+  md = open(os.path.join(workdir, "report.md")).read()
+  assert "clean, searched" in md and "cropped to 60%, searched" in md
   for f in ("report.md", "report.json", "figures/grid.png", "figures/innocent_qq.png",
             "figures/served.png"):
     assert os.path.exists(os.path.join(workdir, f)), f

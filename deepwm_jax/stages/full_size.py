@@ -7,8 +7,10 @@ frame of its crops would score far above it), and three verdicts on the single i
 protected photo, its clean original, and the protected photo translated by one pixel (cropped
 by one row and column, so its windows no longer fall where the embedding's did). A kit that
 can search its alignment (a keyed kit) also judges the shifted photo, and the clean one, with
-`verify --search shift`, whose bound counts every alignment tried. And the same photo
-protected under an embed-time PSNR floor of FLOOR_DB (budget.py): its fidelity and verdict.
+`verify --search shift`, whose bound counts every alignment tried, and so both photos cut to a
+CROP of each side at an offset drawn per photo and kept at that size (what a page that shows
+part of a served image does). And the same photo protected under an embed-time PSNR floor of
+FLOOR_DB (budget.py): its fidelity and verdict.
 """
 import numpy as np
 
@@ -19,6 +21,7 @@ MAX_SIDE = 512
 N_PHOTOS = 4  # the builtin held-out photos are four, from smooth (moon) to all texture (gravel)
 AMPLIFY = 20  # |B' - B| is drawn this many times brighter in the figure
 FLOOR_DB = 40.0  # the embed-time floor shown beside each photo (`deepwm embed --psnr-floor`)
+CROP = 0.6  # the kept crop judged with the search: this fraction of each side
 
 
 def photos_for(images: list[np.ndarray], n: int = N_PHOTOS, max_side: int = MAX_SIDE) -> list:
@@ -31,6 +34,16 @@ def photos_for(images: list[np.ndarray], n: int = N_PHOTOS, max_side: int = MAX_
   return out
 
 
+def _crop(img: np.ndarray, frac: float, seed: int) -> np.ndarray:
+  """`frac` of each side of img at an offset drawn from `seed` (the same for a photo and its
+  clean original, so both are cut alike)."""
+  h, w = img.shape[:2]
+  ch, cw = int(h * frac), int(w * frac)
+  rng = np.random.default_rng(seed)
+  y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+  return img[y:y + ch, x:x + cw]
+
+
 def _verdict(kit, img, **search) -> dict:
   v = kit.verify([img], **search)
   return {"p_value": float(v.p_value), "detected": bool(v.detected)}
@@ -41,7 +54,7 @@ def study(kit, photos: list[np.ndarray]) -> tuple[dict, dict]:
   marked = kit.embed(list(photos))
   floored = budget.cap(list(photos), marked, FLOOR_DB)
   rows = []
-  for b, bm, bf in zip(photos, marked, floored):
+  for i, (b, bm, bf) in enumerate(zip(photos, marked, floored)):
     resid = bm - b
     rows.append({
         "height": int(b.shape[0]), "width": int(b.shape[1]),
@@ -56,6 +69,10 @@ def study(kit, photos: list[np.ndarray]) -> tuple[dict, dict]:
     if getattr(kit, "searchable", False):
       rows[-1]["searched"] = {"protected shifted 1 px": _verdict(kit, bm[1:, 1:], search="shift"),
                               "clean": _verdict(kit, b, search="shift")}
+      if min(b.shape[:2]) * CROP >= kit.image_size:  # the crop still holds a whole window
+        rows[-1]["searched"].update({
+            "crop": CROP, "protected cropped": _verdict(kit, _crop(bm, CROP, i), search="shift"),
+            "clean cropped": _verdict(kit, _crop(b, CROP, i), search="shift")})
   b, bm = photos[0], marked[0]
   panels = {"B (held-out photo)": b, "B' (protected)": bm,
             f"|B'-B| x{AMPLIFY}": np.clip(AMPLIFY * np.abs(bm - b), 0, 1)}
