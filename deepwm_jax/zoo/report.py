@@ -234,12 +234,20 @@ def write(workdir: str, rep: dict, per_image: dict, reference: dict, threshold: 
     nc_groups[fam] = np.concatenate([np.asarray(nc_groups[fam]), per_image[r["name"]]["nc"]])
     stat_groups[fam] = np.concatenate([np.asarray(stat_groups[fam]),
                                        per_image[r["name"]]["stats"]])
-  emit("Paper's NC per image by attack family, with the paper's 0.95 threshold",
-       "zoo_nc_hist.png", report_lib.histogram_figure(
-           nc_groups, report_lib.PAPER_NC_THRESHOLD, "paper threshold", "NC"))
-  emit("Watermark statistic per image by attack family, with the kit's threshold",
+  keyed = rep.get("method") == "keyed"
+  if keyed:  # the NC columns hold the fraction of key bits read right
+    emit("Fraction of key bits read right per image by attack family (0.5: chance)",
+         "zoo_nc_hist.png", report_lib.histogram_figure(
+             nc_groups, 0.5, "chance", "fraction of key bits read right"))
+  else:
+    emit("Paper's NC per image by attack family, with the paper's 0.95 threshold",
+         "zoo_nc_hist.png", report_lib.histogram_figure(
+             nc_groups, report_lib.PAPER_NC_THRESHOLD, "paper threshold", "NC"))
+  emit(("Signed-rank score" if keyed else "Watermark statistic")
+       + " per image by attack family, with the kit's threshold",
        "zoo_stats_hist.png", report_lib.histogram_figure(
-           stat_groups, threshold, "threshold", "watermark statistic"))
+           stat_groups, threshold, "threshold",
+           "signed-rank score" if keyed else "watermark statistic"))
   report_lib.write_text_atomic(os.path.join(workdir, "report.md"), markdown(rep, figures))
 
 
