@@ -129,6 +129,11 @@ def rank_sum_needed(n: int, alpha: float, hypotheses: int = 1) -> int:
   return int(ok[0]) if ok.size else max_rank_sum(n) + 1
 
 
+def score_needed(n: int, alpha: float, hypotheses: int = 1) -> float:
+  """`rank_sum_needed` as a score, W / max_rank_sum(n): what detects one image or set."""
+  return rank_sum_needed(n, alpha, hypotheses) / max_rank_sum(n)
+
+
 def bits_needed(n: int, alpha: float, hypotheses: int = 1) -> int:
   """The fewest matching bits out of n that can reach alpha: enough when the bits read wrong
   are the weakest readings (then W = (n-m+1) + ... + n); n + 1 when no reading can."""

@@ -66,8 +66,7 @@ class KeyedKit(NetworkKit):
   @property
   def threshold(self) -> float:
     """The per-image score (`statistic`) at which one image alone is detected."""
-    n = self.key.size
-    return secret_key.rank_sum_needed(n, self.alpha) / secret_key.max_rank_sum(n)
+    return secret_key.score_needed(self.key.size, self.alpha)
 
   def __post_init__(self):
     self._embed = stage1.make_embed_fn(self.config, keyed.pattern(self.config, self.key))

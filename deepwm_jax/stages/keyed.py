@@ -191,8 +191,7 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
   rep = {
       "method": "keyed",
       "key": {"bits": int(key.size), "cell": int(k.cell), "symmetry": symmetry(cfg),
-              "score_needed": secret_key.rank_sum_needed(key.size, alpha)
-                              / secret_key.max_rank_sum(key.size),
+              "score_needed": secret_key.score_needed(key.size, alpha),
               "min_bits_needed": secret_key.bits_needed(key.size, alpha)},
       "alpha": alpha,
       "fidelity": {"psnr": psnr, "ssim": ssim},
