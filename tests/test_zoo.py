@@ -192,13 +192,30 @@ def test_removal_attacks_on_known_inputs():
 
 def test_augmentation_is_identical_on_both_sides():
   x = _smooth(4)
-  for spec in ("flip", "rot90", "rotate:20", "crop:0.6", "rescale:0.6", "flip+crop:0.8"):
+  for spec in ("flip", "rot90", "rotate:20", "crop:0.6", "rescale:0.6", "flip+crop:0.8",
+               "shift:3"):
     a, b = augment.augment(spec, x, x.copy(), np.random.default_rng(1))
     assert a.shape == x.shape and np.array_equal(a, b) and not np.array_equal(a, x), spec
   a, _ = augment.augment("none", x, x, np.random.default_rng(1))
   assert np.array_equal(a, x)
   with pytest.raises(DeepwmError):
     augment.parse("rotate:0")
+
+
+def test_shift_moves_both_images_by_one_whole_pixel_offset_within_its_range():
+  """What an attacker's crop at any offset of a tiled watermark sees: both images rolled by the
+  same (dy, dx), |dy|, |dx| <= P, every pixel kept."""
+  rng = np.random.default_rng(0)
+  x, y = rng.random((6, 8, 8, 3), np.float32), rng.random((6, 8, 8, 3), np.float32)
+  a, b = augment.augment("shift:2", x, y, np.random.default_rng(3))
+  for i in range(len(x)):
+    found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+             if np.array_equal(a[i], np.roll(x[i], (dy, dx), (0, 1)))
+             and np.array_equal(b[i], np.roll(y[i], (dy, dx), (0, 1)))]
+    assert len(found) == 1, i
+  for bad in ("shift", "shift:0", "shift:1.5"):
+    with pytest.raises(DeepwmError):
+      augment.parse(bad)
 
 
 # ----------------------------------------------------------------------------- training

@@ -18,6 +18,10 @@ from `rng` (a numpy Generator). `spec` is one or more of, joined by '+':
   'crop:F'      a random crop whose side is uniform in [F, 1] of the image, resized back
   'rescale:F'   zoom about the centre by a factor uniform in [F, 1/F] (F in (0, 1]):
                 zooming in crops, zooming out pads by reflection
+  'shift:P'     a translation by a whole number of pixels uniform in [-P, P] along each
+                axis, wrapping round: an attacker's crop at any offset of a large served
+                image, whose kit repeats its watermark with the crop's period (a keyed kit
+                tiles its windows), sees the watermark at that phase
 """
 import numpy as np
 from scipy import ndimage
@@ -29,7 +33,9 @@ from deepwm_jax.errors import DeepwmError
 KINDS = {"none": None, "flip": None, "vflip": None, "rot90": None,
          "rotate": (float, "an angle in degrees in (0, 180]", lambda v: 0 < v <= 180, 15),
          "crop": (float, "a fraction in (0, 1]", lambda v: 0 < v <= 1, 0.7),
-         "rescale": (float, "a factor in (0, 1]", lambda v: 0 < v <= 1, 0.7)}
+         "rescale": (float, "a factor in (0, 1]", lambda v: 0 < v <= 1, 0.7),
+         "shift": (int, "a whole number of pixels >= 1", lambda v: isinstance(v, int) and v >= 1,
+                   16)}
 
 
 def parse(spec: str) -> list[tuple[str, float | None]]:
@@ -102,5 +108,10 @@ def _rescale(a, b, frac, rng):
   return _warp(a, b, np.eye(2) / zoom, np.zeros(2))
 
 
+def _shift(a, b, pixels, rng):
+  dy, dx = (int(v) for v in rng.integers(-pixels, pixels + 1, 2))
+  return np.roll(a, (dy, dx), (0, 1)), np.roll(b, (dy, dx), (0, 1))
+
+
 _ONE = {"flip": _flip, "vflip": _vflip, "rot90": _rot90, "rotate": _rotate, "crop": _crop,
-        "rescale": _rescale}
+        "rescale": _rescale, "shift": _shift}
