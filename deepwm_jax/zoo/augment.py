@@ -19,9 +19,9 @@ from `rng` (a numpy Generator). `spec` is one or more of, joined by '+':
   'rescale:F'   zoom about the centre by a factor uniform in [F, 1/F] (F in (0, 1]):
                 zooming in crops, zooming out pads by reflection
   'shift:P'     a translation by a whole number of pixels uniform in [-P, P] along each
-                axis, wrapping round: an attacker's crop at any offset of a large served
-                image, whose kit repeats its watermark with the crop's period (a keyed kit
-                tiles its windows), sees the watermark at that phase
+                axis, wrapping round. Where a kit repeats its watermark with the crop's
+                period (a keyed kit tiles its windows), this is what an attacker sees who
+                cuts its training crops at any offset of large served images
 """
 import numpy as np
 from scipy import ndimage
