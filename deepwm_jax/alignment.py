@@ -138,19 +138,12 @@ def search(read: Callable[[list[np.ndarray]], np.ndarray], images: list[np.ndarr
     factors = [1.0]
     v = _readings(read, images, size, cell, factors, key.size)
 
-  n, most = key.size, secret_key.max_rank_sum(key.size)
   per = [best(vi) for vi in v]
-  w_img = np.array([b[0] for b in per])
   w_set, m_set, (j, o, q) = best(v.sum(0))
   ry, rx = divmod(int(o), cell)
   qy, qx = divmod(int(q), size // cell)
-  return secret_key.KeyVerdict(
-      n_images=len(images), n_bits=n, matches_per_image=np.array([b[1] for b in per]),
-      scores_per_image=w_img / most,
-      p_per_image=np.minimum(1.0, n_h * secret_key.rank_sum_pvalue(w_img, n)),
-      matches=m_set, score=w_set / most,
-      p_value=float(min(1.0, n_h * float(secret_key.rank_sum_pvalue(w_set, n)))),
-      hypotheses=n_h, alpha=float(alpha),
+  return secret_key.verdict(
+      key.size, [b[0] for b in per], [b[1] for b in per], w_set, m_set, alpha, n_h,
       # Where the set's key grid was found: the scale undone, and the grid's offset in the
       # (rescaled) image, as the crop that would have moved it there.
       alignment={"search": mode(search_mode), "scale": factors[j],

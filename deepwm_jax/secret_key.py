@@ -191,6 +191,20 @@ class KeyVerdict:
             "mean_image_score": float(np.mean(self.scores_per_image)) if self.n_images else 0.0}
 
 
+def verdict(n_bits: int, w_img, matches_img, w_set: float, matches_set: int, alpha: float,
+            hypotheses: int = 1, alignment: dict | None = None) -> KeyVerdict:
+  """The verdict from rank sums W (each image's, and the set's) against an n-bit key: scores
+  W / max_rank_sum and exact p-values, multiplied by the number of hypotheses tried."""
+  w_img, most = np.asarray(w_img, np.float64), max_rank_sum(n_bits)
+  return KeyVerdict(
+      n_images=int(w_img.size), n_bits=n_bits, matches_per_image=np.asarray(matches_img),
+      scores_per_image=w_img / most,
+      p_per_image=np.minimum(1.0, hypotheses * rank_sum_pvalue(w_img, n_bits)),
+      matches=int(matches_set), score=float(w_set) / most,
+      p_value=float(min(1.0, hypotheses * float(rank_sum_pvalue(w_set, n_bits)))),
+      hypotheses=int(hypotheses), alpha=float(alpha), alignment=alignment)
+
+
 def decide(v_NxK, key, alpha: float, hypotheses: int = 1) -> KeyVerdict:
   """Exact verdict from per-image readings v [N, n] (one number per key bit and image); the
   set is read from their sum, one vote per bit."""
@@ -198,17 +212,9 @@ def decide(v_NxK, key, alpha: float, hypotheses: int = 1) -> KeyVerdict:
   k = check_key(key)
   if v.ndim != 2 or v.shape[0] == 0:
     raise DeepwmError(f"need readings of shape [N >= 1, {k.size}], got {v.shape}")
-  if v.shape[1] != k.size:
-    raise DeepwmError(f"read {v.shape[1]} key bits but the key has {k.size}")
   if not 0 < alpha < 1:
     raise DeepwmError(f"alpha must be in (0, 1), got {alpha}")
-  n = k.size
   pooled = np.where(np.isfinite(v), v, 0.0).sum(0)  # one vote per bit
-  w_img, w_set = rank_sum(v, k), float(rank_sum(pooled, k))
-  return KeyVerdict(
-      n_images=int(v.shape[0]), n_bits=n, matches_per_image=matches(v, k),
-      scores_per_image=w_img / max_rank_sum(n),
-      p_per_image=np.minimum(1.0, hypotheses * rank_sum_pvalue(w_img, n)),
-      matches=int(matches(pooled, k)), score=w_set / max_rank_sum(n),
-      p_value=float(min(1.0, hypotheses * float(rank_sum_pvalue(w_set, n)))),
-      hypotheses=int(hypotheses), alpha=float(alpha))
+  w_img = rank_sum(v, k)  # checks the number of bits read against the key's
+  return verdict(k.size, w_img, matches(v, k), float(rank_sum(pooled, k)), matches(pooled, k),
+                 alpha, hypotheses)

@@ -243,11 +243,9 @@ def write(workdir: str, rep: dict, per_image: dict, reference: dict, threshold: 
     emit("Paper's NC per image by attack family, with the paper's 0.95 threshold",
          "zoo_nc_hist.png", report_lib.histogram_figure(
              nc_groups, report_lib.PAPER_NC_THRESHOLD, "paper threshold", "NC"))
-  emit(("Signed-rank score" if keyed else "Watermark statistic")
-       + " per image by attack family, with the kit's threshold",
-       "zoo_stats_hist.png", report_lib.histogram_figure(
-           stat_groups, threshold, "threshold",
-           "signed-rank score" if keyed else "watermark statistic"))
+  stat = "signed-rank score" if keyed else "watermark statistic"
+  emit(f"{stat.capitalize()} per image by attack family, with the kit's threshold",
+       "zoo_stats_hist.png", report_lib.histogram_figure(stat_groups, threshold, "threshold", stat))
   report_lib.write_text_atomic(os.path.join(workdir, "report.md"), markdown(rep, figures))
 
 
