@@ -125,9 +125,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   return rep
 
 
-def _full_size(cfg, workdir, rep, log) -> dict:
+def _full_size(cfg, workdir, rep, log, suspects: dict | None = None) -> dict:
   """The written kit on whole held-out photos (stages/full_size.py): rep["full_size"], and
-  the figure's panels."""
+  the figure's panels; `suspects`' whole photos judged too (full_size.judge_suspects)."""
   if not parallel.is_primary():  # process 0 writes the report, and reads its kit here
     return {}
   photos = full_size.photos_for(pairs_lib.whole_images(cfg, "val"))
@@ -136,12 +136,15 @@ def _full_size(cfg, workdir, rep, log) -> dict:
     return {}
   t0 = time.time()
   rep["full_size"], panels = full_size.study(kit_lib.load_kit(os.path.join(workdir, "kit")),
-                                             photos)
+                                             photos, suspects)
   rep["timing"]["full_size"] = round(time.time() - t0, 2)
   first = rep["full_size"]["photos"][0]
   log(f"full size: {first['width']}x{first['height']} photo at {first['psnr']:.1f} dB, "
       f"protected detected alone: {first['protected']['detected']} "
       f"(p {first['protected']['p_value']:.2g}), clean: {first['clean']['detected']}")
+  for name, g in rep["full_size"].get("suspects", {}).items():
+    log(f"whole photos served by {name} ({g['role']}): {g['detected_alone']} of "
+        f"{g['n_images']} detected alone, as a set p {g['set']['p_value']:.2g}")
   return panels
 
 
@@ -182,9 +185,9 @@ def _run_keyed(cfg, workdir: str, log, mesh) -> dict:
   t0 = time.time()
   kit_path = os.path.join(workdir, "kit")
   owner = payload.owner_of(cfg)
-  rep, grid, innocent_p = keyed.run(
+  rep, grid, innocent_p, whole = keyed.run(
       r, lambda emb, ext, key: kit_lib.keyed.write_kit(kit_path, cfg, emb, ext, key, owner))
-  full = _full_size(cfg, workdir, rep, log)
+  full = _full_size(cfg, workdir, rep, log, whole)
   rep["timing"]["total"] = round(time.time() - t0, 2)
   if parallel.is_primary():
     report.write_keyed(workdir, rep, grid, innocent_p, full)

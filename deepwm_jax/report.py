@@ -322,6 +322,27 @@ def full_size_section(report: dict) -> str:
              "stronger, to that PSNR (`deepwm embed --psnr-floor`)" if "floor" in fs["photos"][0]
              else "")
           + ".\n\n"
+          + markdown_table(rows, list(rows[0])) + _suspects_section(fs.get("suspects")))
+
+
+def _suspects_section(suspects: dict | None) -> str:
+  """The report's imitators and null models serving whole photos (full_size.judge_suspects)."""
+  if not suspects:
+    return ""
+  first = next(iter(suspects.values()))
+  bits = lambda m: "-" if m is None else str(m)
+  rows = [{"model": name, "role": g["role"],
+           "key bits per photo": ", ".join(bits(m) for m in g["matches"]),
+           "photos detected alone": f"{g['detected_alone']} of {g['n_images']}",
+           "all photos as one set": f"{bits(g['set']['matches'])} bits, "
+                                    + ("**detected**" if g["set"]["detected"] else "not detected")
+                                    + f" (p {_pvalue(g['set']['p_value'])})"}
+          for name, g in suspects.items()]
+  return (f"\n\n### Imitators serving whole photos\n\nThe models above, trained on "
+          f"crops, run on the task inputs of the same held-out photos cut to "
+          f"{first['height']} x {first['width']} px, as a thief serves whole images; each photo "
+          "judged alone, then all of them as one set. A key at fixed positions in the crop is "
+          "copied only as far as a model can tell where in a window it is.\n\n"
           + markdown_table(rows, list(rows[0])))
 
 

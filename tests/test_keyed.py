@@ -82,8 +82,19 @@ def test_report_kit_and_resume(keyed_run, tmp_path, capsys):
                                   "clean cropped"}
     for clean in (r["searched"]["clean"], r["searched"]["clean cropped"]):
       assert not clean["detected"] and clean["p_value"] > 1e-6
+  # The imitator and the null model serve whole photos (four squares, one size): each judged
+  # alone and as a set; the null model, innocent, is never claimed, whatever its size.
+  sus = rep["full_size"]["suspects"]
+  assert set(sus) == {"surrogate unet", "null cnn"}
+  for g in sus.values():
+    assert g["n_images"] == 4 and g["height"] == g["width"] and g["height"] % 32 == 0
+    assert len(g["p_values"]) == 4 and all(0 <= m <= 64 for m in g["matches"])
+  null = sus["null cnn"]
+  assert null["role"] == "innocent" and null["detected_alone"] == 0
+  assert not null["set"]["detected"] and min(null["p_values"]) > 1e-6
   md = open(os.path.join(workdir, "report.md")).read()
   assert "clean, searched" in md and "cropped to 60%, searched" in md
+  assert "### Imitators serving whole photos" in md
   for f in ("report.md", "report.json", "figures/grid.png", "figures/innocent_qq.png",
             "figures/served.png"):
     assert os.path.exists(os.path.join(workdir, f)), f

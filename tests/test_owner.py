@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import deepwm_jax
-from deepwm_jax import cli, owner
+from deepwm_jax import cli, config as config_lib, owner
 from deepwm_jax.data import imageio, pairs, sources
 from deepwm_jax.errors import DeepwmError
-from deepwm_jax.stages import task
+from deepwm_jax.stages import full_size, task
 
 
 def photos(n=6):
@@ -63,6 +63,11 @@ def test_a_keyed_kit_with_a_texture_mask_protects_a_callable_model(tmp_path):
   rep = __import__("json").loads((workdir / "report.json").read_text())
   assert rep["method"] == "keyed" and rep["key"]["bits"] == kit.key.size
   assert not any(g["detected"] for g in rep["groups"].values() if g["role"] == "innocent")
+  # The report's models also serve the owner's held-out inputs whole (squares of the crop).
+  sus = rep["full_size"]["suspects"]
+  assert sus and all(g["height"] == g["width"] and g["height"] % kit.image_size == 0
+                     for g in sus.values())
+  assert not any(g["set"]["detected"] for g in sus.values() if g["role"] == "innocent")
   x = photos()[:2]
   marked = kit.embed(x)
   assert [m.shape for m in marked] == [(40, 48, 3), (48, 40, 3)]
@@ -154,3 +159,16 @@ def test_protect_starts_from_the_keyed_config_by_default(tmp_path, capsys):
   with pytest.raises(SystemExit):
     cli.main(["protect", "--help"])
   assert f"(default: {owner.DEFAULT_CONFIG})" in " ".join(capsys.readouterr().out.split())
+
+
+def test_whole_photo_inputs_of_a_pair_source_are_the_collected_inputs(tmp_path):
+  """The report's suspects serve whole held-out photos: for collected pairs their inputs are
+  the owner's own inputs (cut to one square), never a synthetic degradation."""
+  inputs, outputs = _pair_folders(tmp_path)
+  cfg = config_lib.load("tiny")
+  cfg.data.source = f"pairs:{inputs}:{outputs}"
+  a = full_size.suspect_inputs(cfg)
+  held_out = [img[..., :3] for img in pairs.load_split(cfg, "val")]
+  side = min(min(img.shape[:2]) for img in held_out) // cfg.data.image_size * cfg.data.image_size
+  assert a.shape == (len(held_out), side, side, 3)
+  np.testing.assert_array_equal(a[0], full_size.photos_for(held_out[:1], 1, side)[0])

@@ -11,10 +11,16 @@ can search its alignment (a keyed kit) also judges the shifted photo, and the cl
 CROP of each side at an offset drawn per photo and kept at that size (what a page that shows
 part of a served image does). And the same photo protected under an embed-time PSNR floor of
 FLOOR_DB (budget.py): its fidelity and verdict.
+
+A thief serves whole images too: `suspect_inputs` gives the task inputs A of the same photos
+(degraded as the config's task degrades, or the owner's collected inputs), cut to one square
+of SUSPECT_SIDE px, and `judge_suspects` judges what the report's imitators and null models,
+trained on crops, make of them, one photo at a time and all of them as one set.
 """
 import numpy as np
 
 from deepwm_jax import budget, windows
+from deepwm_jax.data import degrade, pairs as pairs_lib, sources
 from deepwm_jax.stages import common
 
 MAX_SIDE = 512
@@ -22,6 +28,10 @@ N_PHOTOS = 4  # the builtin held-out photos are four, from smooth (moon) to all 
 AMPLIFY = 20  # |B' - B| is drawn this many times brighter in the figure
 FLOOR_DB = 40.0  # the embed-time floor shown beside each photo (`deepwm embed --psnr-floor`)
 CROP = 0.6  # the kept crop judged with the search: this fraction of each side
+# The suspects' whole photos: one square side for all of them, so that each model compiles
+# once; a multiple of the crop, which every imitator trained on crops can take.
+SUSPECT_SIDE = 256
+SUSPECT_SEED = 909  # the degradation's draw for the whole photos (pairs.py's offsets are 1-4)
 
 
 def photos_for(images: list[np.ndarray], n: int = N_PHOTOS, max_side: int = MAX_SIDE) -> list:
@@ -31,6 +41,42 @@ def photos_for(images: list[np.ndarray], n: int = N_PHOTOS, max_side: int = MAX_
     h, w = img.shape[:2]
     y, x = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
     out.append(np.ascontiguousarray(img[y:y + max_side, x:x + max_side]))
+  return out
+
+
+def suspect_inputs(cfg, n: int = N_PHOTOS, side: int = SUSPECT_SIDE) -> np.ndarray | None:
+  """[n, s, s, C]: the task inputs A of the first `n` held-out photos, each cut to its centre
+  square of s px, s the largest multiple of the crop up to `side` that every photo holds (None
+  when a photo is smaller than the crop). A is the config's degradation of the photo, drawn
+  from the config's seed, or a paired source's collected input."""
+  d = cfg.data
+  images = pairs_lib.load_split(cfg, "val")[:n]
+  if not images:
+    return None
+  s = min([side] + [min(img.shape[:2]) for img in images]) // d.image_size * d.image_size
+  if s < d.image_size:
+    return None
+  squares = np.stack([photos_for([img], 1, s)[0] for img in images]).astype(np.float32)
+  if sources.is_paired(d.source):
+    return squares[..., :d.channels]
+  return degrade.degrade(squares, d.task, seed=cfg.seed * 1000 + SUSPECT_SEED,
+                         strength=d.strength)
+
+
+def judge_suspects(kit, suspects: dict[str, tuple[str, np.ndarray]]) -> dict:
+  """{name: record}: each suspect's whole images (`suspects`: name -> (role, [N, s, s, C]))
+  judged one at a time and as one set by the kit's own verdict."""
+  out = {}
+  for name, (role, images) in suspects.items():
+    alone = [kit.verify([x]) for x in images]
+    whole = kit.verify(list(images))
+    bits = lambda v: None if getattr(v, "matches", None) is None else int(v.matches)
+    out[name] = {"role": role, "height": int(images.shape[1]), "width": int(images.shape[2]),
+                 "n_images": len(alone), "detected_alone": int(sum(v.detected for v in alone)),
+                 "p_values": [float(v.p_value) for v in alone],
+                 "matches": [bits(v) for v in alone],
+                 "set": {"matches": bits(whole), "p_value": float(whole.p_value),
+                         "detected": bool(whole.detected)}}
   return out
 
 
@@ -49,8 +95,9 @@ def _verdict(kit, img, **search) -> dict:
   return {"p_value": float(v.p_value), "detected": bool(v.detected)}
 
 
-def study(kit, photos: list[np.ndarray]) -> tuple[dict, dict]:
-  """(report record, figure panels) for the photos (any sizes at least the kit's crop)."""
+def study(kit, photos: list[np.ndarray], suspects: dict | None = None) -> tuple[dict, dict]:
+  """(report record, figure panels) for the photos (any sizes at least the kit's crop), and
+  for `suspects` (judge_suspects) when given."""
   marked = kit.embed(list(photos))
   floored = budget.cap(list(photos), marked, FLOOR_DB)
   rows = []
@@ -76,4 +123,7 @@ def study(kit, photos: list[np.ndarray]) -> tuple[dict, dict]:
   b, bm = photos[0], marked[0]
   panels = {"B (held-out photo)": b, "B' (protected)": bm,
             f"|B'-B| x{AMPLIFY}": np.clip(AMPLIFY * np.abs(bm - b), 0, 1)}
-  return {"photos": rows, "window": int(kit.image_size), "overlap": int(kit.overlap)}, panels
+  record = {"photos": rows, "window": int(kit.image_size), "overlap": int(kit.overlap)}
+  if suspects:
+    record["suspects"] = judge_suspects(kit, suspects)
+  return record, panels

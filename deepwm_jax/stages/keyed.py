@@ -22,7 +22,7 @@ import numpy as np
 
 from deepwm_jax import metrics, parallel, secret_key
 from deepwm_jax.data import watermarks
-from deepwm_jax.stages import attack, common, served, task
+from deepwm_jax.stages import attack, common, full_size, served, task
 from deepwm_jax.train import stage1, stage2
 
 OWNER_KEY_FILE = "owner_key.npy"
@@ -135,9 +135,10 @@ def surrogate_spec(cfg, arch: str) -> ml_collections.ConfigDict:
   return imitator_spec(cfg, arch, 100 + (archs.index(arch) if arch in archs else 0))
 
 
-def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
+def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray, dict]:
   """The keyed method end to end; `write_kit(embedder, extractor, key)` writes the kit.
-  Returns (report, example grid, the innocent groups' set p-values)."""
+  Returns (report, example grid, the innocent groups' set p-values, the imitators' and null
+  models' outputs on whole held-out photos for full_size.judge_suspects)."""
   cfg = r.cfg
   k = cfg.protect.keyed
   alpha = float(cfg.evaluate.alpha)
@@ -157,18 +158,23 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
                             nets["embedder"], m_val)
 
   t = time.time()
-  suspects = {"watermarked": ("carries the key", wm_val)}
+  models = {}  # name -> (role, model): the imitators of B' and the innocent null models
   for arch in k.surrogate_archs:
-    sm = attack.imitator(r, f"keyed_surrogate_{arch}", surrogate_spec(cfg, arch),
-                         splits.attack.a, wm_attack)
-    suspects[f"surrogate {arch}"] = ("imitates B'", sm(splits.val.a))
-  suspects["clean M(A)"] = ("innocent", m_val)
-  suspects["inputs A"] = ("innocent", splits.val.a)
-  suspects["another key"] = ("innocent", wm_other)
+    models[f"surrogate {arch}"] = ("imitates B'", attack.imitator(
+        r, f"keyed_surrogate_{arch}", surrogate_spec(cfg, arch), splits.attack.a, wm_attack))
   for i, arch in enumerate(k.null_archs):
-    nm = attack.imitator(r, f"keyed_null_{arch}", imitator_spec(cfg, arch, 200 + i),
-                         splits.attack.a, m_attack)
-    suspects[f"null {arch}"] = ("innocent", nm(splits.val.a))
+    models[f"null {arch}"] = ("innocent", attack.imitator(
+        r, f"keyed_null_{arch}", imitator_spec(cfg, arch, 200 + i), splits.attack.a, m_attack))
+  suspects = {"watermarked": ("carries the key", wm_val),
+              **{n: (role, m(splits.val.a)) for n, (role, m) in models.items()
+                 if role != "innocent"},
+              "clean M(A)": ("innocent", m_val), "inputs A": ("innocent", splits.val.a),
+              "another key": ("innocent", wm_other),
+              **{n: (role, m(splits.val.a)) for n, (role, m) in models.items()
+                 if role == "innocent"}}
+  # The same models serving whole held-out photos, as a thief serves them (full_size.py).
+  whole_a = full_size.suspect_inputs(cfg)
+  whole = {} if whole_a is None else {n: (role, m(whole_a)) for n, (role, m) in models.items()}
   r.timing["imitators"] = round(time.time() - t, 2)
 
   reader = make_reader(cfg)
@@ -220,7 +226,7 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray]:
           "key": np.repeat(pattern(cfg, key)[None], n, 0),
           "R(B')": np.clip(common.predict(extract, nets["extractor"], wm_val[:n]), 0, 1),
           "R(B)": np.clip(common.predict(extract, nets["extractor"], m_val[:n]), 0, 1)}
-  return rep, grid, innocent_p
+  return rep, grid, innocent_p, whole
 
 
 def warnings(rep: dict) -> list[str]:
