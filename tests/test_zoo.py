@@ -455,6 +455,14 @@ def test_tiny_zoo_end_to_end_and_resume(tiny_run, tmp_path, capsys):
     assert r["n_images"] == 8
   assert rows["unet-l2-null"]["null"] and rows["unet-l2-null"]["success_rate"] == 0
   assert rows["unet-l2@jpeg:50"]["removal"] == "jpeg:50"
+  # Each member as trained also serves the held-out photos whole (squares of a multiple of the
+  # crop), judged alone and as a set; removal rows have no whole photos. The null is innocent.
+  for name, r in rows.items():
+    assert ("whole_set_p" in r) == ("@" not in name), name
+  null = rows["unet-l2-null"]
+  assert null["whole_side"] % 16 == 0 and null["whole_photos"].endswith("/4")
+  assert not null["whole_set_detected"] and 0 < null["whole_set_p"] <= 1
+  assert "serves the held-out photos whole" in open(os.path.join(w, "report.md")).read()
   assert rep["skipped"][0]["name"] == "unet-perceptual"
   assert rep["timing"]["total"] > 0 and rep["summary"]
   assert os.path.exists(os.path.join(w, "report.md"))

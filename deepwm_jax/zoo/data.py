@@ -25,7 +25,7 @@ import numpy as np
 from deepwm_jax.data import pairs as pairs_lib
 from deepwm_jax.data import watermarks
 from deepwm_jax.errors import DeepwmError
-from deepwm_jax.stages import absorb, common, task
+from deepwm_jax.stages import absorb, common, full_size, task
 from deepwm_jax.train import imitation, loop, stage1
 
 
@@ -39,6 +39,9 @@ class AttackData:
   eval_wm: np.ndarray    # the protected model's outputs on them (task_psnr reference)
   overwrite: np.ndarray | None = None   # B' re-watermarked by the attacker's own embedder
   protected: str = "kit" # how wm/eval_wm were made (protected_mode)
+  # Held-out photos' inputs whole (one square each, full_size.suspect_inputs): what the members
+  # serve when a thief serves whole images; None when a photo is smaller than the crop.
+  whole_a: np.ndarray | None = None
 
 
 def task_model_variables(kit_cfg, protector_workdir: str, workdir: str, log=print):
@@ -117,7 +120,7 @@ def load(kit, zcfg, workdir: str, n_attack: int, need_overwrite: bool, log=print
   else:
     wm, eval_wm = kit.embed(m_attack), kit.embed(m_eval)
   out = AttackData(a=attack.a, wm=wm, clean=m_attack, eval_a=held.a, eval_clean=m_eval,
-                   eval_wm=eval_wm, protected=mode)
+                   eval_wm=eval_wm, protected=mode, whole_a=full_size.suspect_inputs(kit_cfg))
   if need_overwrite:
     out.overwrite = overwrite(kit_cfg, zcfg, workdir, out.a, out.wm, log)
   return out

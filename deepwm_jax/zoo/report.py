@@ -11,7 +11,7 @@ from deepwm_jax import report as report_lib
 
 TABLE = ["name", "family", "loss", "augmentation", "removal", "overwrite", "null", "task_psnr",
          "success_rate", "paper_success_rate", "nc_mean", "centered_nc_mean", "residual_corr",
-         "detected"]
+         "detected", "whole_photos", "whole_set_p", "whole_set_detected"]
 # The zoo's target: members with no augmentation or removal attack reach this success rate.
 PLAIN_TARGET = 0.9
 
@@ -201,6 +201,11 @@ def null_by_arch(members: list[dict], per_image: dict) -> list[dict]:
     e["smallest p-value"] = min(e["smallest p-value"], float(r["p_value"]))
     e["largest statistic"] = max(e["largest statistic"],
                                  float(np.max(per_image[r["name"]]["stats"])))
+    if "whole_set_p" in r:  # the same models serving whole photos
+      e["whole-photo sets detected"] = (e.get("whole-photo sets detected", 0)
+                                        + int(bool(r["whole_set_detected"])))
+      e["smallest whole-photo p"] = min(e.get("smallest whole-photo p", 1.0),
+                                        float(r["whole_set_p"]))
   return list(rows.values())
 
 
@@ -249,6 +254,16 @@ def write(workdir: str, rep: dict, per_image: dict, reference: dict, threshold: 
   report_lib.write_text_atomic(os.path.join(workdir, "report.md"), markdown(rep, figures))
 
 
+def _whole_note(members: list[dict]) -> str:
+  """What the whole-photo columns mean, when the rows have them."""
+  side = next((r["whole_side"] for r in members if "whole_side" in r), None)
+  if side is None:
+    return ""
+  return (f"*whole_photos*: each member as trained also serves the held-out photos whole (their "
+          f"inputs cut to {side} x {side} px), as a thief serves images; the photos detected "
+          "alone, and *whole_set_p* the p-value of all of them as one set.\n")
+
+
 def markdown(rep: dict, figures: dict) -> str:
   t = rep["targets"]
   parts = ["# deepwm_jax surrogate zoo\n",
@@ -272,13 +287,16 @@ def markdown(rep: dict, figures: dict) -> str:
            "## Reference (no attack)\n",
            report_lib.markdown_table([{"group": k, **v} for k, v in rep["reference"].items()],
                                      ["group", "success_rate", "nc_mean", "n_images"]),
-           "## Members\n", report_lib.markdown_table(rep["members"], TABLE)]
+           "## Members\n", _whole_note(rep["members"]),
+           report_lib.markdown_table(rep["members"], TABLE)]
   if rep.get("null_by_arch"):
+    whole = ["whole-photo sets detected", "smallest whole-photo p"]
     parts += ["## Null members by architecture\n",
               "Models trained on clean pairs only: any detection is a false claim.\n",
               report_lib.markdown_table(rep["null_by_arch"],
                                         ["arch", "family", "members", "detected",
-                                         "smallest p-value", "largest statistic"])]
+                                         "smallest p-value", "largest statistic"]
+                                        + [c for c in whole if c in rep["null_by_arch"][0]])]
   if rep["skipped"]:
     parts += ["## Skipped\n", report_lib.markdown_table(rep["skipped"], ["name", "reason"])]
   parts += ["## Timing (seconds)\n", report_lib.markdown_table(

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from deepwm_jax import config as config_lib
 from deepwm_jax import kit as kit_lib
 from deepwm_jax import metrics, verdict
-from deepwm_jax.stages import common
+from deepwm_jax.stages import common, full_size
 from deepwm_jax.zoo import removal
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.train import loop
@@ -122,10 +122,13 @@ def _train_group(g, zcfg, kit, d, mesh, vgg, workdir, removal_targets, log) -> d
   state = loop.run(g.name, step, state, batches, g.steps, workdir, jax.random.PRNGKey(0),
                    log_every=zcfg.log_every, ckpt_every=zcfg.ckpt_every, log=log)
   train_s = time.time() - t_train
-  outputs = train.predict(train.make_predict(setup, mesh), state["members"]["model"],
-                          d.eval_a)
+  predict_fn = train.make_predict(setup, mesh)
+  outputs = train.predict(predict_fn, state["members"]["model"], d.eval_a)
+  # Every member serving whole held-out photos too, one photo per call to bound memory.
+  whole = (None if d.whole_a is None else
+           train.predict(predict_fn, state["members"]["model"], d.whole_a, batch=1))
   for k, m in enumerate(g.members):
-    row = _evaluate(kit, outputs[k], d, m, zcfg)
+    row = _evaluate(kit, outputs[k], d, m, zcfg, whole=None if whole is None else whole[k])
     _write_json(_row_path(workdir, m.name), row)
     if m.name in removal_targets:
       path = _outputs_path(workdir, m.name)
@@ -194,8 +197,10 @@ def _stats(kit, images):
   return {"stats": stats.tolist(), "nc": nc.tolist()}
 
 
-def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none") -> dict:
-  """The kit's calibrated verdict on a member's held-out outputs, plus the paper's numbers."""
+def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none", whole=None) -> dict:
+  """The kit's calibrated verdict on a member's held-out outputs, plus the paper's numbers;
+  with `whole` (the member's outputs on whole held-out photos), the kit's verdict on each
+  photo alone and on all of them as one set."""
   stats, nc, centered, v = _judge(kit, outputs)
   family = zcfg.archs[m.arch]["arch"]
   row = {
@@ -214,6 +219,11 @@ def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none") -> dict:
       "residual_corr": common.residual_corr(outputs, d.eval_clean, d.eval_wm),
       "n_images": int(len(stats)),
   }
+  if whole is not None:
+    w = full_size.judge_suspects(kit, {m.name: ("", whole)})[m.name]
+    row.update(whole_photos=f"{w['detected_alone']}/{w['n_images']}",
+               whole_set_p=w["set"]["p_value"], whole_set_detected=w["set"]["detected"],
+               whole_side=w["height"])
   return {"row": row, "stats": stats.tolist(), "nc": nc.tolist()}
 
 
