@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from deepwm_jax import cli
-from deepwm_jax.zoo import augment, removal
+from deepwm_jax.zoo import augment, data as zoo_data, removal, run as zoo_run
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.tools import zoo_bench as bench
 from deepwm_jax.zoo import config as zoo_config, grid, perceptual, plan, train
@@ -71,6 +71,32 @@ def test_grid_expansion():
     grid.expand(cfg)
   cfg.sweeps = [dict(colour=("red",))]
   with pytest.raises(DeepwmError, match="unknown axes"):
+    grid.expand(cfg)
+
+
+def test_innocent_members_trained_on_the_ground_truth(tmp_path):
+  """truth=True: an innocent member trained on the data's clean targets B, not on M(A); its
+  own groups, so adding it leaves the other groups' names (and checkpoints) as they were."""
+  cfg = _cfg("zoo_innocent.py")
+  members = grid.expand(cfg)
+  truth = [m for m in members if m.truth]
+  assert len(members) == 34 and [m.name for m in truth] == [
+      "unet-l2-null-truth", "resnet6-l2-null-truth", "dncnn-l2-null-truth", "edsr-l2-null-truth"]
+  assert all(m.null for m in truth)
+  without = grid.groups([m for m in members if not m.truth])
+  every = grid.groups(members)
+  assert {g.name for g in without} < {g.name for g in every}
+  assert all(all(m.truth for m in g.members) or not any(m.truth for m in g.members)
+             for g in every)
+  a, clean, b = (np.full((4, 8, 8, 3), v, np.float32) for v in (0.1, 0.2, 0.3))
+  d = zoo_data.AttackData(a=a, wm=clean + 0.01, clean=clean, eval_a=a, eval_clean=clean,
+                          eval_wm=clean, truth=b)
+  four = lambda m: dataclasses.replace(m, n_attack=4)
+  np.testing.assert_array_equal(zoo_run._member_data(four(truth[0]), d)[1], b)
+  np.testing.assert_array_equal(
+      zoo_run._member_data(four(next(m for m in members if not m.truth)), d)[1], clean)
+  cfg.sweeps = [dict(truth=(True,), null=(False,))]
+  with pytest.raises(DeepwmError, match="set null=True"):
     grid.expand(cfg)
 
 

@@ -1,12 +1,14 @@
-"""The false-claim zoo: 30 innocent imitators of 10 architecture settings and 4 losses, trained on
-clean (A, M(A)); none saw the watermark, so a kit must detect none of them.
+"""The false-claim zoo: 34 innocent imitators of 10 architecture settings and 4 losses, trained on
+clean (A, M(A)) or, four of them, on the photos themselves (A, B): none saw the watermark, so a
+kit must detect none of them.
 
   deepwm attack --kit runs/keyed/kit --config configs/zoo_innocent.py --workdir runs/innocent
 
 U-Nets of two depths, with batch or instance norm and residual, sigmoid or [-1, 1]-tanh
 outputs; ResNets of 1, 6 and 9 blocks; SRCNN- and DnCNN-like CNNs; EDSR. Each member's outputs
 are judged as they are and after the eight post-processings of a run's after-serving study
-(270 sets in all). About 25 minutes on a 2-core CPU (600 steps per model).
+(306 sets in all), and serving four held-out photos whole. About 30 minutes on a 2-core CPU
+(600 steps per model).
 """
 from deepwm_jax.zoo.config import base_config
 
@@ -29,6 +31,7 @@ def get_config():
       dict(arch=tuple(c.archs.keys())),                                   # 10
       dict(arch=("unet", "resnet6", "dncnn", "edsr"), loss=("l1", "ssim", "l1+lsgan")),  # 12
       dict(arch=("unet", "unet_in_tanh", "resnet1", "srcnn"), seed=(1, 2)),  # 8
+      dict(arch=("unet", "resnet6", "dncnn", "edsr"), truth=(True,)),  # 4, on other data
   ]
   # The post-processings of config.evaluate.served: a claim after serving is a false claim too.
   c.removal.update(attacks=("jpeg:90", "jpeg:75", "jpeg:50", "rescale:0.5", "crop:0.6",

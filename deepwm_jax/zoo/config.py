@@ -40,8 +40,10 @@ def base_config() -> ml_collections.ConfigDict:
   #   n_attack: (A, B') pairs the attacker has; lr: Adam lr (cosine decay to lr/10)
   #   null: train on clean M(A) (must never be detected)
   #   overwrite: train on B' re-watermarked by the attacker's own embedder
+  #   truth: with null, train on the data's clean targets B instead of M(A) (for a degradation
+  #     task the photos themselves): an innocent model that learned from other data
   c.defaults = dict(arch="unet", loss="l2", augmentation="none", n_attack=1024, lr=1e-3,
-                    steps=1500, batch=16, seed=0, null=False, overwrite=False)
+                    steps=1500, batch=16, seed=0, null=False, overwrite=False, truth=False)
   # The zoo: the union of these Cartesian products (each axis not named is at its default).
   c.sweeps = [dict(arch=("unet", "resnet6")), dict(null=(True,))]
   # Post-processing removal attacks (deepwm_jax.zoo.removal specs) on the held-out outputs of the

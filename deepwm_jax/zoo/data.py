@@ -42,6 +42,7 @@ class AttackData:
   # Held-out photos' inputs whole (one square each, full_size.suspect_inputs): what the members
   # serve when a thief serves whole images; None when a photo is smaller than the crop.
   whole_a: np.ndarray | None = None
+  truth: np.ndarray | None = None  # the attack crops' clean targets B (truth members train on)
 
 
 def task_model_variables(kit_cfg, protector_workdir: str, workdir: str, log=print):
@@ -120,7 +121,8 @@ def load(kit, zcfg, workdir: str, n_attack: int, need_overwrite: bool, log=print
   else:
     wm, eval_wm = kit.embed(m_attack), kit.embed(m_eval)
   out = AttackData(a=attack.a, wm=wm, clean=m_attack, eval_a=held.a, eval_clean=m_eval,
-                   eval_wm=eval_wm, protected=mode, whole_a=full_size.suspect_inputs(kit_cfg))
+                   eval_wm=eval_wm, protected=mode, whole_a=full_size.suspect_inputs(kit_cfg),
+                   truth=attack.b)
   if need_overwrite:
     out.overwrite = overwrite(kit_cfg, zcfg, workdir, out.a, out.wm, log)
   return out

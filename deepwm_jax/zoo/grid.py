@@ -3,7 +3,7 @@
 A zoo config declares
   archs     name -> network spec (arch family and its widths/depths), see zoo/archs.py
   defaults  one member's settings: arch, loss, augmentation, n_attack, lr, steps, batch, seed,
-            null, overwrite
+            null, overwrite, truth
   sweeps    a list of {axis: [values]}: each sweep is the Cartesian product of its axes, every
             other axis at its default; the zoo is the union of the sweeps (duplicates once)
   removal   attacks: post-processing specs (deepwm_jax.zoo.removal) evaluated on the outputs of
@@ -24,7 +24,7 @@ from deepwm_jax.zoo import augment, removal
 from deepwm_jax.errors import DeepwmError
 
 AXES = ("arch", "loss", "augmentation", "n_attack", "lr", "steps", "batch", "seed", "null",
-        "overwrite")
+        "overwrite", "truth")
 PIXEL_LOSSES = ("l1", "l2", "ssim", "perceptual")
 ADVERSARIAL = ("lsgan", "gan")
 
@@ -43,6 +43,9 @@ class Member:
   seed: int
   null: bool           # trained on clean outputs M(A): must never be detected
   overwrite: bool      # trained on B' re-watermarked by the attacker's own embedder
+  # With null: trained on the data's clean targets B (the ground truth of the task), not on
+  # the owner's outputs: an innocent model that learned from other data.
+  truth: bool = False
 
   @property
   def pixel_loss(self) -> str:
@@ -56,9 +59,11 @@ class Member:
   @property
   def group_key(self) -> tuple:
     # A perceptual member gets a group of its own kind: under vmap every member computes every
-    # loss term of its group, and VGG16 features cost more than the surrogate itself.
+    # loss term of its group, and VGG16 features cost more than the surrogate itself. Members
+    # trained on the ground truth form groups of their own, so that adding them to a zoo
+    # leaves its finished groups (and their names) as they are.
     return (self.arch, self.steps, self.batch, self.adversarial is not None,
-            self.pixel_loss == "perceptual")
+            self.pixel_loss == "perceptual") + ((True,) if self.truth else ())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +98,8 @@ def _name(m: dict, defaults: dict) -> str:
     parts.append("overwrite")
   if m["null"]:
     parts.append("null")
+  if m["truth"]:
+    parts.append("truth")
   return "-".join(str(p) for p in parts)
 
 
@@ -122,7 +129,7 @@ def expand(cfg) -> list[Member]:
                             augmentation=m["augmentation"], n_attack=int(m["n_attack"]),
                             lr=float(m["lr"]), steps=int(m["steps"]), batch=int(m["batch"]),
                             seed=int(m["seed"]), null=bool(m["null"]),
-                            overwrite=bool(m["overwrite"])))
+                            overwrite=bool(m["overwrite"]), truth=bool(m["truth"])))
   if not members:
     raise DeepwmError("the zoo config has no members; add at least one sweep")
   return members
@@ -140,6 +147,9 @@ def _check(m: dict, cfg, sweep: int) -> None:
                       f"(got {m['n_attack']}, {m['steps']}, {m['batch']}, {m['lr']})")
   if m["null"] and m["overwrite"]:
     raise DeepwmError(f"{where}: a member cannot be both null and overwrite")
+  if m["truth"] and not m["null"]:
+    raise DeepwmError(f"{where}: truth=True trains an innocent model on the data's ground "
+                      f"truth; set null=True with it")
 
 
 def groups(members: list[Member], salt: str = "", max_members: int = 0) -> list[Group]:
@@ -163,7 +173,7 @@ def groups(members: list[Member], salt: str = "", max_members: int = 0) -> list[
   for m in members:
     by_key.setdefault(m.group_key, []).append(m)
   out = []
-  for (arch, steps, batch, adv, vgg), ms in by_key.items():
+  for (arch, steps, batch, adv, vgg, *_), ms in by_key.items():
     n = -(-len(ms) // max_members) if max_members else 1
     bounds = [len(ms) * i // n for i in range(n + 1)]
     for lo, hi in zip(bounds, bounds[1:]):

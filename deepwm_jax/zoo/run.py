@@ -145,7 +145,7 @@ def _train_group(g, zcfg, kit, d, mesh, vgg, workdir, removal_targets, log) -> d
 
 def _member_data(m, d):
   if m.null:
-    y = d.clean
+    y = d.truth if m.truth else d.clean
   elif m.overwrite:
     y = d.overwrite
   else:
@@ -207,7 +207,8 @@ def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none", whole=None) 
       "name": m.name if removal_spec == "none" else f"{m.name}@{removal_spec}",
       "member": m.name, "arch": m.arch, "family": family, "loss": m.loss,
       "augmentation": m.augmentation, "removal": removal_spec, "null": m.null,
-      "overwrite": m.overwrite, "n_attack": m.n_attack, "lr": m.lr, "steps": m.steps,
+      "overwrite": m.overwrite, "truth": m.truth, "n_attack": m.n_attack, "lr": m.lr,
+      "steps": m.steps,
       "seed": m.seed,
       "seen_in_stage2": family in _stage2_families(kit),
       "success_rate": v.success_rate, "detected": v.detected, "p_value": v.p_value,
