@@ -1,11 +1,11 @@
-"""The false-claim zoo: 34 innocent imitators of 10 architecture settings and 4 losses, trained on
-clean (A, M(A)) or, four of them, on the photos themselves (A, B): none saw the watermark, so a
-kit must detect none of them.
+"""The false-claim zoo: 34 innocent imitators of 10 architecture settings and 4 losses; none saw
+the watermark, so a kit must detect none of them.
 
   deepwm attack --kit runs/keyed/kit --config configs/zoo_innocent.py --workdir runs/innocent
 
 U-Nets of two depths, with batch or instance norm and residual, sigmoid or [-1, 1]-tanh
-outputs; ResNets of 1, 6 and 9 blocks; SRCNN- and DnCNN-like CNNs; EDSR. Each member's outputs
+outputs; ResNets of 1, 6 and 9 blocks; SRCNN- and DnCNN-like CNNs; EDSR; trained on clean
+(A, M(A)) or, four of them, on the photos themselves (A, B). Each member's outputs
 are judged as they are and after the eight post-processings of a run's after-serving study
 (306 sets in all), and serving four held-out photos whole. About 30 minutes on a 2-core CPU
 (600 steps per model).
