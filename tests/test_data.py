@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from deepwm_jax.data import degrade, imageio, sources, splits, watermarks
+from deepwm_jax.data import degrade, imageio, sources, splits, synthetic, watermarks
 from deepwm_jax.errors import DeepwmError
 
 
@@ -286,3 +286,20 @@ def test_write_refuses_bad_pixels_and_overwrite(tmp_path):
   imageio.write_images(str(out), np.zeros_like(x), ["a.png", "b.png"], overwrite=True)
   y, _ = imageio.read_image_dir(str(out))
   assert np.all(y == 0.0)
+
+
+def test_dead_leaves_are_varied_sharp_and_deterministic():
+  """Synthetic queries: every colour, flat disks with sharp edges, a function of the seed."""
+  x = synthetic.dead_leaves(16, 32, 3, seed=1)
+  assert x.shape == (16, 32, 32, 3) and x.dtype == np.float32
+  assert 0 <= x.min() and x.max() <= 1
+  np.testing.assert_array_equal(x, synthetic.dead_leaves(16, 32, 3, seed=1))
+  assert not np.array_equal(x, synthetic.dead_leaves(16, 32, 3, seed=2))
+  assert len({tuple(c) for c in x.reshape(-1, 3).round(3)}) > 500  # many colours
+  step = np.abs(np.diff(x, axis=2)).max(-1)  # flat inside the disks, jumps at their edges
+  assert np.mean(step == 0) > 0.5 and step.max() > 0.3
+  assert synthetic.dead_leaves(2, 8, 1, seed=0).shape == (2, 8, 8, 1)
+  with pytest.raises(DeepwmError, match="r_min < r_max"):
+    synthetic.dead_leaves(2, 8, 3, seed=0, r_min=9.0, r_max=4.0)
+  with pytest.raises(DeepwmError, match=">= 1"):
+    synthetic.dead_leaves(0, 8, 3, seed=0)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepwm_jax import cli
+from deepwm_jax import cli, config as config_lib
 from deepwm_jax.zoo import augment, data as zoo_data, removal, run as zoo_run
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.tools import zoo_bench as bench
@@ -98,6 +98,21 @@ def test_innocent_members_trained_on_the_ground_truth(tmp_path):
   cfg.sweeps = [dict(truth=(True,), null=(False,))]
   with pytest.raises(DeepwmError, match="set null=True"):
     grid.expand(cfg)
+
+
+def test_a_data_free_thief_queries_dead_leaves_degraded_as_the_task_degrades():
+  kit_cfg = config_lib.load("tiny")
+  zcfg = _cfg("zoo_datafree.py")
+  q = zoo_data.queries(kit_cfg, zcfg, 8)
+  s, c = kit_cfg.data.image_size, kit_cfg.data.channels
+  assert q.a.shape == q.b.shape == (8, s, s, c)
+  assert kit_cfg.data.task == "rain" and np.mean(q.a) > np.mean(q.b)  # rain brightens
+  np.testing.assert_array_equal(q.b, zoo_data.queries(kit_cfg, zcfg, 8).b)
+  photos = zoo_data.queries(kit_cfg, _cfg("zoo_plain.py"), 8)  # the attack split's crops
+  assert not np.allclose(photos.b, q.b)
+  zcfg.data.queries = "imagenet"
+  with pytest.raises(DeepwmError, match="data.queries"):
+    zoo_data.queries(kit_cfg, zcfg, 8)
 
 
 def test_plain_zoo_is_the_quick_zoo_without_augmentation_or_removal():

@@ -28,7 +28,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = dict(
       seed_offset=41,             # the attacker's crops of the 'attack' split (deepwm run uses 2)
       n_eval=64,                  # held-out inputs ('val' split) every member is judged on
-      eval_seed_offset=103)
+      eval_seed_offset=103,
+      # What the attacker queries the protected API with: 'attack' (crops of the attack split's
+      # photos, degraded as the task degrades) or 'deadleaves' (synthetic dead-leaves images,
+      # data/synthetic.py, degraded alike: a thief with no data of its own).
+      queries="attack")
   # Architectures by name: `arch` is the family (unet, resnet, cnn, edsr; zoo/archs.py).
   c.archs = dict(
       unet=dict(arch="unet", ngf=16, num_downs=0),

@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from deepwm_jax.data import pairs as pairs_lib
+from deepwm_jax.data import degrade, pairs as pairs_lib, synthetic
 from deepwm_jax.data import watermarks
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.stages import absorb, common, full_size, task
@@ -105,10 +105,28 @@ def absorbed_model(kit_cfg, protector_workdir: str):
   return absorb.deployed_model(cfg, protector_workdir)
 
 
+QUERIES = ("attack", "deadleaves")
+
+
+def queries(kit_cfg, zcfg, n: int) -> pairs_lib.Pairs:
+  """The attacker's inputs A (and their clean B, which `truth` members learn): crops of the
+  attack split, or synthetic dead-leaves images degraded as the task degrades its photos."""
+  z = zcfg.data
+  kind = z.get("queries", "attack")
+  if kind not in QUERIES:
+    raise DeepwmError(f"zoo config data.queries={kind!r} is not one of {', '.join(QUERIES)}")
+  if kind == "attack":
+    return pairs_lib.make_pairs(kit_cfg, "attack", n, z.seed_offset)
+  d = kit_cfg.data
+  b = synthetic.dead_leaves(n, d.image_size, d.channels, seed=zcfg.seed * 1000 + z.seed_offset)
+  a = degrade.degrade(b, d.task, seed=zcfg.seed * 1000 + z.seed_offset + 1, strength=d.strength)
+  return pairs_lib.Pairs(a, b)
+
+
 def load(kit, zcfg, workdir: str, n_attack: int, need_overwrite: bool, log=print) -> AttackData:
   kit_cfg = kit.config
   z = zcfg.data
-  attack = pairs_lib.make_pairs(kit_cfg, "attack", n_attack, z.seed_offset)
+  attack = queries(kit_cfg, zcfg, n_attack)
   held = pairs_lib.make_pairs(kit_cfg, "val", z.n_eval, z.eval_seed_offset)
   protector = zcfg.protector_workdir or os.path.dirname(os.path.abspath(kit.path))
   m_attack, m_eval = task_outputs(kit_cfg, protector, workdir, [attack.a, held.a], log)
