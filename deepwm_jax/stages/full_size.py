@@ -66,11 +66,13 @@ def suspect_inputs(cfg, n: int = N_PHOTOS, side: int = SUSPECT_SIDE) -> np.ndarr
 def judge_suspects(kit, suspects: dict[str, tuple[str, np.ndarray]]) -> dict:
   """{name: record}: each suspect's whole images (`suspects`: name -> (role, [N, s, s, C]))
   judged one at a time and as one set by the kit's own verdict."""
+  def bits(v):  # a keyed verdict's matching key bits; other kits' verdicts have none
+    return None if getattr(v, "matches", None) is None else int(v.matches)
+
   out = {}
   for name, (role, images) in suspects.items():
     alone = [kit.verify([x]) for x in images]
     whole = kit.verify(list(images))
-    bits = lambda v: None if getattr(v, "matches", None) is None else int(v.matches)
     out[name] = {"role": role, "height": int(images.shape[1]), "width": int(images.shape[2]),
                  "n_images": len(alone), "detected_alone": int(sum(v.detected for v in alone)),
                  "p_values": [float(v.p_value) for v in alone],
