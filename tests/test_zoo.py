@@ -588,3 +588,26 @@ def test_null_members_are_summarised_by_architecture():
   rows = zoo_report.null_by_arch(members, per_image)
   assert rows == [{"arch": "unet", "family": "unet", "members": 2, "detected": 1,
                    "smallest p-value": 1e-9, "largest statistic": 0.9}]
+
+
+def test_summary_and_null_table_count_whole_photos():
+  """Members that served whole photos: the summary says how many plain ones were read there,
+  and a null model claimed on its whole photos is a false positive like any other."""
+  from deepwm_jax.zoo import report as zoo_report
+
+  def row(name, null, detected, whole_detected, whole_p):
+    return dict(name=name, member=name, arch="unet", family="unet", loss="l2",
+                augmentation="none", removal="none", null=null, overwrite=False, n_attack=64,
+                lr=1e-3, steps=10, seed=0, detected=detected, p_value=1e-9 if detected else 0.5,
+                success_rate=1.0 if detected else 0.0, task_psnr=30.0, whole_photos="0/4",
+                whole_set_p=whole_p, whole_set_detected=whole_detected)
+
+  rows = [row("unet-l2", False, True, False, 1e-5), row("unet-l1", False, True, True, 1e-8),
+          row("unet-l2-null", True, False, False, 0.4)]
+  text = zoo_report.summary(rows, [])
+  assert "Serving whole photos, 1 of 2 plain surrogates are detected (unet-l1)." in text
+  assert "no image counted as watermarked, whole photos included." in text
+  rows[2] = row("unet-l2-null", True, False, True, 1e-7)
+  assert "FALSE POSITIVES: unet-l2-null" in zoo_report.summary(rows, [])
+  nulls = zoo_report.null_by_arch(rows, {"unet-l2-null": {"stats": [0.3]}})
+  assert nulls[0]["whole-photo sets detected"] == 1 and nulls[0]["smallest whole-photo p"] == 1e-7

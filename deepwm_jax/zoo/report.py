@@ -85,11 +85,19 @@ def summary(rows: list[dict], skipped: list, reference: dict | None = None) -> s
     else:
       s.append(f"{label} did not defeat detection in any of {len(informative)} cases whose "
                f"unattacked surrogate is detected.")
+  whole = [r for r in plain if "whole_set_p" in r]
+  if whole:  # the same members serving whole photos (run._evaluate)
+    read = [r for r in whole if r["whole_set_detected"]]
+    s.append(f"Serving whole photos, {len(read)} of {len(whole)} plain surrogates are detected"
+             + (f" ({', '.join(r['name'] for r in read[:8])})" if read else "") + ".")
   nulls = [r for r in rows if r["null"]]
   if nulls:
-    fp = [r for r in nulls if r["detected"] or r["success_rate"] > 0]
+    fp = [r for r in nulls if r["detected"] or r["success_rate"] > 0
+          or r.get("whole_set_detected")]
     s.append(f"Null members (clean data, {len(nulls)} rows): " + (
-        "none was detected and no image counted as watermarked." if not fp else
+        "none was detected and no image counted as watermarked"
+        + (", whole photos included." if any("whole_set_p" in r for r in nulls) else ".")
+        if not fp else
         "FALSE POSITIVES: " + ", ".join(f"{r['name']} ({r['success_rate']:.0%})" for r in fp)
         + "."))
   if skipped:
