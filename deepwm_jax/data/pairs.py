@@ -48,8 +48,14 @@ def pairs_from(cfg, images: list[np.ndarray], n: int, seed_offset: int) -> Pairs
   b = sources.make_patches(images, n, d.image_size, rng, flip=True, scale=d.scale)
   if sources.is_paired(d.source):  # the owner's (input, output) pairs, cropped together
     return Pairs(b[..., :d.channels].astype(np.float32), b[..., d.channels:].astype(np.float32))
-  a = degrade.degrade(b, d.task, seed=cfg.seed * 1000 + seed_offset, strength=d.strength)
-  return Pairs(a.astype(np.float32), b.astype(np.float32))
+  return Pairs(degraded(cfg, b, seed_offset).astype(np.float32), b.astype(np.float32))
+
+
+def degraded(cfg, b: np.ndarray, seed_offset: int) -> np.ndarray:
+  """Task inputs A of clean images B [N, H, W, C], degraded as the config's task degrades
+  them, drawn from (config seed, `seed_offset`) as every draw of pairs_from is."""
+  d = cfg.data
+  return degrade.degrade(b, d.task, seed=cfg.seed * 1000 + seed_offset, strength=d.strength)
 
 
 def flat_images(n: int, size: int, channels: int, seed: int) -> np.ndarray:

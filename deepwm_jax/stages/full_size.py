@@ -20,7 +20,7 @@ trained on crops, make of them, one photo at a time and all of them as one set.
 import numpy as np
 
 from deepwm_jax import budget, windows
-from deepwm_jax.data import degrade, pairs as pairs_lib, sources
+from deepwm_jax.data import pairs as pairs_lib, sources
 from deepwm_jax.stages import common
 
 MAX_SIDE = 512
@@ -59,8 +59,7 @@ def suspect_inputs(cfg, n: int = N_PHOTOS, side: int = SUSPECT_SIDE) -> np.ndarr
   squares = np.stack([photos_for([img], 1, s)[0] for img in images]).astype(np.float32)
   if sources.is_paired(d.source):
     return squares[..., :d.channels]
-  return degrade.degrade(squares, d.task, seed=cfg.seed * 1000 + SUSPECT_SEED,
-                         strength=d.strength)
+  return pairs_lib.degraded(cfg, squares, SUSPECT_SEED)
 
 
 def judge_suspects(kit, suspects: dict[str, tuple[str, np.ndarray]]) -> dict:
