@@ -1,5 +1,6 @@
 """What the protection stages share: the runner that trains and checkpoints one stage, batch
 samplers, batched prediction, and the summary of one group of images."""
+import os
 import time
 import zlib
 
@@ -7,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepwm_jax import metrics, parallel, verdict
+from deepwm_jax import metrics, parallel, secret_key, verdict
 from deepwm_jax.train import imitation, loop
 
 
@@ -54,6 +55,22 @@ class Runner:
     step = imitation.make_step(spec, self.cfg, spec.steps)
     batches = sampler({"x": x, "y": y}, spec.batch, (self.cfg.seed, spec.seed, 11), self.mesh)
     return self.train(name, step, state, batches, spec.steps)["model"]
+
+
+def owner_key(r: Runner, n_bits: int, seed: int, filename: str) -> np.ndarray:
+  """The owner's key of `n_bits` signs: drawn once and kept in the workdir as `filename`, so a
+  resumed run writes the same kit. From the OS's entropy unless `seed` >= 0 (studies)."""
+  path = os.path.join(r.workdir, filename)
+  if os.path.exists(path):
+    key = secret_key.check_key(np.load(path))
+  else:
+    key = secret_key.new_key(n_bits, seed=None if seed < 0 else seed)
+  key = parallel.share_from_primary(key)  # several processes: process 0's key in all
+  if parallel.is_primary() and not os.path.exists(path):
+    tmp = path + ".tmp.npy"
+    np.save(tmp, key)
+    os.replace(tmp, path)
+  return key
 
 
 def sampler(arrays: dict[str, np.ndarray], batch: int, seed: tuple, mesh=None):

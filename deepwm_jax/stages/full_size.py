@@ -62,17 +62,22 @@ def suspect_inputs(cfg, n: int = N_PHOTOS, side: int = SUSPECT_SIDE) -> np.ndarr
   return pairs_lib.degraded(cfg, squares, SUSPECT_SEED)
 
 
-def judge_suspects(kit, suspects: dict[str, tuple[str, np.ndarray]]) -> dict:
+def judge_suspects(kit, suspects: dict[str, tuple[str, np.ndarray]],
+                   references: np.ndarray | None = None) -> dict:
   """{name: record}: each suspect's whole images (`suspects`: name -> (role, [N, s, s, C]))
-  judged one at a time and as one set by the kit's own verdict."""
+  judged one at a time and as one set by the kit's own verdict; read against `references`
+  (the owner's outputs for the same inputs) by a kit that reads them (a filter kit)."""
   def bits(v):  # a keyed verdict's matching key bits; other kits' verdicts have none
     return None if getattr(v, "matches", None) is None else int(v.matches)
 
+  use_refs = references is not None and getattr(kit, "reads_reference", False)
+  ref = (lambda i: {"references": [references[i]]}) if use_refs else (lambda i: {})
   out = {}
   for name, (role, images) in suspects.items():
-    alone = [kit.verify([x]) for x in images]
-    whole = kit.verify(list(images))
-    out[name] = {"role": role, "height": int(images.shape[1]), "width": int(images.shape[2]),
+    alone = [kit.verify([x], **ref(i)) for i, x in enumerate(images)]
+    whole = kit.verify(list(images), **({"references": list(references)} if use_refs else {}))
+    out[name] = {"role": role, "against_owner_outputs": use_refs,
+                 "height": int(images.shape[1]), "width": int(images.shape[2]),
                  "n_images": len(alone), "detected_alone": int(sum(v.detected for v in alone)),
                  "p_values": [float(v.p_value) for v in alone],
                  "matches": [bits(v) for v in alone],
@@ -96,9 +101,10 @@ def _verdict(kit, img, **search) -> dict:
   return {"p_value": float(v.p_value), "detected": bool(v.detected)}
 
 
-def study(kit, photos: list[np.ndarray], suspects: dict | None = None) -> tuple[dict, dict]:
+def study(kit, photos: list[np.ndarray], suspects: dict | None = None,
+          references: np.ndarray | None = None) -> tuple[dict, dict]:
   """(report record, figure panels) for the photos (any sizes at least the kit's crop), and
-  for `suspects` (judge_suspects) when given."""
+  for `suspects` (judge_suspects, with `references`) when given."""
   marked = kit.embed(list(photos))
   floored = budget.cap(list(photos), marked, FLOOR_DB)
   rows = []
@@ -124,7 +130,8 @@ def study(kit, photos: list[np.ndarray], suspects: dict | None = None) -> tuple[
   b, bm = photos[0], marked[0]
   panels = {"B (held-out photo)": b, "B' (protected)": bm,
             f"|B'-B| x{AMPLIFY}": np.clip(AMPLIFY * np.abs(bm - b), 0, 1)}
-  record = {"photos": rows, "window": int(kit.image_size), "overlap": int(kit.overlap)}
+  record = {"photos": rows, "window": int(kit.image_size), "overlap": int(kit.overlap),
+            "method": getattr(kit, "method", "deep")}
   if suspects:
-    record["suspects"] = judge_suspects(kit, suspects)
+    record["suspects"] = judge_suspects(kit, suspects, references)
   return record, panels

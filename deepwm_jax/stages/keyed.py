@@ -13,14 +13,13 @@ p-value of the exact test holds for images from any model (docs/verdicts.md). No
 calibrated. The optional stage 2 (`harden`) fine-tunes R on surrogates of training keys, never
 of the owner's: a stage 2 on the owner's key would make R depend on it and void the bound.
 """
-import os
 import time
 
 import jax
 import ml_collections
 import numpy as np
 
-from deepwm_jax import metrics, parallel, secret_key
+from deepwm_jax import metrics, secret_key
 from deepwm_jax.data import watermarks
 from deepwm_jax.stages import attack, common, full_size, served, task
 from deepwm_jax.train import stage1, stage2
@@ -100,18 +99,8 @@ def harden(r: common.Runner, nets: dict, a: np.ndarray, m_a: np.ndarray) -> dict
 def owner_key(r: common.Runner) -> np.ndarray:
   """The owner's key: drawn once, after training, and kept in the workdir so a resumed run
   writes the same kit. From the OS's entropy unless protect.keyed.key_seed >= 0 (studies)."""
-  path = os.path.join(r.workdir, OWNER_KEY_FILE)
-  if os.path.exists(path):
-    key = secret_key.check_key(np.load(path))
-  else:
-    seed = int(r.cfg.protect.keyed.get("key_seed", -1))
-    key = secret_key.new_key(n_bits(r.cfg), seed=None if seed < 0 else seed)
-  key = parallel.share_from_primary(key)  # several processes: process 0's key in all
-  if parallel.is_primary() and not os.path.exists(path):
-    tmp = path + ".tmp.npy"
-    np.save(tmp, key)
-    os.replace(tmp, path)
-  return key
+  return common.owner_key(r, n_bits(r.cfg), int(r.cfg.protect.keyed.get("key_seed", -1)),
+                          OWNER_KEY_FILE)
 
 
 def make_reader(cfg):
@@ -229,16 +218,19 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray, dict]:
   return rep, grid, innocent_p, whole
 
 
-def warnings(rep: dict) -> list[str]:
+STAGE1_REMEDY = ("stage 1 did not learn to embed; do not deploy it, and run again (new "
+                 "workdir) with more --config.stage1.steps or another --config.seed")
+
+
+def warnings(rep: dict, remedy: str = STAGE1_REMEDY) -> list[str]:
   """What makes this keyed kit unfit to deploy, read off its own report (empty when nothing
-  does): protected outputs it cannot read, or an innocent set it claims."""
+  does): protected outputs it cannot read (`remedy` says what to do), or an innocent set it
+  claims."""
   out = []
   wm = rep["groups"]["watermarked"]
   if not wm["detected"]:
-    out.append(
-        f"this kit does not read its own protected outputs ({wm['matches']} of {wm['n_bits']} "
-        "bits of their set): stage 1 did not learn to embed; do not deploy it, and run again "
-        "(new workdir) with more --config.stage1.steps or another --config.seed")
+    out.append(f"this kit does not read its own protected outputs ({wm['matches']} of "
+               f"{wm['n_bits']} bits of their set): {remedy}")
   claimed = rep["innocent"]["sets_detected"]
   if claimed:
     out.append(

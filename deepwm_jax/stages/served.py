@@ -25,10 +25,11 @@ def set_slices(n: int, set_size: int) -> list[slice]:
 
 
 def study(judge, groups: dict[str, tuple[str, np.ndarray]], specs, set_size: int,
-          seed: int = 0) -> dict:
+          seed: int = 0, references: np.ndarray | None = None) -> dict:
   """`judge(images) -> (set p-value, set detected, share of images detected alone)`, the kit's
   own decision on one set; `groups`: name -> (role, images [N, S, S, C]), a role of
-  'innocent' for groups that must never be detected.
+  'innocent' for groups that must never be detected. With `references` (the owner's outputs
+  for every group's inputs, undistorted) the judge is called as judge(images, references).
 
   Returns {"set_size", "specs", "groups": {name: {"role", "rows": {spec: record}}},
   "innocent": {"sets", "sets_detected"}}, a record holding the sets detected, their median and
@@ -39,7 +40,8 @@ def study(judge, groups: dict[str, tuple[str, np.ndarray]], specs, set_size: int
     rows = {}
     for s, spec in enumerate(specs):
       x = removal.apply(spec, images, seed=seed + 1000 * g + s)  # noise: its own draws
-      sets = [judge(x[sl]) for sl in set_slices(len(x), set_size)]
+      sets = [judge(x[sl]) if references is None else judge(x[sl], references[sl])
+              for sl in set_slices(len(x), set_size)]
       ps = [float(p) for p, _, _ in sets]
       rows[spec] = {"sets": len(sets), "sets_detected": int(sum(bool(d) for _, d, _ in sets)),
                     "median_set_p": float(np.median(ps)), "smallest_set_p": float(min(ps)),
