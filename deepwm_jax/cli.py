@@ -86,6 +86,10 @@ def _parser():
                       help="keyed kits: also read images shifted or cropped at any offset "
                            "('shift') or rescaled ('scale'); the p-value counts every "
                            "alignment tried, so it stays exact (default none)")
+  verify.add_argument("--references", metavar="DIR",
+                      help="filter kits: the owner's outputs for the very inputs the suspect "
+                           "was given (same file names as --input); the suspect's images are "
+                           "read against them, far more strongly than alone")
   verify.add_argument("--message-evidence", action="store_true",
                       help="payload kits: also detect on a decoded message equal to the kit's "
                            "(Bonferroni; see docs/verdicts.md for why it is off by default)")
@@ -151,7 +155,7 @@ def cmd_protect(args, overrides):
 
 def _print_summary(rep):
   """The report's headline numbers as one JSON line."""
-  if rep.get("method") == "keyed":  # one line per group: images detected alone, set p-value
+  if rep.get("method") in ("keyed", "filter"):  # a line per group: detected alone, set p-value
     print(json.dumps({"fidelity": rep["fidelity"]}
                      | {name: {k: g[k] for k in ("image_rate", "matches", "p_value", "detected")}
                         for name, g in rep["groups"].items()}, default=opts.jsonable))
@@ -201,8 +205,11 @@ def cmd_verify(args, overrides):
   _no_overrides(overrides, "verify")
   kit = deepwm_jax.load_kit(args.kit)
   images, _ = _read(kit, args)
-  if getattr(kit, "method", None) == "keyed":
+  if getattr(kit, "method", None) in ("keyed", "filter"):
     return _verify_keyed(kit, images, args)
+  if args.references:
+    raise DeepwmError("--references is for filter kits; this kit reads images on their own: "
+                      "drop --references")
   if args.search != "none":
     raise DeepwmError("--search is for keyed kits (their key tiles with a known period); this "
                       "kit reads images as they are: drop --search")
@@ -235,7 +242,13 @@ def _verify_keyed(kit, images, args) -> int:
   if args.message_evidence:
     raise DeepwmError("--message-evidence is for payload kits; a keyed kit's verdict is the "
                       "exact test on its key")
-  v = kit.verify(images, alpha=args.alpha, search=args.search)
+  refs = {}
+  if args.references:
+    if kit.method != "filter":
+      raise DeepwmError("--references is for filter kits; a keyed kit reads images on their "
+                        "own: drop --references")
+    refs = {"references": _references(kit, args)}
+  v = kit.verify(images, alpha=args.alpha, search=args.search, **refs)
   word = "DETECTED" if v.detected else "not detected"
   print(f"watermark {word}: {v.matches}/{v.n_bits} key bits match over {v.n_images} images "
         f"(signed-rank score {v.score:.3f}), exact p-value {v.p_value:.3g} (alpha {v.alpha:g}); "
@@ -247,6 +260,20 @@ def _verify_keyed(kit, images, args) -> int:
   opts.write_json(args.json, {**v.to_dict(), "kit": os.path.abspath(args.kit),
                               "input": os.path.abspath(args.input)})
   return 0 if v.detected else 1
+
+
+def _references(kit, args) -> list:
+  """The owner's outputs in --references, in the order of --input's names (the same names)."""
+  from deepwm_jax.data import imageio
+  _, names = imageio.read_image_dir(args.input, None, kit.channels, stack=False)
+  refs, ref_names = imageio.read_image_dir(args.references, None, kit.channels, stack=False)
+  by_name = dict(zip(ref_names, refs))
+  missing = [n for n in names if n not in by_name]
+  if missing:
+    raise DeepwmError(f"--references {args.references} has no image named {missing[0]!r} "
+                      f"({len(missing)} of {len(names)} missing); give the owner's output for "
+                      f"every suspect image, under the same file name")
+  return [by_name[n] for n in names]
 
 
 def cmd_kit_info(args, overrides):

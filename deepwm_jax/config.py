@@ -170,7 +170,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.protect = dict(
       # 'deep' (the H/R barrier, verdict calibrated on negatives), 'keyed' (the H/R barrier
       # trained over random keys; the owner's key is secret and the verdict is an exact
-      # binomial test, docs/verdicts.md) or 'traditional' (stages/traditional.py)
+      # test, docs/verdicts.md), 'filter' (a keyed filter of the content, no networks, the
+      # same exact test; docs/filter.md) or 'traditional' (stages/traditional.py)
       method="deep",
       # 'agnostic': H after M (the barrier is a separate network); 'specific': stage 1 and 2
       # as usual, then M is fine-tuned into one network M' whose outputs carry the watermark
@@ -210,6 +211,15 @@ def base_config() -> ml_collections.ConfigDict:
           # training key of its own (never the owner's); R is fine-tuned to read them.
           # () = no stage 2.
           stage2_archs=(),
+          null_archs=("unet", "resnet", "cnn")),
+      filter=dict(
+          radius=3,                # offsets within 3 px: 24 per channel, 72 key bits on RGB
+          eps=0.025,               # the filter's gain: about 40 dB on the builtin photos' crops
+          # No image's residual stronger than this PSNR (dB) at embedding; 0 = none.
+          psnr_floor=40.0,
+          key_seed=-1,             # as protect.keyed.key_seed
+          # The report's imitators of B' and innocent models, as protect.keyed's.
+          surrogate_archs=("unet", "resnet", "cnn"),
           null_archs=("unet", "resnet", "cnn")))
 
   # Devices and processes (deepwm_jax/parallel.py, docs/scale_out.md). Neither changes results
@@ -485,8 +495,10 @@ def _validate_protect(cfg, need) -> None:
   p = cfg.get("protect")
   if p is None:  # configs written before protect existed: the deep agnostic barrier
     return
-  need(p.method in ("deep", "keyed", "traditional"),
-       f"protect.method={p.method!r}; use deep, keyed or traditional")
+  need(p.method in ("deep", "keyed", "filter", "traditional"),
+       f"protect.method={p.method!r}; use deep, keyed, filter or traditional")
+  need(not (p.strategy == "specific" and p.method == "filter"),
+       "protect.strategy='specific' absorbs the deep barrier H into M; use protect.method=deep")
   need(p.strategy in ("agnostic", "specific"),
        f"protect.strategy={p.strategy!r}; use agnostic or specific")
   need(not (p.strategy == "specific" and p.method == "traditional"),
@@ -505,6 +517,16 @@ def _validate_protect(cfg, need) -> None:
   need(0 <= lo < hi <= 1, f"protect.traditional.band={tuple(t.band)}; use 0 <= lo < hi <= 1")
   need(t.margin >= 0, f"protect.traditional.margin={t.margin}; use 0 or more")
   need(t.whiten >= 0, f"protect.traditional.whiten={t.whiten}; use 0 (plain) or more")
+  if "filter" in p:
+    f = p.filter
+    need(int(f.radius) >= 1 and 2 * int(f.radius) < cfg.data.image_size,
+         f"protect.filter.radius={f.radius}; use 1 or more, under half of data.image_size")
+    need(f.eps > 0, f"protect.filter.eps={f.eps}; use a positive gain (e.g. 0.025)")
+    need(f.psnr_floor >= 0, f"protect.filter.psnr_floor={f.psnr_floor}; use 0 (none) or a PSNR "
+         "in dB (e.g. 40)")
+    for what in ("surrogate_archs", "null_archs"):
+      bad = [a for a in f[what] if a not in ("unet", "resnet", "cnn")]
+      need(not bad, f"protect.filter.{what} has {bad}; use unet, resnet or cnn")
   if "keyed" in p:
     k = p.keyed
     need(k.cell >= 1 and cfg.data.image_size % k.cell == 0,

@@ -22,7 +22,7 @@ from deepwm_jax import parallel, payload, report
 from deepwm_jax.errors import DeepwmError
 from deepwm_jax.data import pairs as pairs_lib
 from deepwm_jax.stages import (absorb, attack, barrier, calibrate, common, evaluate, full_size,
-                               harden, keyed, task, traditional)
+                               harden, keyed, keyed_filter, task, traditional)
 from deepwm_jax.train import loop
 
 
@@ -33,6 +33,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     return _run_traditional(cfg, workdir, log)
   if _protect(cfg).method == "keyed":
     return _run_keyed(cfg, workdir, log, mesh)
+  if _protect(cfg).method == "filter":
+    return _run_filter(cfg, workdir, log, mesh)
   r = common.Runner(cfg, workdir, log, mesh)
   t0 = time.time()
 
@@ -125,9 +127,11 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
   return rep
 
 
-def _full_size(cfg, workdir, rep, log, suspects: dict | None = None) -> dict:
+def _full_size(cfg, workdir, rep, log, suspects: dict | None = None,
+               references: np.ndarray | None = None) -> dict:
   """The written kit on whole held-out photos (stages/full_size.py): rep["full_size"], and
-  the figure's panels; `suspects`' whole photos judged too (full_size.judge_suspects)."""
+  the figure's panels; `suspects`' whole photos judged too (full_size.judge_suspects), against
+  `references` where the kit reads them."""
   if not parallel.is_primary():  # process 0 writes the report, and reads its kit here
     return {}
   photos = full_size.photos_for(pairs_lib.whole_images(cfg, "val"))
@@ -136,7 +140,7 @@ def _full_size(cfg, workdir, rep, log, suspects: dict | None = None) -> dict:
     return {}
   t0 = time.time()
   rep["full_size"], panels = full_size.study(kit_lib.load_kit(os.path.join(workdir, "kit")),
-                                             photos, suspects)
+                                             photos, suspects, references)
   rep["timing"]["full_size"] = round(time.time() - t0, 2)
   first = rep["full_size"]["photos"][0]
   log(f"full size: {first['width']}x{first['height']} photo at {first['psnr']:.1f} dB, "
@@ -195,6 +199,22 @@ def _run_keyed(cfg, workdir: str, log, mesh) -> dict:
   return rep
 
 
+def _run_filter(cfg, workdir: str, log, mesh) -> dict:
+  """protect.method='filter': the keyed filter, the owner's secret key, the exact test."""
+  r = common.Runner(cfg, workdir, log, mesh)
+  t0 = time.time()
+  kit_path = os.path.join(workdir, "kit")
+  owner = payload.owner_of(cfg)
+  rep, grid, innocent_p, whole, whole_ref = keyed_filter.run(
+      r, lambda key: kit_lib.keyed_filter.write_kit(kit_path, cfg, key, owner))
+  full = _full_size(cfg, workdir, rep, log, whole, whole_ref)
+  rep["timing"]["total"] = round(time.time() - t0, 2)
+  if parallel.is_primary():
+    report.write_keyed(workdir, rep, grid, innocent_p, full)
+  log(f"wrote {os.path.join(workdir, 'report.md')} and the kit {kit_path}")
+  return rep
+
+
 def _start(cfg, workdir: str, log):
   """Validates the config, joins the other processes (if any), builds the mesh and checks the
   workdir's config; returns (mesh, log) with log silenced outside process 0."""
@@ -236,7 +256,7 @@ def check_workdir_config(cfg, workdir: str) -> None:
     for path in ("data.tfds_dir", "data.tfds_max_images", "attack.extra_surrogate_archs",
                  "embedder.arch", "embedder.depth", "evaluate.per_image_fpr",
                  "stage2.weak_copies", "stage1.fidelity_band", "stage1.fidelity_band.ramp",
-                 "protect.keyed",
+                 "protect.keyed", "protect.filter",
                  "stage1.context", "stage1.distortions", "stage1.distortion_ramp",
                  "stage2.distortions",
                  "protect.absorb.distortions", "protect.keyed.reading_loss",

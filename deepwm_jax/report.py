@@ -311,10 +311,17 @@ def full_size_section(report: dict) -> str:
                f"{r['floor']['psnr']:.1f} / {r['floor']['ssim']:.3f}",
                "floor: protected": word(r["floor"]["protected"])} if "floor" in r else {})}
           for r in fs["photos"]]
-  return ("## Full size (one held-out photo per verdict)\n\n"
-          f"The kit embeds and reads images of any size in {fs['window']} px windows ("
-          + (f"overlapping by {fs['overlap']} px, blended" if fs["overlap"] else "tiled")
-          + "). Each verdict below is on one image alone"
+  if fs.get("method") == "filter":  # no windows: the frame column is the check for a grid
+    for row in rows:
+      row.pop("windows")
+    how = (f"The kit embeds and reads images of any size whole (the filter has no windows; "
+           f"'residual in window frames' is the share of |B'-B| within 2 px of the lines of a "
+           f"{fs['window']} px grid, beside their share of the area)")
+  else:
+    how = (f"The kit embeds and reads images of any size in {fs['window']} px windows ("
+           + (f"overlapping by {fs['overlap']} px, blended" if fs["overlap"] else "tiled") + ")")
+  return ("## Full size (one held-out photo per verdict)\n\n" + how
+          + ". Each verdict below is on one image alone"
           + ("; 'searched' verdicts try every shift (`verify --search shift`), their p-values "
              "multiplied by the number of alignments tried; 'cropped' photos keep that share of "
              "each side, cut at an offset drawn per photo" if "searched" in fs["photos"][0] else "")
@@ -341,8 +348,11 @@ def _suspects_section(suspects: dict | None) -> str:
   return (f"\n\n### Imitators serving whole photos\n\nThe models above, trained on "
           f"crops, run on the task inputs of the same held-out photos cut to "
           f"{first['height']} x {first['width']} px, as a thief serves whole images; each photo "
-          "judged alone, then all of them as one set. A key at fixed positions in the crop is "
-          "copied only as far as a model can tell where in a window it is.\n\n"
+          "judged alone, then all of them as one set"
+          + (", read against the owner's outputs for the same inputs." if
+             first.get("against_owner_outputs") else
+             ". A key at fixed positions in the crop is copied only as far as a model can tell "
+             "where in a window it is.") + "\n\n"
           + markdown_table(rows, list(rows[0])))
 
 
@@ -615,6 +625,36 @@ def _symmetry_words(symmetry: str) -> str:
           "dihedral": ", cells that mirror or turn into each other sharing a bit"}[symmetry]
 
 
+def _key_rows(groups: dict) -> list[dict]:
+  return [{"group": name, "role": g["role"], "images detected alone": _pct(g["image_rate"]),
+           "mean bits matching": f"{g['mean_image_matches']:.1f} / {g['n_bits']}",
+           "set: bits matching": f"{g['matches']} / {g['n_bits']}",
+           "set p-value": _pvalue(g["p_value"]), "detected": g["detected"]}
+          for name, g in groups.items()]
+
+
+def _keyed_intro(rep: dict) -> str:
+  """What the key is and how a verdict is reached, for a keyed or a filter kit."""
+  k = rep["key"]
+  if rep.get("method") == "filter":
+    how = (f"B' is M(A) plus a keyed filter of its own content (radius {k['radius']} px, gain "
+           f"{k['eps']:g}, each image held at {k['psnr_floor']:g} dB or weaker): the owner's "
+           f"key ({k['bits']} bits, drawn at random) gives the sign of each offset's difference "
+           f"in each channel. A suspect's image is read by the least-squares coefficients of "
+           f"those differences. ")
+  else:
+    how = (f"H and R were trained over random keys; the owner's key ({k['bits']} bits, "
+           f"{k['cell']} px cells{_symmetry_words(k.get('symmetry', 'none'))}) was drawn "
+           f"afterwards and R never saw it. ")
+  return (how + f"Each verdict is the exact signed-rank test on the key (alpha "
+          f"{rep['alpha']:g}): a set's per-bit readings are summed and ranked by strength, and "
+          f"the ranks of the bits whose sign matches the key are added up. An image or set is "
+          f"detected when that sum reaches {k['score_needed']:.3f} of its largest value, which "
+          f"takes at least {k['min_bits_needed']} of {k['bits']} bits, the wrong ones among the "
+          "weakest. The false-claim bound holds for images from any model that did not learn "
+          "from the key's outputs.\n")
+
+
 def write_keyed(workdir: str, rep: dict, grid: dict[str, np.ndarray],
                 innocent_p: np.ndarray, full_size: dict[str, np.ndarray] | None = None) -> None:
   """report.json, report.md and figures of a keyed run (stages/keyed.py): each group judged
@@ -627,40 +667,40 @@ def write_keyed(workdir: str, rep: dict, grid: dict[str, np.ndarray],
   save_figure(qq_figure({"innocent sets": innocent_p},
                         "innocent sets' exact p-values (they share this kit's key)"),
               os.path.join(workdir, FIGURES_DIR, "innocent_qq.png"))
-  k, inn = rep["key"], rep["innocent"]
-  rows = [{"group": name, "role": g["role"],
-           "images detected alone": _pct(g["image_rate"]),
-           "mean bits matching": f"{g['mean_image_matches']:.1f} / {g['n_bits']}",
-           "set: bits matching": f"{g['matches']} / {g['n_bits']}",
-           "set p-value": _pvalue(g["p_value"]), "detected": g["detected"]}
-          for name, g in rep["groups"].items()]
+  inn = rep["innocent"]
+  filtered = rep.get("method") == "filter"
+  columns = ["group", "role", "images detected alone", "mean bits matching",
+             "set: bits matching", "set p-value", "detected"]
+  detection = ["## Detection\n"]
+  if filtered:
+    detection = ["## Detection: suspects read against the owner's outputs\n",
+                 "Each suspect was given the held-out inputs A, and its outputs are read against "
+                 "M(A), what the owner serves for them.\n",
+                 markdown_table(_key_rows(rep["groups"]), columns),
+                 "## Detection: images read alone\n",
+                 "The same images read on their own, as images found without their inputs "
+                 "are (weaker).\n",
+                 markdown_table(_key_rows(rep["groups_alone"]), columns)]
+  else:
+    detection.append(markdown_table(_key_rows(rep["groups"]), columns))
   parts = [
-      "# deepwm_jax report: keyed kit\n",
-      f"H and R were trained over random keys; the owner's key ({k['bits']} bits, "
-      f"{k['cell']} px cells{_symmetry_words(k.get('symmetry', 'none'))}) was drawn "
-      f"afterwards and R never saw it. Each verdict is the exact signed-rank test on the key "
-      f"(alpha {rep['alpha']:g}): a set's per-bit readings are summed and ranked by strength, "
-      f"and the ranks of the bits whose sign matches the key are added up. An image or set is "
-      f"detected when that sum reaches {k['score_needed']:.3f} of its largest value, which "
-      f"takes at least {k['min_bits_needed']} of {k['bits']} bits, the wrong ones among the "
-      "weakest. The false-claim bound holds for images from any model that did not learn "
-      "from the key's outputs.\n",
+      f"# deepwm_jax report: {'filter' if filtered else 'keyed'} kit\n",
+      _keyed_intro(rep),
       *(["## Warnings\n", "".join(f"- **{w}**\n" for w in rep["warnings"])]
         if rep.get("warnings") else []),
       "## Fidelity (B' vs B, held-out images)\n",
       markdown_table([{"PSNR (dB)": rep["fidelity"]["psnr"], "SSIM": rep["fidelity"]["ssim"]}],
                      ["PSNR (dB)", "SSIM"]),
-      "## Detection\n",
-      markdown_table(rows, ["group", "role", "images detected alone", "mean bits matching",
-                            "set: bits matching", "set p-value", "detected"]),
+      *detection,
       f"Innocent sets detected: {', '.join(inn['sets_detected']) or 'none'} of "
       f"{inn['n_sets']} (smallest p-value {inn['smallest_set_p_value']:.3g}); innocent images "
       f"detected alone: {inn['images_detected_alone']} of {inn['n_images']}. The bound holds "
       "over the key: one kit is one draw of it, which every group here shares, so these "
       "p-values are not independent of each other.\n",
       "## Figures\n",
-      "**Examples: inputs, outputs, the difference, the key and R's drawings**\n\n"
-      f"![examples]({FIGURES_DIR}/grid.png)\n",
+      ("**Examples: inputs, outputs and the difference**" if filtered else
+       "**Examples: inputs, outputs, the difference, the key and R's drawings**")
+      + f"\n\n![examples]({FIGURES_DIR}/grid.png)\n",
       "**Innocent sets' p-values against uniform (on or above the diagonal: valid)**\n\n"
       f"![qq]({FIGURES_DIR}/innocent_qq.png)\n",
   ]

@@ -43,6 +43,8 @@ class AttackData:
   # serve when a thief serves whole images; None when a photo is smaller than the crop.
   whole_a: np.ndarray | None = None
   truth: np.ndarray | None = None  # the attack crops' clean targets B (truth members train on)
+  # M on whole_a: what a filter kit reads the members' whole photos against (else None).
+  whole_clean: np.ndarray | None = None
 
 
 def task_model_variables(kit_cfg, protector_workdir: str, workdir: str, log=print):
@@ -138,12 +140,21 @@ def load(kit, zcfg, workdir: str, n_attack: int, need_overwrite: bool, log=print
                                                                               held.a)
   else:
     wm, eval_wm = kit.embed(m_attack), kit.embed(m_eval)
+  whole_a = full_size.suspect_inputs(kit_cfg)
+  whole_clean = None
+  if whole_a is not None and reads_reference(kit):
+    whole_clean = task_outputs(kit_cfg, protector, workdir, [whole_a], log)[0]
   out = AttackData(a=attack.a, wm=wm, clean=m_attack, eval_a=held.a, eval_clean=m_eval,
-                   eval_wm=eval_wm, protected=mode, whole_a=full_size.suspect_inputs(kit_cfg),
-                   truth=attack.b)
+                   eval_wm=eval_wm, protected=mode, whole_a=whole_a, truth=attack.b,
+                   whole_clean=whole_clean)
   if need_overwrite:
     out.overwrite = overwrite(kit_cfg, zcfg, workdir, out.a, out.wm, log)
   return out
+
+
+def reads_reference(kit) -> bool:
+  """Whether the kit reads a suspect's outputs against the owner's (a filter kit)."""
+  return bool(getattr(kit, "reads_reference", False))
 
 
 def overwrite(kit_cfg, zcfg, workdir, a, wm, log=print) -> np.ndarray:

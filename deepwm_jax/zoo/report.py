@@ -247,7 +247,7 @@ def write(workdir: str, rep: dict, per_image: dict, reference: dict, threshold: 
     nc_groups[fam] = np.concatenate([np.asarray(nc_groups[fam]), per_image[r["name"]]["nc"]])
     stat_groups[fam] = np.concatenate([np.asarray(stat_groups[fam]),
                                        per_image[r["name"]]["stats"]])
-  keyed = rep.get("method") == "keyed"
+  keyed = rep.get("method") in ("keyed", "filter")
   if keyed:  # the NC columns hold the fraction of key bits read right
     emit("Fraction of key bits read right per image by attack family (0.5: chance)",
          "zoo_nc_hist.png", report_lib.histogram_figure(
@@ -281,8 +281,8 @@ def markdown(rep: dict, figures: dict) -> str:
            f"{rep['threshold']:.4g}" + (": the signed-rank score, the rank sum of the key bits "
            "read right over its largest value, that detects one image alone by the exact "
            "test; the NC columns hold the fraction of key bits read right)"
-           if rep.get("method") == "keyed" else "); the paper's success rate (NC > 0.95) is "
-           "beside it") + ".\n",
+           if rep.get("method") in ("keyed", "filter")
+           else "); the paper's success rate (NC > 0.95) is beside it") + ".\n",
            "## Summary\n", rep["summary"] + "\n",
            "## Targets\n",
            report_lib.markdown_table([{

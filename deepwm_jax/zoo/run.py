@@ -89,8 +89,10 @@ def run(zcfg, kit_path: str, workdir: str, log=print) -> dict:
     per_image[name] = row
   timing["removal_eval"] = round(time.time() - t, 2)
 
-  reference = {"watermarked": _stats(kit, d.eval_wm), "clean": _stats(kit, np.concatenate(
-      [d.eval_a, d.eval_clean]))}
+  refs = data_lib.reads_reference(kit)
+  reference = {"watermarked": _stats(kit, d.eval_wm, d.eval_clean if refs else None),
+               "clean": _stats(kit, np.concatenate([d.eval_a, d.eval_clean]),
+                               np.concatenate([d.eval_clean] * 2) if refs else None)}
   timing["total"] = round(time.time() - t0, 2)
   rep = zoo_report.build(rows, reference, skipped, group_info, timing, kit, zcfg, mesh)
   # What was attacked: the kit's method and how the protected outputs were made.
@@ -158,12 +160,12 @@ def _member_data(m, d):
 
 # ----------------------------------------------------------------------------- judging
 
-def _judge(kit, images):
+def _judge(kit, images, references=None):
   """Per image: the kit's statistic, the paper's NC and a centred correlation; and the kit's own
   calibrated decision on the set, as `deepwm verify` makes it (one pass of the extractor).
 
-  A deep kit extracts R(x) and compares it with its watermark image; a keyed kit reads its key
-  and decides by the exact test (secret_key.py). A traditional
+  A deep kit extracts R(x) and compares it with its watermark image; a keyed or filter kit
+  reads its key and decides by the exact test (secret_key.py). A traditional
   (spread-spectrum) kit has no extractor: its statistic is the z-score and its NC the
   normalised correlation with the key's pattern, which is already centred (mean 0 on images
   that never saw the pattern), so it is also the centred number.
@@ -171,11 +173,12 @@ def _judge(kit, images):
   if getattr(kit, "method", "deep") == "traditional":
     z, nc = kit.watermark.correlations(images)
     return np.asarray(z), np.asarray(nc), np.asarray(nc), kit.verify(images)
-  if getattr(kit, "method", "deep") == "keyed":
+  if getattr(kit, "method", "deep") in ("keyed", "filter"):
     # The statistic is the exact test's signed-rank score (0.5 on average without the key),
     # which the threshold cuts; there is no NC, so its columns hold the fraction of key bits
-    # read right, as it is and centred: 2 * fraction - 1.
-    v = kit.verify(images)
+    # read right, as it is and centred: 2 * fraction - 1. A filter kit reads the images
+    # against the owner's outputs for the same inputs (`references`).
+    v = kit.verify(images, **({} if references is None else {"references": references}))
     frac = v.matches_per_image / v.n_bits
     return v.scores_per_image, frac, 2 * frac - 1, v
   extracted = kit.extract(images)
@@ -189,11 +192,13 @@ def _stage2_families(kit) -> set[str]:
   """The surrogate architectures the kit's extractor was fine-tuned against in stage 2."""
   if getattr(kit, "method", "deep") == "keyed":
     return set(kit.config.protect.keyed.get("stage2_archs", ()))
+  if getattr(kit, "method", "deep") == "filter":  # no extractor, nothing fine-tuned
+    return set()
   return {s.arch for s in config_lib.stage2_surrogates(kit.config).values()}
 
 
-def _stats(kit, images):
-  stats, nc, _, _ = _judge(kit, images)
+def _stats(kit, images, references=None):
+  stats, nc, _, _ = _judge(kit, images, references)
   return {"stats": stats.tolist(), "nc": nc.tolist()}
 
 
@@ -201,7 +206,8 @@ def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none", whole=None) 
   """The kit's calibrated verdict on a member's held-out outputs, plus the paper's numbers;
   with `whole` (the member's outputs on whole held-out photos), the kit's verdict on each
   photo alone and on all of them as one set."""
-  stats, nc, centered, v = _judge(kit, outputs)
+  refs = d.eval_clean if data_lib.reads_reference(kit) else None
+  stats, nc, centered, v = _judge(kit, outputs, refs)
   family = zcfg.archs[m.arch]["arch"]
   row = {
       "name": m.name if removal_spec == "none" else f"{m.name}@{removal_spec}",
@@ -221,7 +227,7 @@ def _evaluate(kit, outputs, d, m, zcfg, removal_spec: str = "none", whole=None) 
       "n_images": int(len(stats)),
   }
   if whole is not None:
-    w = full_size.judge_suspects(kit, {m.name: ("", whole)})[m.name]
+    w = full_size.judge_suspects(kit, {m.name: ("", whole)}, d.whole_clean)[m.name]
     row.update(whole_photos=f"{w['detected_alone']}/{w['n_images']}",
                whole_set_p=w["set"]["p_value"], whole_set_detected=w["set"]["detected"],
                whole_side=w["height"])
