@@ -214,7 +214,9 @@ def base_config() -> ml_collections.ConfigDict:
           null_archs=("unet", "resnet", "cnn")),
       filter=dict(
           radius=3,                # offsets within 3 px: 24 per channel, 72 key bits on RGB
-          eps=0.025,               # the filter's gain: about 40 dB on the builtin photos' crops
+          # The filter's gain. With the floor below: 40.6 dB / SSIM 0.987 on the builtin
+          # photos' crops, 40-52 dB / SSIM 0.992-0.997 on whole held-out photos.
+          eps=0.04,
           # No image's residual stronger than this PSNR (dB) at embedding; 0 = none.
           psnr_floor=40.0,
           key_seed=-1,             # as protect.keyed.key_seed
