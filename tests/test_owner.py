@@ -75,6 +75,23 @@ def test_a_keyed_kit_with_a_texture_mask_protects_a_callable_model(tmp_path):
   assert 0 < v.p_value <= 1 and len(v.p_per_image) == 2
 
 
+def test_a_filter_kit_protects_paired_folders(tmp_path, capsys):
+  """The filter method on the owner's collected outputs: no model to call, so the whole-photo
+  suspects are read alone, and the kit reads the owner's outputs against themselves."""
+  inputs, outputs = _pair_folders(tmp_path)
+  workdir = tmp_path / "w"
+  assert cli.main(["protect", "--config", "tiny", "--inputs", inputs, "--outputs", outputs,
+                   "--workdir", str(workdir), "--config.data.n_protect=16",
+                   "--config.data.n_attack=16", "--config.protect.method=filter"]) == 0
+  kit = deepwm_jax.load_kit(str(workdir / "kit"))
+  rep = __import__("json").loads((workdir / "report.json").read_text())
+  assert kit.method == "filter" and rep["groups"]["watermarked"]["detected"]
+  assert not any(g["detected"] for g in rep["groups"].values() if g["role"] == "innocent")
+  assert not any(g["against_owner_outputs"] for g in rep["full_size"]["suspects"].values())
+  x = photos()[2:4]
+  assert kit.verify(kit.embed(x), references=x).detected
+
+
 def _pair_folders(tmp_path, n=6):
   x = photos(n)
   inputs, outputs = tmp_path / "in", tmp_path / "out"
