@@ -124,6 +124,17 @@ def surrogate_spec(cfg, arch: str) -> ml_collections.ConfigDict:
   return imitator_spec(cfg, arch, 100 + (archs.index(arch) if arch in archs else 0))
 
 
+def suspect_groups(models: dict, val_a, wm_val, m_val, wm_other) -> dict:
+  """The report's groups, name -> (role, images): B', the imitators' outputs on the held-out
+  inputs, then the innocent ones (clean outputs, the inputs themselves, B' under another key,
+  the null models' outputs). `models`: name -> (role, model)."""
+  return {"watermarked": ("carries the key", wm_val),
+          **{n: (role, m(val_a)) for n, (role, m) in models.items() if role != "innocent"},
+          "clean M(A)": ("innocent", m_val), "inputs A": ("innocent", val_a),
+          "another key": ("innocent", wm_other),
+          **{n: (role, m(val_a)) for n, (role, m) in models.items() if role == "innocent"}}
+
+
 def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray, dict]:
   """The keyed method end to end; `write_kit(embedder, extractor, key)` writes the kit.
   Returns (report, example grid, the innocent groups' set p-values, the imitators' and null
@@ -154,13 +165,7 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray, dict]:
   for i, arch in enumerate(k.null_archs):
     models[f"null {arch}"] = ("innocent", attack.imitator(
         r, f"keyed_null_{arch}", imitator_spec(cfg, arch, 200 + i), splits.attack.a, m_attack))
-  suspects = {"watermarked": ("carries the key", wm_val),
-              **{n: (role, m(splits.val.a)) for n, (role, m) in models.items()
-                 if role != "innocent"},
-              "clean M(A)": ("innocent", m_val), "inputs A": ("innocent", splits.val.a),
-              "another key": ("innocent", wm_other),
-              **{n: (role, m(splits.val.a)) for n, (role, m) in models.items()
-                 if role == "innocent"}}
+  suspects = suspect_groups(models, splits.val.a, wm_val, m_val, wm_other)
   # The same models serving whole held-out photos, as a thief serves them (full_size.py).
   whole_a = full_size.suspect_inputs(cfg)
   whole = {} if whole_a is None else {n: (role, m(whole_a)) for n, (role, m) in models.items()}

@@ -71,13 +71,7 @@ def run(r: common.Runner, write_kit) -> tuple[dict, dict, np.ndarray, dict, np.n
     models[f"null {arch}"] = ("innocent", attack.imitator(
         r, f"filter_null_{arch}", keyed.imitator_spec(cfg, arch, 200 + i), splits.attack.a,
         m_attack))
-  suspects = {"watermarked": ("carries the key", wm_val),
-              **{n: (role, m(splits.val.a)) for n, (role, m) in models.items()
-                 if role != "innocent"},
-              "clean M(A)": ("innocent", m_val), "inputs A": ("innocent", splits.val.a),
-              "another key": ("innocent", wm_other),
-              **{n: (role, m(splits.val.a)) for n, (role, m) in models.items()
-                 if role == "innocent"}}
+  suspects = keyed.suspect_groups(models, splits.val.a, wm_val, m_val, wm_other)
   whole_a = full_size.suspect_inputs(cfg)
   whole = {} if whole_a is None else {n: (role, m(whole_a)) for n, (role, m) in models.items()}
   whole_ref = None if whole_a is None else owner_outputs(r, whole_a, splits.protect)
