@@ -85,7 +85,9 @@ def _parser():
   verify.add_argument("--search", default="none", choices=("none", "shift", "scale"),
                       help="keyed kits: also read images shifted or cropped at any offset "
                            "('shift') or rescaled ('scale'); the p-value counts every "
-                           "alignment tried, so it stays exact (default none)")
+                           "alignment tried, so it stays exact; filter kits with --references: "
+                           "register each image onto its reference first ('shift') "
+                           "(default none)")
   verify.add_argument("--references", metavar="DIR",
                       help="filter kits: the owner's outputs for the very inputs the suspect "
                            "was given (same file names as --input); the suspect's images are "

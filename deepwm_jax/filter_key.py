@@ -127,6 +127,23 @@ def solve(ftf: np.ndarray, fte: np.ndarray) -> np.ndarray:
   return coef.ravel()
 
 
+def align(img, reference, max_shift: int):
+  """(img, reference) cut to their overlap after the integer translation, within max_shift px,
+  that best registers img onto reference (phase correlation of their lumas), and the shift.
+  The shift is found from the two images alone, never from the key, so reading the aligned
+  pair keeps the exact bound without counting the shifts tried."""
+  from skimage.registration import phase_cross_correlation  # only where a search is asked for
+  img, reference = np.asarray(img), np.asarray(reference)
+  shift, _, _ = phase_cross_correlation(reference.mean(-1), img.mean(-1),
+                                        normalization="phase")
+  dy, dx = (int(np.clip(round(float(v)), -max_shift, max_shift)) for v in shift)
+  h, w = img.shape[:2]
+  # img moved by (dy, dx) matches reference: reference[y, x] ~ img[y - dy, x - dx].
+  ys, yd = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h - max(0, -dy))
+  xs, xd = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w - max(0, -dx))
+  return img[ys, xs], reference[yd, xd], (dy, dx)
+
+
 def _equations(images, radius: int, references=None) -> list:
   refs = [None] * len(images) if references is None else list(references)
   if len(refs) != len(images):

@@ -566,7 +566,7 @@ def write_report(workdir: str, report: dict, grid: dict[str, np.ndarray] | None 
                     render_markdown(report, figures, threshold))
 
 
-# ----------------------------------------------------------------------------- the absorbed strategy
+# ---------------------------------------------------------------------------- the absorbed strategy
 
 def comparison_rows(rep: dict) -> list[dict]:
   """Agnostic (H after M) and specific (M') side by side, from one report."""

@@ -75,6 +75,10 @@ def test_innocent_p_values_are_uniform_over_keys():
       v = filter_key.readings([img.astype(np.float32)], R, None if ref is None else [ref])
       ps = [secret_key.decide(v, filter_key.new_key(R, 3, seed=s).ravel(), 1e-6).p_value
             for s in range(300)]
+      if ref is not None:  # registered first: the shift is chosen without the key too
+        moved, ref_cut, _ = filter_key.align(np.roll(img, (2, 1), (0, 1))[3:-3, 3:-3],
+                                             ref[3:-3, 3:-3], 8)
+        v = filter_key.readings([moved.astype(np.float32)], R, [ref_cut])
       if not np.any(v):  # no residual at all: never detected
         assert min(ps) == 1.0
         continue
@@ -145,8 +149,17 @@ def test_pipeline_kit_and_cli(filter_run, tmp_path, capsys):
   marked = kit.embed(x)
   assert [m.shape for m in marked] == [i.shape for i in x]
   assert kit.verify(marked, references=x).detected and not kit.verify(x).detected
-  with pytest.raises(DeepwmError, match="no alignment search"):
+  with pytest.raises(DeepwmError, match="takes --search shift"):
     kit.verify(marked, search="shift")
+  # Outputs shifted against the owner's (cut at another offset): read after registration.
+  shifted = [np.roll(m, (3, -2), (0, 1))[4:-4, 4:-4] for m in marked]
+  cut = [i[4:-4, 4:-4] for i in x]
+  assert not kit.verify(shifted, references=cut).detected
+  assert kit.verify(shifted, references=cut, search="shift").detected
+  theirs = filter_key.new_key(kit.radius, 3, seed=5)
+  other = [np.roll(filter_key.embed(i, theirs, kit.eps, kit.radius), (3, -2), (0, 1))[4:-4, 4:-4]
+           for i in x]
+  assert not kit.verify(other, references=cut, search="shift").detected
   with pytest.raises(DeepwmError, match="its reference is"):
     kit.verify(marked, references=[x[1], x[0]])
   # The CLI: verify against the owner's outputs (same names), and refuse unmatched names.
@@ -157,6 +170,10 @@ def test_pipeline_kit_and_cli(filter_run, tmp_path, capsys):
                  "--references", str(tmp_path / "owner"), "--json", str(out)])
   assert rc == 0 and json.loads(out.read_text())["detected"]
   assert cli.main(["verify", "--kit", kit.path, "--input", str(tmp_path / "owner")]) == 1
+  assert cli.main(["verify", "--kit", kit.path, "--input", str(tmp_path / "suspect"),
+                   "--references", str(tmp_path / "owner"), "--search", "shift"]) == 0
+  assert cli.main(["verify", "--kit", kit.path, "--input", str(tmp_path / "suspect"),
+                   "--search", "scale"]) == 2
   os.rename(tmp_path / "owner" / "b.png", tmp_path / "owner" / "c.png")
   assert cli.main(["verify", "--kit", kit.path, "--input", str(tmp_path / "suspect"),
                    "--references", str(tmp_path / "owner")]) == 2

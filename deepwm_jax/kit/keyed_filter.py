@@ -118,14 +118,22 @@ class FilterKit:
     """Exact verdict (secret_key.py) on each image's reading and on the set's, one regression
     over all the images (filter_key.read). With `references` the suspect's outputs are read
     against the owner's outputs for the same inputs, which is far stronger; without, each
-    image is read on its own content. The filter has no position, so a shift
-    or crop needs no search (`search` is accepted for the other kits' callers and must be
-    'none')."""
-    if search not in ("none", None):
-      raise DeepwmError("a filter kit needs no alignment search (its watermark has no "
-                        "position); verify without --search")
+    image is read on its own content, which no shift or crop disturbs.
+
+    `search='shift'` (with references only) first registers each image onto its reference
+    (filter_key.align: a translation found from the two images, up to half the smaller side)
+    and reads their overlap: for outputs the suspect shifted or cropped at an offset. The
+    registration never sees the key, so the bound needs no correction for it."""
+    search = "none" if search is None else search
+    if search not in ("none", "shift") or (search == "shift" and references is None):
+      raise DeepwmError("a filter kit reads an image alone whatever its position; with "
+                        "--references it takes --search shift (outputs shifted or cropped "
+                        "against the owner's), nothing else")
     alpha = self.alpha if alpha is None else alpha
     items, refs = self._items(images, references)
+    if search == "shift":
+      pairs = [filter_key.align(x, ref, min(x.shape[:2]) // 2) for x, ref in zip(items, refs)]
+      items, refs = [p[0] for p in pairs], [p[1] for p in pairs]
     return filter_key.decide(*filter_key.read(items, self.radius, refs), self.key, alpha)
 
   def extract(self, images):
