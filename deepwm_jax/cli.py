@@ -297,7 +297,16 @@ def cmd_kit_info(args, overrides):
            f"sha256 {c['config_sha256'][:16]}...",
            f"decision  alpha {rec['alpha']}, min success rate {rec['min_success_rate']}"]
   cal = rec["calibration"]
-  if rec.get("keyed"):
+  f = rec.get("filter")
+  if f:
+    lines[-2] = (f"config    keyed filter, {c['data']['image_size']} px crops x "
+                 f"{c['data']['channels']} ch, task {c['data']['task']}, seed {c['seed']}, "
+                 f"sha256 {c['config_sha256'][:16]}...")
+    lines[-1] = f"decision  alpha {rec['alpha']}"
+    lines.append(f"verdict   exact signed-rank test on a {f['bits']}-bit secret key (filter "
+                 f"radius {f['radius']} px, gain {f['eps']:g}, each image held at "
+                 f"{f['psnr_floor']:g} dB or weaker); no calibration")
+  elif rec.get("keyed"):
     lines[-1] = f"decision  alpha {rec['alpha']}"
     lines.append(f"verdict   exact signed-rank test on a {rec['keyed']['bits']}-bit secret key "
                  f"({rec['keyed']['cell']} px cells, symmetry "

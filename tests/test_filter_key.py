@@ -178,6 +178,10 @@ def test_pipeline_kit_and_cli(filter_run, tmp_path, capsys):
   assert cli.main(["verify", "--kit", kit.path, "--input", str(tmp_path / "suspect"),
                    "--references", str(tmp_path / "owner")]) == 2
   assert "no image named 'b.png'" in capsys.readouterr().err
+  assert cli.main(["kit-info", "--kit", kit.path]) == 0
+  shown = capsys.readouterr().out
+  assert "72-bit secret key (filter radius 3 px" in shown and "calib." not in shown
+  assert str(kit.key.astype(int).tolist()) not in shown
   # Resuming the finished run writes the same kit (the key is kept in the workdir).
   again = pipeline.run(cfg, workdir, log=lambda *_: None)
   assert again["groups"]["watermarked"]["p_value"] == rep["groups"]["watermarked"]["p_value"]

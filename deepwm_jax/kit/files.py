@@ -275,6 +275,8 @@ def provenance(path: str) -> dict:
   out["method"] = info.get("method", "deep")
   if isinstance(info.get("keyed"), dict):  # the key's size, never the key itself
     out["keyed"] = {k: info["keyed"].get(k) for k in ("bits", "cell")}
+  if isinstance(info.get("filter"), dict):  # likewise
+    out["filter"] = {k: info["filter"].get(k) for k in ("bits", "radius", "eps", "psnr_floor")}
   out["calibration"] = info.get("calibration")  # None: an older kit, verify refuses it
   out["calibration_null"] = info.get("calibration_null")  # None: p-values are the bound only
   out["calibration_model_null"] = info.get("calibration_model_null")  # None: none built
