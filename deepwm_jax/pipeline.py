@@ -185,28 +185,24 @@ def _run_traditional(cfg, workdir: str, log) -> dict:
 
 def _run_keyed(cfg, workdir: str, log, mesh) -> dict:
   """protect.method='keyed': H and R over random keys, the owner's secret key, the exact test."""
-  r = common.Runner(cfg, workdir, log, mesh)
-  t0 = time.time()
-  kit_path = os.path.join(workdir, "kit")
-  owner = payload.owner_of(cfg)
-  rep, grid, innocent_p, whole = keyed.run(
-      r, lambda emb, ext, key: kit_lib.keyed.write_kit(kit_path, cfg, emb, ext, key, owner))
-  full = _full_size(cfg, workdir, rep, log, whole)
-  rep["timing"]["total"] = round(time.time() - t0, 2)
-  if parallel.is_primary():
-    report.write_keyed(workdir, rep, grid, innocent_p, full)
-  log(f"wrote {os.path.join(workdir, 'report.md')} and the kit {kit_path}")
-  return rep
+  return _run_exact(cfg, workdir, log, mesh, lambda r, path, owner: (*keyed.run(
+      r, lambda emb, ext, key: kit_lib.keyed.write_kit(path, cfg, emb, ext, key, owner)), None))
 
 
 def _run_filter(cfg, workdir: str, log, mesh) -> dict:
   """protect.method='filter': the keyed filter, the owner's secret key, the exact test."""
+  return _run_exact(cfg, workdir, log, mesh, lambda r, path, owner: keyed_filter.run(
+      r, lambda key: kit_lib.keyed_filter.write_kit(path, cfg, key, owner)))
+
+
+def _run_exact(cfg, workdir: str, log, mesh, stage) -> dict:
+  """A method judged by the exact key test: `stage(runner, kit path, owner)` writes the kit and
+  returns (report, grid, innocent p-values, whole-photo suspects, their references or None);
+  then the full-size study and the report."""
   r = common.Runner(cfg, workdir, log, mesh)
   t0 = time.time()
   kit_path = os.path.join(workdir, "kit")
-  owner = payload.owner_of(cfg)
-  rep, grid, innocent_p, whole, whole_ref = keyed_filter.run(
-      r, lambda key: kit_lib.keyed_filter.write_kit(kit_path, cfg, key, owner))
+  rep, grid, innocent_p, whole, whole_ref = stage(r, kit_path, payload.owner_of(cfg))
   full = _full_size(cfg, workdir, rep, log, whole, whole_ref)
   rep["timing"]["total"] = round(time.time() - t0, 2)
   if parallel.is_primary():

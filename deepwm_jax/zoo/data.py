@@ -131,7 +131,11 @@ def load(kit, zcfg, workdir: str, n_attack: int, need_overwrite: bool, log=print
   attack = queries(kit_cfg, zcfg, n_attack)
   held = pairs_lib.make_pairs(kit_cfg, "val", z.n_eval, z.eval_seed_offset)
   protector = zcfg.protector_workdir or os.path.dirname(os.path.abspath(kit.path))
-  m_attack, m_eval = task_outputs(kit_cfg, protector, workdir, [attack.a, held.a], log)
+  whole_a = full_size.suspect_inputs(kit_cfg)
+  # A filter kit reads the members' whole photos against M's: one pass of M for all three.
+  with_whole = whole_a is not None and reads_reference(kit)
+  m_attack, m_eval, *m_whole = task_outputs(
+      kit_cfg, protector, workdir, [attack.a, held.a] + ([whole_a] if with_whole else []), log)
   mode = protected_mode(kit, zcfg)
   if mode == "specific":
     fn, variables = absorbed_model(kit_cfg, protector)
@@ -140,13 +144,9 @@ def load(kit, zcfg, workdir: str, n_attack: int, need_overwrite: bool, log=print
                                                                               held.a)
   else:
     wm, eval_wm = kit.embed(m_attack), kit.embed(m_eval)
-  whole_a = full_size.suspect_inputs(kit_cfg)
-  whole_clean = None
-  if whole_a is not None and reads_reference(kit):
-    whole_clean = task_outputs(kit_cfg, protector, workdir, [whole_a], log)[0]
   out = AttackData(a=attack.a, wm=wm, clean=m_attack, eval_a=held.a, eval_clean=m_eval,
                    eval_wm=eval_wm, protected=mode, whole_a=whole_a, truth=attack.b,
-                   whole_clean=whole_clean)
+                   whole_clean=m_whole[0] if m_whole else None)
   if need_overwrite:
     out.overwrite = overwrite(kit_cfg, zcfg, workdir, out.a, out.wm, log)
   return out
